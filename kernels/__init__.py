@@ -1,0 +1,1 @@
+"""Pallas kernels, each beside a pure-JAX reference (e.g. `kernels.flash_attention`)."""

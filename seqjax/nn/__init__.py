@@ -1,0 +1,12 @@
+"""Flax Linen modules for sequence models."""
+
+from seqjax.nn.cells import (CELL_NAMES, GRUCell, LSTMCarry, LSTMCell, RecurrentCell,
+                             SimpleRNNCell, identity_init, irnn_cell, make_cell)
+from seqjax.nn.heads import last_valid, masked_max, masked_mean, pool
+from seqjax.nn.recurrent import Bidirectional, Recurrent, RecurrentStack, scan_cell
+
+__all__ = [
+    "CELL_NAMES", "GRUCell", "LSTMCarry", "LSTMCell", "RecurrentCell", "SimpleRNNCell",
+    "identity_init", "irnn_cell", "make_cell", "last_valid", "masked_max", "masked_mean",
+    "pool", "Bidirectional", "Recurrent", "RecurrentStack", "scan_cell",
+]
