@@ -205,12 +205,16 @@ class Bidirectional(nn.Module):
         return outputs, (forward_carry, backward_carry)
 
 
-def final_hidden(layer_carry: Any, cell_type: type[cells_lib.RecurrentCell], merge: str = "concat") -> Array:
-    """The last hidden state [B, H] (or [B, 2H] for concat-merged bidirectional) in a layer's carry."""
-    if isinstance(layer_carry, tuple) and not isinstance(layer_carry, cells_lib.LSTMCarry):
-        forward, backward = (cell_type.hidden_of(c) for c in layer_carry)
+def final_hidden(layer_carry: Any, merge: str = "concat") -> Array:
+    """The last hidden state [B, H] in a layer's final carry; for a
+    bidirectional layer's (forward, backward) carry, both merged like the
+    outputs ([B, 2H] for 'concat', [B, H] for 'sum')."""
+    if isinstance(layer_carry, cells_lib.LSTMCarry):
+        return layer_carry.hidden
+    if isinstance(layer_carry, tuple):
+        forward, backward = (final_hidden(c) for c in layer_carry)
         return jnp.concatenate([forward, backward], -1) if merge == "concat" else forward + backward
-    return cell_type.hidden_of(layer_carry)
+    return layer_carry
 
 
 class RecurrentStack(nn.Module):

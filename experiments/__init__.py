@@ -1,0 +1,1 @@
+"""Entry points: training, benchmarks (run as `python -m experiments.<name>`)."""

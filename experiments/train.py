@@ -1,0 +1,43 @@
+"""Train and evaluate one run.
+
+  python -m experiments.train --config=configs/default.py[:variant] --workdir=W \
+      [--config.model.hidden_size=256 ...]
+
+Leaves config.json, metrics.jsonl, TensorBoard events, checkpoints and
+final_metrics.json in W; the final metrics are also the last stdout line.
+Re-running with the same W resumes from its latest checkpoint.
+"""
+
+import json
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from seqjax import config as config_lib
+from seqjax import parallel
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    parallel.maybe_initialize_distributed()
+    from seqjax import training  # after distributed init: it touches devices
+
+    config = _CONFIG.value
+    try:
+        config_lib.validate(config)
+    except config_lib.ConfigError as error:
+        raise app.UsageError(str(error)) from error
+    final = training.train_and_evaluate(config, _WORKDIR.value)
+    print(json.dumps(final, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,105 @@
+"""Config validation: unknown keys and bad values fail at start, naming the field.
+
+A config is an `ml_collections.ConfigDict` with sections `task`, `model`,
+`optimizer`, `train` and a top-level `seed` (configs/default.py documents
+every field). Tasks and models declare the keys they read, so a typo such as
+`config.model.hiden_size` is caught even inside a config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+import ml_collections
+
+from seqjax import models, optim, tasks
+from seqjax.nn import cells
+
+TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train")
+TRAIN_KEYS = ("batch_size", "num_steps", "log_every", "eval_every", "eval_batches",
+              "checkpoint_every", "keep_checkpoints", "progress")
+OPTIMIZER_KEYS = ("name", "learning_rate", "schedule", "warmup_steps", "end_lr_fraction",
+                  "b1", "b2", "momentum", "nesterov", "weight_decay", "clip_global_norm",
+                  "clip_value", "l1", "l2")
+
+
+class ConfigError(ValueError):
+    """A config field is unknown or has a bad value."""
+
+
+def _check_keys(where: str, section: ml_collections.ConfigDict, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    for key in section.keys():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {where}.{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {where}.{key}{hint}; known keys: {', '.join(sorted(allowed))}")
+
+
+def _require(condition: bool, field: str, value, expectation: str) -> None:
+    if not condition:
+        raise ConfigError(f"bad value {field}={value!r}: {expectation}")
+
+
+def _check_positive_ints(section, where: str, keys: Iterable[str]) -> None:
+    for key in keys:
+        value = section.get(key)
+        if value is not None:
+            _require(isinstance(value, int) and value > 0, f"{where}.{key}", value, "must be a positive integer")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first unknown key or bad value."""
+    _check_keys("config", config, TOP_LEVEL_KEYS)
+    for section in TOP_LEVEL_KEYS[1:]:
+        _require(isinstance(config.get(section), ml_collections.ConfigDict), f"config.{section}",
+                 config.get(section), "must be a section (ConfigDict)")
+    _validate_task(config.task)
+    _validate_model(config.model)
+    _validate_optimizer(config.optimizer)
+    _validate_train(config.train)
+
+
+def _validate_task(task: ml_collections.ConfigDict) -> None:
+    name = task.get("name")
+    _require(name in tasks.names(), "config.task.name", name, f"must be one of {tasks.names()}")
+    _check_keys("config.task", task, tasks.config_keys(name))
+    _check_positive_ints(task, "config.task", ("seq_len", "num_symbols", "copy_len"))
+
+
+def _validate_model(model: ml_collections.ConfigDict) -> None:
+    name = model.get("name")
+    _require(name in models.names(), "config.model.name", name, f"must be one of {models.names()}")
+    _check_keys("config.model", model, models.config_keys(name))
+    if "cell" in model:
+        _require(model.cell in cells.CELL_NAMES, "config.model.cell", model.cell,
+                 f"must be one of {list(cells.CELL_NAMES)}")
+    _check_positive_ints(model, "config.model", ("hidden_size", "num_layers", "embed_size", "unroll"))
+    if "dropout_rate" in model:
+        _require(0.0 <= model.dropout_rate < 1.0, "config.model.dropout_rate", model.dropout_rate, "must be in [0, 1)")
+    if model.get("head"):
+        _require(model.head in models.HEADS, "config.model.head", model.head, f"must be one of {list(models.HEADS)}")
+    if "merge" in model:
+        _require(model.merge in ("concat", "sum"), "config.model.merge", model.merge, "must be 'concat' or 'sum'")
+    if "implementation" in model:
+        _require(model.implementation in ("auto", "scan", "fused"), "config.model.implementation",
+                 model.implementation, "must be 'auto', 'scan' or 'fused'")
+
+
+def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
+    _check_keys("config.optimizer", opt, OPTIMIZER_KEYS)
+    _require(opt.get("name") in optim.OPTIMIZERS, "config.optimizer.name", opt.get("name"),
+             f"must be one of {list(optim.OPTIMIZERS)}")
+    _require(opt.get("schedule", "constant") in optim.SCHEDULES, "config.optimizer.schedule",
+             opt.get("schedule"), f"must be one of {list(optim.SCHEDULES)}")
+    _require(opt.get("learning_rate", -1) > 0, "config.optimizer.learning_rate", opt.get("learning_rate"), "must be > 0")
+    for key in ("clip_global_norm", "clip_value", "l1", "l2", "weight_decay", "momentum", "warmup_steps"):
+        if key in opt:
+            _require(opt[key] >= 0, f"config.optimizer.{key}", opt[key], "must be >= 0 (0 turns it off)")
+
+
+def _validate_train(train: ml_collections.ConfigDict) -> None:
+    _check_keys("config.train", train, TRAIN_KEYS)
+    _check_positive_ints(train, "config.train", ("batch_size", "num_steps", "log_every", "eval_every",
+                                                 "eval_batches", "checkpoint_every", "keep_checkpoints"))

@@ -1,0 +1,1 @@
+"""Data: synthetic tasks (no files needed); tokenizers and dataset sources come later."""

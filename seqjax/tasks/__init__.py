@@ -1,0 +1,42 @@
+"""Task registry: `get(config.task)` builds the task named `config.task.name`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import ml_collections
+
+from seqjax.tasks.base import SPLITS, Task
+from seqjax.tasks.synthetic import AddingTask, CopyTask
+
+_REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], Task]] = {}
+
+
+def register(name: str, factory: Callable[[ml_collections.ConfigDict], Task]) -> None:
+    """Makes `factory(task_config)` available as `config.task.name = name`."""
+    if name in _REGISTRY:
+        raise ValueError(f"task {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def config_keys(name: str) -> tuple[str, ...]:
+    """The `config.task` keys the task `name` reads."""
+    return ("name",) + tuple(getattr(_REGISTRY[name], "config_keys", ()))
+
+
+def get(task_config: ml_collections.ConfigDict) -> Task:
+    """The task named `task_config.name`, configured by `task_config`."""
+    name = task_config.name
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task config.task.name={name!r}; registered: {', '.join(names())}")
+    return _REGISTRY[name](task_config)
+
+
+register("adding", AddingTask)
+register("copy", CopyTask)
+
+__all__ = ["SPLITS", "Task", "config_keys", "get", "names", "register"]

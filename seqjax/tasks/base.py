@@ -1,0 +1,70 @@
+"""What a task is: where batches come from, the model's output shape, the loss.
+
+The training loop talks to every task through this interface, so adding a
+task never touches the trainer (`seqjax.tasks.register`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+SPLITS = ("train", "eval", "test")
+
+
+class Task:
+    """Base class. Subclasses set `output_size`, `vocab_size`, `head` and
+    implement `make_batch` and `loss_and_metrics`.
+
+    Attributes:
+      output_size: size of the model's last dimension.
+      vocab_size: input vocabulary size for token-id inputs; 0 for real-valued inputs.
+      head: 'last' / 'mean' / 'max' (many-to-one) or 'per_step' (many-to-many).
+      higher_is_better: {metric name: bool} for the metrics worth tracking as "best".
+    """
+
+    output_size: int
+    vocab_size: int = 0
+    head: str = "last"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    def batch(self, split: str, index: int, batch_size: int, seed: int) -> Batch:
+        """Batch number `index` of `split`: a pure function of its arguments."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+        batch = self.make_batch(rng, batch_size)
+        self.validate_batch(batch)
+        return batch
+
+    def make_batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        raise NotImplementedError  # abstract: each task generates or reads its batches
+
+    def loss_and_metrics(self, predictions: jax.Array, batch: dict[str, Any]) -> tuple[jax.Array, dict]:
+        """(scalar loss to minimise, {metric name: scalar}); jit-able."""
+        raise NotImplementedError  # abstract: each task defines its objective
+
+    def validate_batch(self, batch: Batch) -> None:
+        """Host-side checks that give a clear error instead of wrong numbers."""
+        inputs = batch["inputs"]
+        if self.vocab_size:
+            if not np.issubdtype(inputs.dtype, np.integer):
+                raise TypeError(f"{type(self).__name__} expects integer token ids, got dtype {inputs.dtype}")
+            bad = (inputs < 0) | (inputs >= self.vocab_size)
+            if bad.any():
+                raise ValueError(
+                    f"token id out of range [0, {self.vocab_size}): found {inputs[bad][:5].tolist()}")
+        elif not np.issubdtype(inputs.dtype, np.floating):
+            raise TypeError(f"{type(self).__name__} expects float features, got dtype {inputs.dtype}")
+        lengths = batch.get("lengths")
+        if lengths is not None:
+            time = inputs.shape[1]
+            if lengths.min(initial=0) < 0 or lengths.max(initial=0) > time:
+                raise ValueError(f"lengths must lie in [0, T={time}], got min {lengths.min()} max {lengths.max()}")

@@ -1,0 +1,60 @@
+"""Synthetic tasks: the adding problem (many-to-one regression) and the copy
+task (many-to-many classification)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from seqjax.data import synthetic
+from seqjax.tasks.base import Task
+
+
+class AddingTask(Task):
+    """Regress the sum of the two marked values; loss is MSE.
+
+    Config: seq_len (T), min_seq_len (0 for fixed length, else variable
+    lengths in [min_seq_len, T]).
+    """
+
+    output_size = 1
+    head = "last"
+    config_keys = ("seq_len", "min_seq_len")
+
+    def make_batch(self, rng, batch_size):
+        min_len = self.config.get("min_seq_len", 0) or None
+        return synthetic.adding_problem(rng, batch_size, self.config.seq_len, min_len)
+
+    def loss_and_metrics(self, predictions, batch):
+        """predictions [B, 1]."""
+        mse = jnp.mean((predictions[:, 0] - batch["targets"]) ** 2)
+        return mse, {"loss": mse, "mse": mse}
+
+
+class CopyTask(Task):
+    """Reproduce `copy_len` symbols after `delay` blank steps; per-step
+    cross-entropy. `copy_accuracy` counts only the steps to be recalled.
+
+    Config: seq_len (the delay T; sequences are T + 2 * copy_len long),
+    num_symbols, copy_len.
+    """
+
+    head = "per_step"
+    config_keys = ("seq_len", "num_symbols", "copy_len")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_symbols = config.get("num_symbols", 8)
+        self.copy_len = config.get("copy_len", 10)
+        self.vocab_size = self.num_symbols + 2  # blank + symbols + delimiter
+        self.output_size = self.vocab_size
+
+    def make_batch(self, rng, batch_size):
+        return synthetic.copy_task(rng, batch_size, self.config.seq_len, self.num_symbols, self.copy_len)
+
+    def loss_and_metrics(self, predictions, batch):
+        """predictions [B, T, vocab] logits."""
+        targets = batch["targets"]
+        loss = optax.softmax_cross_entropy_with_integer_labels(predictions, targets).mean()
+        recalled = predictions[:, -self.copy_len:].argmax(-1) == targets[:, -self.copy_len:]
+        return loss, {"loss": loss, "copy_accuracy": recalled.mean()}

@@ -1,0 +1,162 @@
+"""The training loop: pure jit-compiled steps, data-parallel, checkpointed.
+
+    state  = init or restore from W/checkpoints
+    loop:  batch -> jit(train_step)(state, batch, rng) -> metrics -> writers
+           every eval_every steps: evaluate; every checkpoint_every: save
+    end:   evaluate on the test split -> W/final_metrics.json
+
+Batches are a pure function of (seed, split, step) and dropout keys a pure
+function of (seed, step), so a run restored from step s continues exactly as
+the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax.training import train_state
+
+from seqjax import checkpoint, config as config_lib, metrics, models, optim, parallel, tasks
+
+Batch = dict[str, Any]
+TrainState = train_state.TrainState
+
+
+def model_inputs(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+    """(inputs, lengths or None) as every seqjax model takes them."""
+    return batch["inputs"], batch.get("lengths")
+
+
+def make_train_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Callable:
+    """train_step(state, batch, rng) -> (state, metrics), pure and jit-able.
+
+    The dropout key is `fold_in(rng, state.step)`: a new key every step, the
+    same key for the same step in a resumed run.
+    """
+
+    def train_step(state: TrainState, batch: Batch, rng: jax.Array):
+        dropout_rng = jax.random.fold_in(rng, state.step)
+        inputs, lengths = model_inputs(batch)
+
+        def objective(params):
+            predictions = state.apply_fn({"params": params}, inputs, lengths, deterministic=False,
+                                         rngs={"dropout": dropout_rng})
+            loss, step_metrics = task.loss_and_metrics(predictions, batch)
+            return loss + optim.weight_penalty(params, l1, l2), step_metrics
+
+        (objective_value, step_metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        step_metrics = dict(step_metrics, objective=objective_value,
+                            grad_norm=jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
+        return state.apply_gradients(grads=grads), step_metrics
+
+    return train_step
+
+
+def make_eval_step(task: tasks.Task) -> Callable:
+    """eval_step(params, apply_fn-less) -> metrics for one batch (no dropout)."""
+
+    def eval_step(state: TrainState, batch: Batch):
+        inputs, lengths = model_inputs(batch)
+        predictions = state.apply_fn({"params": state.params}, inputs, lengths, deterministic=True)
+        return task.loss_and_metrics(predictions, batch)[1]
+
+    return eval_step
+
+
+def create_train_state(model: nn.Module, task: tasks.Task, tx, config: ml_collections.ConfigDict,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+    """Freshly initialised parameters and optimiser state, replicated over `mesh`."""
+    example = task.batch("train", 0, 2, config.seed)
+    inputs, lengths = model_inputs(example)
+
+    def init(rng):
+        params = model.init(rng, inputs, lengths)["params"]
+        return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_rng)
+
+
+class Trainer:
+    """Holds what one run needs: the task, the model, the compiled steps."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+        config_lib.validate(config)
+        self.config = config
+        self.mesh = mesh or parallel.make_mesh()
+        parallel.check_batch_size(config.train.batch_size, self.mesh)
+        self.task = tasks.get(config.task)
+        self.model = models.build(config.model, self.task)
+        self.tx = optim.build_optimizer(config.optimizer, config.train.num_steps)
+        self.dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+        replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+        step = make_train_step(self.task, config.optimizer.get("l1", 0.0), config.optimizer.get("l2", 0.0))
+        self.train_step = jax.jit(step, in_shardings=(replicated, sharded, replicated),
+                                  out_shardings=(replicated, replicated), donate_argnums=0)
+        self.eval_step = jax.jit(make_eval_step(self.task), in_shardings=(replicated, sharded),
+                                 out_shardings=replicated)
+
+    def init_state(self) -> TrainState:
+        return create_train_state(self.model, self.task, self.tx, self.config, self.mesh)
+
+    def batch(self, split: str, index: int) -> dict[str, jax.Array]:
+        host = self.task.batch(split, index, self.config.train.batch_size, self.config.seed)
+        return parallel.shard_batch(host, self.mesh)
+
+    def step(self, state: TrainState) -> tuple[TrainState, dict]:
+        """One optimisation step on the batch for `state.step`."""
+        return self.train_step(state, self.batch("train", int(state.step)), self.dropout_rng)
+
+    def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
+        """Metrics averaged over `config.train.eval_batches` batches of `split`."""
+        per_batch = [self.eval_step(state, self.batch(split, i))
+                     for i in range(self.config.train.eval_batches)]
+        return {k: float(np.mean([m[k] for m in per_batch])) for k in per_batch[0]}
+
+
+def _mean_metrics(window: list[dict]) -> dict[str, float]:
+    stacked = jax.device_get(window)
+    return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+    """Trains (resuming from `workdir` if it holds checkpoints) and returns the
+    final test metrics, also written to `workdir/final_metrics.json`."""
+    trainer = Trainer(config, mesh)
+    os.makedirs(workdir, exist_ok=True)
+    metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    train = config.train
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every,
+                                   train.keep_checkpoints)
+    state = ckpt.restore_latest(trainer.init_state())
+    start = int(state.step)
+    writer = metrics.MetricsWriter(workdir, resume_step=start)
+    progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True))
+    window, window_start = [], time.monotonic()
+    for step in range(start + 1, train.num_steps + 1):
+        state, step_metrics = trainer.step(state)
+        window.append(step_metrics)
+        if step % train.log_every == 0 or step == train.num_steps:
+            logged = _mean_metrics(window)
+            logged["steps_per_second"] = len(window) / (time.monotonic() - window_start)
+            writer.write(step, logged, prefix="train_")
+            progress.update(step, {"loss": logged["loss"]})
+            window, window_start = [], time.monotonic()
+        if step % train.eval_every == 0 and step != train.num_steps:
+            writer.write(step, trainer.evaluate(state, "eval"), prefix="eval_")
+        ckpt.save(step, state, force=step == train.num_steps)
+    progress.close()
+    final = {"step": int(state.step), **{f"test_{k}": v for k, v in trainer.evaluate(state, "test").items()}}
+    writer.write(final["step"], final)
+    writer.close()
+    ckpt.close()
+    metrics.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
+    return final
