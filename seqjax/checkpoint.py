@@ -20,8 +20,10 @@ class Checkpointer:
     """Saves every `save_every` steps, keeps the last `keep`, restores the latest."""
 
     def __init__(self, directory: str, save_every: int, keep: int):
-        options = ocp.CheckpointManagerOptions(
-            save_interval_steps=save_every, max_to_keep=keep, create=True)
+        self.save_every = save_every
+        # The interval is applied here rather than by orbax, whose policy also
+        # saves the very first step it sees.
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
     def latest_step(self) -> int | None:
@@ -37,8 +39,11 @@ class Checkpointer:
         return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
     def save(self, step: int, state: State, *, force: bool = False) -> bool:
-        """Saves when `step` is on the interval (or `force`); returns whether it saved."""
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        """Saves (asynchronously) when `step` is a multiple of `save_every` or
+        `force` is set; returns whether it started a save."""
+        if step % self.save_every and not force:
+            return False
+        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def close(self) -> None:
         """Waits for pending asynchronous saves, then releases the manager."""

@@ -103,3 +103,7 @@ def _validate_train(train: ml_collections.ConfigDict) -> None:
     _check_keys("config.train", train, TRAIN_KEYS)
     _check_positive_ints(train, "config.train", ("batch_size", "num_steps", "log_every", "eval_every",
                                                  "eval_batches", "checkpoint_every", "keep_checkpoints"))
+    # A resumed run starts logging at a checkpoint; on a log boundary its
+    # averaged metrics match those of an uninterrupted run.
+    _require(train.checkpoint_every % train.log_every == 0, "config.train.checkpoint_every",
+             train.checkpoint_every, f"must be a multiple of config.train.log_every={train.log_every}")

@@ -1,0 +1,153 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from seqjax import parallel, training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(**train):
+    config = default.get_config("smoke")
+    for key, value in train.items():
+        config.train[key] = value
+    return config
+
+
+def run_steps(config, devices, num_steps):
+    trainer = training.Trainer(config, parallel.make_mesh(devices))
+    state = trainer.init_state()
+    losses = []
+    for _ in range(num_steps):
+        state, step_metrics = trainer.step(state)
+        losses.append(float(step_metrics["loss"]))
+    return losses, jax.device_get(state.params)
+
+
+def test_eight_devices_give_the_same_losses_and_params_as_one():
+    assert jax.device_count() == 8, "tests/conftest.py asks XLA for 8 CPU devices"
+    config = smoke_config()
+    config.model.dropout_rate = 0.2  # dropout keys must not depend on the device count
+    config.model.num_layers = 2
+    one_losses, one_params = run_steps(config, jax.devices()[:1], 4)
+    eight_losses, eight_params = run_steps(config, jax.devices(), 4)
+    np.testing.assert_allclose(one_losses, eight_losses, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), one_params, eight_params)
+
+
+def test_batch_that_does_not_split_over_devices_is_refused():
+    config = smoke_config(batch_size=12)
+    with pytest.raises(ValueError, match=r"batch_size=12 must be divisible by the number of devices \(8\)"):
+        training.Trainer(config)
+
+
+def test_l2_penalty_enters_the_objective():
+    config = smoke_config()
+    plain, _ = run_steps(config, jax.devices()[:1], 1)
+    config.optimizer.l2 = 1.0
+    trainer = training.Trainer(config, parallel.make_mesh(jax.devices()[:1]))
+    state = trainer.init_state()
+    _, step_metrics = trainer.step(state)
+    assert float(step_metrics["objective"]) > float(step_metrics["loss"]) + 1.0
+    np.testing.assert_allclose(float(step_metrics["loss"]), plain[0], rtol=1e-6)
+
+
+def test_lstm_learns_a_short_adding_problem():
+    config = default.get_config("smoke")
+    config.task.seq_len = 10
+    config.model.hidden_size = 32
+    config.train.batch_size = 64
+    config.optimizer.learning_rate = 1e-2
+    config.train.num_steps = 300
+    trainer = training.Trainer(config, parallel.make_mesh(jax.devices()[:1]))
+    state = trainer.init_state()
+    before = trainer.evaluate(state, "test")["mse"]
+    for _ in range(config.train.num_steps):
+        state, _ = trainer.step(state)
+    after = trainer.evaluate(state, "test")["mse"]
+    assert before > 0.1 and after < 0.02, (before, after)
+
+
+def train_command(workdir, *overrides):
+    return [sys.executable, "-m", "experiments.train", "--config=configs/default.py:smoke",
+            f"--workdir={workdir}", *overrides]
+
+
+@pytest.mark.slow
+def test_entry_point_writes_the_output_contract(tmp_path):
+    result = subprocess.run(train_command(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    assert final == json.loads((tmp_path / "final_metrics.json").read_text())
+    assert final["step"] == 20 and np.isfinite(final["test_mse"])
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["cell"] == "lstm"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps[0] == 5 and steps[-1] == 20
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]
+
+
+# Runs training in a child process that SIGKILLs itself: after `kill_after_step`
+# steps, or right after starting the asynchronous save of `kill_in_save_step`
+# (while orbax is still writing it).
+KILLER = """
+import os, signal, sys
+import orbax.checkpoint as ocp
+from configs import default
+from seqjax import training
+
+kill_after_step, kill_in_save_step, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+config = default.get_config("smoke")
+config.train.num_steps = 30
+
+step_fn = training.Trainer.step
+def step_then_maybe_die(self, state):
+    state, metrics = step_fn(self, state)
+    if int(state.step) == kill_after_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return state, metrics
+training.Trainer.step = step_then_maybe_die
+
+save_fn = ocp.CheckpointManager.save
+def save_then_maybe_die(self, step, *args, **kwargs):
+    saved = save_fn(self, step, *args, **kwargs)
+    if step == kill_in_save_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return saved
+ocp.CheckpointManager.save = save_then_maybe_die
+
+training.train_and_evaluate(config, workdir)
+"""
+
+
+def run_killer(workdir, kill_after_step=-1, kill_in_save_step=-1):
+    return subprocess.run([sys.executable, "-c", KILLER, str(kill_after_step), str(kill_in_save_step),
+                           str(workdir)], cwd=REPO, capture_output=True, text=True, timeout=180)
+
+
+def losses_by_step(workdir):
+    records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
+    reference = tmp_path / "reference"
+    assert run_killer(reference).returncode == 0
+    expected = json.loads((reference / "final_metrics.json").read_text())
+
+    killed = tmp_path / "killed"
+    # SIGKILL at step 15 (last checkpoint: 10), then during the save of step 20.
+    assert run_killer(killed, kill_after_step=15).returncode == -signal.SIGKILL
+    assert run_killer(killed, kill_in_save_step=20).returncode == -signal.SIGKILL
+    finished = run_killer(killed)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert json.loads((killed / "final_metrics.json").read_text()) == expected
+    assert losses_by_step(killed) == losses_by_step(reference)
