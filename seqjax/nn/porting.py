@@ -510,7 +510,9 @@ def check_params_compatible(imported: Any, reference: Any) -> None:
             missing = sorted(k for k in set(b) - set(a) if not str(k).startswith("initial_carry"))
             if extra or missing:
                 raise ValueError(f"params mismatch at {path or '<root>'}: missing {missing}, unexpected {extra}")
-            for key in b:
+            # Kernels first: a hidden-size mismatch is then reported as one.
+            order = {"recurrent_kernel": 0, "input_kernel": 1}
+            for key in sorted(b, key=lambda k: (order.get(k, 2), str(k))):
                 if key in a:
                     walk(a[key], b[key], f"{path}/{key}")
             return
