@@ -132,6 +132,8 @@ class Recurrent(nn.Module):
     def __call__(self, inputs: Array, lengths: Array | None = None,
                  initial_carry: Any = None) -> tuple[Array, Any]:
         """inputs [B, T, F], lengths [B] -> (outputs [B, T, H], final carry)."""
+        inputs = jnp.asarray(inputs)
+        lengths = None if lengths is None else jnp.asarray(lengths)
         check_sequence_inputs(inputs, lengths)
         batch, time, features = inputs.shape
         weights = self.cell.weights(features)
@@ -140,7 +142,7 @@ class Recurrent(nn.Module):
         if initial_carry is None:
             initial_carry = self._initial_carry(batch, dtype)
         else:
-            self._check_carry(initial_carry, batch)
+            initial_carry = self._check_carry(initial_carry, batch)
         hoist = self.hoist_input_projection
         if hoist is None:
             hoist = default_hoist_input_projection()
@@ -170,12 +172,17 @@ class Recurrent(nn.Module):
         return jax.tree.unflatten(
             treedef, [jnp.broadcast_to(p.astype(dtype), leaf.shape) for p, leaf in zip(learned, leaves)])
 
-    def _check_carry(self, carry: Any, batch: int) -> None:
+    def _check_carry(self, carry: Any, batch: int) -> Any:
+        """The user's carry in the cell's own structure (a plain (h, c) tuple
+        becomes an LSTMCarry), or a ValueError naming the expected shapes."""
         expected = jax.tree.map(jnp.shape, self.cell.initial_carry(batch))
+        if isinstance(expected, tuple) and isinstance(carry, (tuple, list)) and len(carry) == len(expected):
+            carry = type(expected)(*carry)
         got = jax.tree.map(jnp.shape, carry)
         if jax.tree.structure(expected) != jax.tree.structure(got) or expected != got:
             raise ValueError(
                 f"initial_carry for {type(self.cell).__name__} must have shapes {expected}, got {got}")
+        return carry
 
 
 class Bidirectional(nn.Module):

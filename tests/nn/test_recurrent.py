@@ -475,3 +475,14 @@ def test_feature_size_different_from_params_is_rejected(lstm_setup):
 def test_unknown_implementation_is_rejected():
     with pytest.raises(ValueError, match="implementation must be 'auto', 'scan' or 'fused', got 'cuda'"):
         layer("gru", implementation="cuda").init(jax.random.key(0), jnp.zeros((B, T, F)))
+
+
+def test_lengths_as_a_python_list_and_carry_as_a_plain_tuple_are_accepted():
+    layer = Recurrent(make_cell("lstm", 3), implementation="scan")
+    x = jax.random.normal(jax.random.key(0), (2, 4, 2))
+    h0 = jax.random.normal(jax.random.key(1), (2, 3))
+    c0 = jax.random.normal(jax.random.key(2), (2, 3))
+    variables = layer.init(jax.random.key(0), x)
+    expected = layer.apply(variables, x, jnp.array([4, 2]), LSTMCarry(h0, c0))
+    got = layer.apply(variables, x, [4, 2], (h0, c0))
+    jax.tree.map(np.testing.assert_array_equal, got, expected)
