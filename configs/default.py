@@ -15,8 +15,16 @@ Variants (comma-separated, e.g. `--config=configs/default.py:gru,long`):
   with tiny sizes, for tests).
 Any field can be overridden: `--config.model.hidden_size=256`.
 
-Result obtained (2 CPU cores, see README for the full table):
-  lstm, T=100, 3000 steps: test_mse = RESULT_LSTM
+Results obtained on 2 CPU cores (T=100, 3000 steps, seed 0; wall times were
+taken while other jobs shared the machine, so read them as upper bounds):
+
+  variant  test_mse  wall
+  lstm     0.0023    6.4 min   (plateau at 0.17 until ~step 1500, then solves it)
+  gru      0.00019   6.2 min
+  irnn     0.0090    1.2 min
+  rnn      0.1666    1.5 min   (tanh Elman RNN: stuck at the mean predictor)
+
+  python -m experiments.train --config=configs/default.py:<variant> --workdir=runs/adding_<variant>
 """
 
 import ml_collections
