@@ -33,6 +33,14 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str):
+    """The JSON object in `path`, or None when the file does not exist."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def read_jsonl(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []

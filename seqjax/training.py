@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax.training import train_state
 
-from seqjax import checkpoint, config as config_lib, metrics, models, optim, parallel, tasks
+from seqjax import checkpoint, config as config_lib, metrics, models, optim, parallel, provenance, tasks
 
 Batch = dict[str, Any]
 TrainState = train_state.TrainState
@@ -130,14 +130,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
     """Trains (resuming from `workdir` if it holds checkpoints) and returns the
     final test metrics, also written to `workdir/final_metrics.json`."""
+    started = time.monotonic()
     trainer = Trainer(config, mesh)
     os.makedirs(workdir, exist_ok=True)
     metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    run_info = RunInfo(workdir)
     train = config.train
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every,
                                    train.keep_checkpoints)
     state = ckpt.restore_latest(trainer.init_state())
     start = int(state.step)
+    run_info.begin(config.seed, start)
     writer = metrics.MetricsWriter(workdir, resume_step=start)
     progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True))
     window, window_start = [], time.monotonic()
@@ -159,4 +162,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
     ckpt.close()
     metrics.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
+    run_info.end(time.monotonic() - started)
     return final
+
+
+class RunInfo:
+    """`W/run_info.json`: provenance of every (re)start of the run and its wall time."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, "run_info.json")
+        previous = metrics.read_json(self.path) or {}
+        self.info = {"attempts": previous.get("attempts", []),
+                     "wall_time_s": previous.get("wall_time_s", 0.0), "status": "running"}
+
+    def begin(self, seed: int, start_step: int) -> None:
+        self.info.update(seed=seed, **provenance.collect())
+        self.info["attempts"].append({"start_step": start_step, "started_at": time.time()})
+        metrics.write_json_atomic(self.path, self.info)
+
+    def end(self, seconds: float) -> None:
+        self.info["wall_time_s"] += seconds
+        self.info["attempts"][-1]["wall_time_s"] = seconds
+        self.info["status"] = "finished"
+        metrics.write_json_atomic(self.path, self.info)

@@ -92,6 +92,10 @@ def test_entry_point_writes_the_output_contract(tmp_path):
     assert steps[0] == 5 and steps[-1] == 20
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]
+    run_info = json.loads((tmp_path / "run_info.json").read_text())
+    assert run_info["status"] == "finished" and run_info["seed"] == 0
+    assert run_info["devices"]["device_count"] >= 1 and run_info["packages"]["jax"]
+    assert set(run_info["git"]) == {"revision", "dirty"} and run_info["wall_time_s"] > 0
 
 
 # Runs training in a child process that SIGKILLs itself: after `kill_after_step`
