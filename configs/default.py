@@ -108,3 +108,22 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.train.eval_batches = 2
         config.train.checkpoint_every = 10
         config.train.progress = False
+
+
+def get_sweep(name: str | None = None):
+    """Sweeps of this config (`python -m experiments.sweep --config=configs/default.py --sweep=NAME`).
+
+    cell_by_length: the vanishing-gradient ablation, cell x T x 3 seeds (48 runs).
+    cell_by_length_cpu: a reduced grid that fits a 2-core CPU (cell x T in
+      {25, 50, 100} x 3 seeds, 1500 steps, hidden 64).
+    """
+    from seqjax import sweeps
+
+    cells = sweeps.values("model.cell", ["rnn", "irnn", "gru", "lstm"])
+    if name in (None, "cell_by_length"):
+        return sweeps.product(cells, sweeps.values("task.seq_len", [50, 100, 200, 400]), sweeps.seeds(3))
+    if name == "cell_by_length_cpu":
+        return sweeps.product(
+            sweeps.fixed({"train.num_steps": 1500, "model.hidden_size": 64}),
+            cells, sweeps.values("task.seq_len", [25, 50, 100]), sweeps.seeds(3))
+    raise ValueError(f"unknown sweep {name!r} of configs/default.py; choose cell_by_length or cell_by_length_cpu")
