@@ -1,0 +1,234 @@
+"""Running a sweep: one training process per run, placed on the machine's devices.
+
+Layout of a sweep directory:
+
+    SWEEP_DIR/sweep.json           the config, the sweep name, swept keys, every run
+    SWEEP_DIR/runs/<name>/         the run's training workdir (experiments.train output),
+                                   plus overrides.json, log.txt, and failed.json after a crash
+
+A run is finished when its final_metrics.json exists. Re-running a sweep skips
+finished runs and restarts failed or unfinished ones, which resume from their
+own checkpoints. A crashed run never stops the others.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Callable, Sequence
+
+import ml_collections
+
+from seqjax import metrics, sweeps
+
+LOG_TAIL_LINES = 20
+
+
+def load_config_module(config_spec: str):
+    """The Python module of `path[:variant]`."""
+    path = config_spec.split(":", 1)[0]
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"seqjax_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def base_config(config_spec: str) -> ml_collections.ConfigDict:
+    path, _, variant = config_spec.partition(":")
+    return load_config_module(path).get_config(variant or None)
+
+
+def plan(config_spec: str, sweep_name: str | None,
+         extra_overrides: dict | None = None) -> list[sweeps.Run]:
+    """The sweep's runs, each with `extra_overrides` added; all validated."""
+    module = load_config_module(config_spec)
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{config_spec} defines no get_sweep(name)")
+    sweep = module.get_sweep(sweep_name)
+    if extra_overrides:
+        sweep = sweeps.product(sweep, sweeps.fixed(extra_overrides))
+    runs = sweeps.expand(sweep)
+    sweeps.validate_runs(base_config(config_spec), runs)
+    return runs
+
+
+def write_sweep_record(sweep_dir: str, config_spec: str, sweep_name: str | None,
+                       runs: Sequence[sweeps.Run]) -> None:
+    os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
+    record = {"config": config_spec, "sweep": sweep_name,
+              "swept_keys": sweeps.swept_keys([r.overrides for r in runs]),
+              "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]}
+    metrics.write_json_atomic(os.path.join(sweep_dir, "sweep.json"), record)
+
+
+def run_dir(sweep_dir: str, run: sweeps.Run) -> str:
+    return os.path.join(sweep_dir, "runs", run.name)
+
+
+def run_status(directory: str) -> str:
+    """'finished', 'failed', 'unfinished' (started, no result) or 'new'."""
+    if os.path.exists(os.path.join(directory, "final_metrics.json")):
+        return "finished"
+    if os.path.exists(os.path.join(directory, "failed.json")):
+        return "failed"
+    return "unfinished" if os.path.exists(directory) else "new"
+
+
+def train_command(config_spec: str, directory: str, run: sweeps.Run,
+                  python: str = sys.executable) -> list[str]:
+    return [python, "-m", "experiments.train", f"--config={config_spec}", f"--workdir={directory}",
+            *sweeps.override_flags(run.overrides)]
+
+
+def detect_slots(devices: str, parallel: int) -> list[dict[str, str]]:
+    """Environment overrides for each concurrent run slot.
+
+    devices='auto' uses every NVIDIA GPU (one run per GPU, each process sees
+    only its own through CUDA_VISIBLE_DEVICES) and otherwise runs `parallel`
+    CPU runs at once; 'cpu' forces CPU; 'gpu:0,2' names GPUs.
+    """
+    gpus: list[str] = []
+    if devices.startswith("gpu:"):
+        gpus = devices[4:].split(",")
+    elif devices == "auto" and shutil.which("nvidia-smi"):
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+        gpus = [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU")]
+    elif devices not in ("auto", "cpu"):
+        raise ValueError(f"--devices must be auto, cpu or gpu:<ids>, got {devices!r}")
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus for _ in range(parallel)]
+    return [{"JAX_PLATFORMS": "cpu"} for _ in range(parallel)]
+
+
+def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
+    if not os.path.exists(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return "".join(collections.deque(f, maxlen=lines))
+
+
+@dataclasses.dataclass
+class Running:
+    run: sweeps.Run
+    process: subprocess.Popen
+    slot: int
+    started: float
+    log: object
+
+
+class LocalRunner:
+    """Runs pending runs as subprocesses, at most one per slot at a time."""
+
+    def __init__(self, config_spec: str, sweep_dir: str, slots: list[dict[str, str]],
+                 python: str = sys.executable, report: Callable[[str], None] | None = None):
+        self.config_spec, self.sweep_dir, self.slots = config_spec, sweep_dir, slots
+        self.python = python
+        self.report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.durations: list[float] = []
+        self.failed: list[str] = []
+
+    def run(self, runs: Sequence[sweeps.Run]) -> dict[str, list[str]]:
+        """Runs everything not finished; returns {'finished': [...], 'failed': [...], 'skipped': [...]}."""
+        skipped = [r.name for r in runs if run_status(run_dir(self.sweep_dir, r)) == "finished"]
+        pending = collections.deque(r for r in runs if r.name not in skipped)
+        self.report(f"sweep: {len(runs)} runs, {len(skipped)} already finished, {len(pending)} to run")
+        running: list[Running] = []
+        finished: list[str] = []
+        while pending or running:
+            free = sorted(set(range(len(self.slots))) - {r.slot for r in running})
+            while pending and free:
+                running.append(self._start(pending.popleft(), free.pop(0)))
+            time.sleep(0.2)
+            for job in [j for j in running if j.process.poll() is not None]:
+                running.remove(job)
+                (finished if self._finish(job) else self.failed).append(job.run.name)
+                self._progress(len(finished), len(running), len(pending))
+        return {"finished": finished, "failed": self.failed, "skipped": skipped}
+
+    def _start(self, run: sweeps.Run, slot: int) -> Running:
+        directory = run_dir(self.sweep_dir, run)
+        os.makedirs(directory, exist_ok=True)
+        metrics.write_json_atomic(os.path.join(directory, "overrides.json"), run.overrides)
+        failed_record = os.path.join(directory, "failed.json")
+        if os.path.exists(failed_record):
+            os.remove(failed_record)
+        log = open(os.path.join(directory, "log.txt"), "a")
+        env = {**os.environ, **self.slots[slot]}
+        process = subprocess.Popen(train_command(self.config_spec, directory, run, self.python),
+                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.report(f"started {run.name} (slot {slot}: {self.slots[slot]})")
+        return Running(run, process, slot, time.monotonic(), log)
+
+    def _finish(self, job: Running) -> bool:
+        job.log.close()
+        directory = run_dir(self.sweep_dir, job.run)
+        code = job.process.returncode
+        if code == 0 and run_status(directory) == "finished":
+            self.durations.append(time.monotonic() - job.started)
+            return True
+        tail = log_tail(os.path.join(directory, "log.txt"))
+        metrics.write_json_atomic(os.path.join(directory, "failed.json"), {"returncode": code, "log_tail": tail})
+        self.report(f"FAILED {job.run.name} (exit {code}); last lines of its log:\n{tail}")
+        return False
+
+    def _progress(self, done: int, running: int, pending: int) -> None:
+        eta = ""
+        if self.durations:
+            mean = sum(self.durations) / len(self.durations)
+            eta = f", ETA {mean * (pending + running) / len(self.slots) / 60:.1f} min"
+        self.report(f"progress: {done} done, {running} running, {len(self.failed)} failed, "
+                    f"{pending} pending{eta}")
+
+
+def print_commands(config_spec: str, sweep_dir: str, runs: Sequence[sweeps.Run],
+                   python: str = "python") -> list[str]:
+    """One shell command per run (e.g. for a Slurm array), quoted for bash."""
+    import shlex
+
+    return [shlex.join(train_command(config_spec, run_dir(sweep_dir, r), r, python)) for r in runs]
+
+
+def summary_line(result: dict[str, list[str]]) -> str:
+    return json.dumps({k: len(v) for k, v in result.items()} | {"failed_runs": result["failed"]})
+
+
+def run_vmap(config: ml_collections.ConfigDict, runs: Sequence[sweeps.Run], sweep_dir: str,
+             report: Callable[[str], None] | None = None) -> dict[str, list[str]]:
+    """Trains each group of shape-compatible runs in one vmapped program
+    (`seqjax.ensemble`), in this process. Groups whose runs all finished are
+    skipped; a group that raises is recorded as failed and the others go on."""
+    import traceback
+
+    from seqjax import ensemble
+
+    report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+    result: dict[str, list[str]] = {"finished": [], "failed": [], "skipped": []}
+    groups = ensemble.group_runs(runs)
+    for index, group in enumerate(groups):
+        directories = [run_dir(sweep_dir, r) for r in group]
+        names = [r.name for r in group]
+        if all(run_status(d) == "finished" for d in directories):
+            result["skipped"] += names
+            continue
+        report(f"group {index + 1}/{len(groups)}: {len(group)} replicas in one program")
+        try:
+            ensemble.train_group(config, group, directories)
+            result["finished"] += names
+        except Exception:  # one bad group must not stop the sweep
+            tail = traceback.format_exc()
+            for directory in directories:
+                os.makedirs(directory, exist_ok=True)
+                metrics.write_json_atomic(os.path.join(directory, "failed.json"),
+                                          {"returncode": None, "log_tail": tail})
+            report(f"FAILED group {names}:\n{tail}")
+            result["failed"] += names
+    return result

@@ -1,0 +1,148 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from configs import default
+from seqjax import config as config_lib
+from seqjax import sweep_runner, sweeps
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_product_of_cells_lengths_and_seeds_gives_48_named_runs():
+    runs = sweeps.expand(default.get_sweep("cell_by_length"))
+    assert len(runs) == 48
+    assert runs[0].name == "cell=rnn,seq_len=50,seed=0"
+    assert runs[-1].name == "cell=lstm,seq_len=400,seed=2"
+    assert runs[5].overrides == {"model.cell": "rnn", "task.seq_len": 100, "seed": 2}
+    assert len({r.name for r in runs}) == 48
+
+
+def test_zip_pairs_entries_and_product_multiplies():
+    sweep = sweeps.product(
+        sweeps.zip_(sweeps.values("model.cell", ["rnn", "lstm"]),
+                    sweeps.values("optimizer.learning_rate", [1e-4, 3e-3])),
+        sweeps.seeds([7, 8]))
+    assert [r.name for r in sweeps.expand(sweep)] == [
+        "cell=rnn,learning_rate=0.0001,seed=7", "cell=rnn,learning_rate=0.0001,seed=8",
+        "cell=lstm,learning_rate=0.003,seed=7", "cell=lstm,learning_rate=0.003,seed=8"]
+
+
+def test_zip_of_unequal_axes_is_refused():
+    with pytest.raises(ValueError, match=r"equal length, got lengths \[2, 3\]"):
+        sweeps.zip_(sweeps.values("a", [1, 2]), sweeps.values("b", [1, 2, 3]))
+
+
+def test_fixed_keys_stay_out_of_names_and_ambiguous_short_names_use_full_keys():
+    sweep = sweeps.product(sweeps.fixed({"train.num_steps": 10}),
+                           sweeps.values("model.name", ["recurrent"]),
+                           sweeps.values("task.name", ["adding", "copy"]))
+    assert [r.name for r in sweeps.expand(sweep)] == ["name=adding", "name=copy"]
+    assert sweeps.short_keys(["model.name", "task.name", "task.seq_len"]) == {
+        "model.name": "model.name", "task.name": "task.name", "task.seq_len": "seq_len"}
+
+
+def test_repeated_runs_and_repeated_keys_are_refused():
+    with pytest.raises(ValueError, match="repeats runs"):
+        sweeps.expand(sweeps.values("seed", [1, 1]))
+    with pytest.raises(ValueError, match=r"same key twice: \['seed'\]"):
+        sweeps.product(sweeps.seeds(2), sweeps.seeds(2))
+
+
+def test_unknown_key_or_wrong_type_fails_before_any_run_naming_the_key():
+    config = default.get_config()
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'model.hiden_size'"):
+        sweeps.validate_runs(config, sweeps.expand(sweeps.values("model.hiden_size", [8, 16])))
+    with pytest.raises(config_lib.ConfigError, match="'train.batch_size' the value 'big' of type str"):
+        sweeps.validate_runs(config, sweeps.expand(sweeps.values("train.batch_size", ["big", 8])))
+    with pytest.raises(config_lib.ConfigError, match=r"run cell=lstmm: bad value config.model.cell='lstmm'"):
+        sweeps.validate_runs(config, sweeps.expand(sweeps.values("model.cell", ["lstm", "lstmm"])))
+
+
+def test_print_mode_emits_one_train_command_per_run_and_nothing_else():
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config=configs/default.py",
+         "--sweep=cell_by_length", "--sweep_dir=/tmp/never_created", "--mode=print"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 48 and all(l.startswith("python -m experiments.train --config=configs/default.py ") for l in lines)
+    assert "--workdir=/tmp/never_created/runs/cell=gru,seq_len=200,seed=1 " in lines[2 * 12 + 2 * 3 + 1]
+    assert not os.path.exists("/tmp/never_created")
+
+
+def test_sweep_entry_point_refuses_a_bad_key_before_starting(tmp_path):
+    config_file = tmp_path / "bad_sweep.py"
+    config_file.write_text(textwrap.dedent(f"""
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("base", {os.path.join(REPO, 'configs/default.py')!r})
+        base = importlib.util.module_from_spec(spec); spec.loader.exec_module(base)
+        get_config = base.get_config
+        def get_sweep(name=None):
+            from seqjax import sweeps
+            return sweeps.values("optimizer.learnin_rate", [0.1, 0.2])
+    """))
+    result = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
+                             f"--sweep_dir={tmp_path / 'sweep'}"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert "unknown config key 'optimizer.learnin_rate'" in result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+TINY_SWEEP = """
+import importlib.util
+spec = importlib.util.spec_from_file_location("base", {default!r})
+base = importlib.util.module_from_spec(spec); spec.loader.exec_module(base)
+
+def get_config(variant=None):
+    config = base.get_config("smoke")
+    config.train.num_steps = 4
+    config.train.log_every = 2
+    config.train.eval_every = 2
+    config.train.checkpoint_every = 2
+    return config
+
+def get_sweep(name=None):
+    from seqjax import sweeps
+    # seq_len=1 passes validation but the adding problem raises at run time.
+    return sweeps.values("task.seq_len", [6, 1])
+"""
+
+
+@pytest.mark.slow
+def test_local_mode_isolates_a_crash_and_reruns_only_what_did_not_finish(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(TINY_SWEEP.format(default=os.path.join(REPO, "configs/default.py")))
+    runs = sweep_runner.plan(str(config_file), None)
+    sweep_dir = str(tmp_path / "sweep")
+    sweep_runner.write_sweep_record(sweep_dir, str(config_file), None, runs)
+    lines = []
+    runner = sweep_runner.LocalRunner(str(config_file), sweep_dir, sweep_runner.detect_slots("cpu", 2),
+                                      report=lines.append)
+    result = runner.run(runs)
+    assert result == {"finished": ["seq_len=6"], "failed": ["seq_len=1"], "skipped": []}
+    failure = json.loads((tmp_path / "sweep/runs/seq_len=1/failed.json").read_text())
+    assert failure["returncode"] != 0 and "adding problem needs seq_len >= 2" in failure["log_tail"]
+    assert any("FAILED seq_len=1" in line and "seq_len >= 2" in line for line in lines)
+    done = tmp_path / "sweep/runs/seq_len=6"
+    assert json.loads((done / "overrides.json").read_text()) == {"task.seq_len": 6}
+    assert (done / "final_metrics.json").exists() and (done / "run_info.json").exists()
+    record = json.loads((tmp_path / "sweep/sweep.json").read_text())
+    assert [r["name"] for r in record["runs"]] == ["seq_len=6", "seq_len=1"]
+
+    rerun = sweep_runner.LocalRunner(str(config_file), sweep_dir, sweep_runner.detect_slots("cpu", 1),
+                                     report=lines.append).run(runs)
+    assert rerun == {"finished": [], "failed": ["seq_len=1"], "skipped": ["seq_len=6"]}
+
+
+def test_cpu_slots_and_gpu_slots():
+    assert sweep_runner.detect_slots("cpu", 3) == [{"JAX_PLATFORMS": "cpu"}] * 3
+    assert sweep_runner.detect_slots("gpu:0,2", 1) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "2"}]
+    with pytest.raises(ValueError, match="--devices must be auto, cpu or gpu:<ids>"):
+        sweep_runner.detect_slots("tpu", 1)
