@@ -115,7 +115,7 @@ def get_sweep(name: str | None = None):
 
     cell_by_length: the vanishing-gradient ablation, cell x T x 3 seeds (48 runs).
     cell_by_length_cpu: a reduced grid that fits a 2-core CPU (cell x T in
-      {25, 50, 100} x 3 seeds, 1500 steps, hidden 64).
+      {10, 30, 60} x 3 seeds, 1500 steps, hidden 64).
     """
     from seqjax import sweeps
 
@@ -125,5 +125,5 @@ def get_sweep(name: str | None = None):
     if name == "cell_by_length_cpu":
         return sweeps.product(
             sweeps.fixed({"train.num_steps": 1500, "model.hidden_size": 64}),
-            cells, sweeps.values("task.seq_len", [25, 50, 100]), sweeps.seeds(3))
+            cells, sweeps.values("task.seq_len", [10, 30, 60]), sweeps.seeds(3))
     raise ValueError(f"unknown sweep {name!r} of configs/default.py; choose cell_by_length or cell_by_length_cpu")
