@@ -461,8 +461,11 @@ def plot_curves(groups: Sequence[Group], metric: str, path: str, log_y: bool = F
     if not curves:
         raise ValueError(f"no finished run logged {metric!r} in metrics.jsonl")
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for curve in curves:
-        (line,) = axes.plot(curve.steps, curve.mean, label=f"{curve.label} (n={int(curve.n.max())})")
+    # tab10 repeats colours past ten groups; tab20 keeps every group distinct.
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
+    for index, curve in enumerate(curves):
+        (line,) = axes.plot(curve.steps, curve.mean, color=colours[index % len(colours)],
+                            label=f"{curve.label} (n={int(curve.n.max())})")
         band = ~np.isnan(curve.std)
         axes.fill_between(curve.steps[band], (curve.mean - curve.std)[band], (curve.mean + curve.std)[band],
                           color=line.get_color(), alpha=0.2, linewidth=0)
