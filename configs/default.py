@@ -78,6 +78,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500  # steps between checkpoints
     config.train.keep_checkpoints = 2  # the last K are kept
     config.train.progress = True  # console progress bar
+    config.train.tbptt_len = 0  # truncated BPTT chunk length K; 0 = full BPTT (per-step tasks only)
+    config.train.tbptt_update = "accumulate"  # accumulate chunk gradients, or update per_chunk
 
     for name in filter(None, (variant or "").split(",")):
         if name not in VARIANTS:

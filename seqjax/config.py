@@ -18,7 +18,7 @@ from seqjax.nn import cells
 
 TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train")
 TRAIN_KEYS = ("batch_size", "num_steps", "log_every", "eval_every", "eval_batches",
-              "checkpoint_every", "keep_checkpoints", "progress")
+              "checkpoint_every", "keep_checkpoints", "progress", "tbptt_len", "tbptt_update")
 OPTIMIZER_KEYS = ("name", "learning_rate", "schedule", "warmup_steps", "end_lr_fraction",
                   "b1", "b2", "momentum", "nesterov", "weight_decay", "clip_global_norm",
                   "clip_value", "l1", "l2")
@@ -83,8 +83,8 @@ def _validate_model(model: ml_collections.ConfigDict) -> None:
     if "merge" in model:
         _require(model.merge in ("concat", "sum"), "config.model.merge", model.merge, "must be 'concat' or 'sum'")
     if "implementation" in model:
-        _require(model.implementation in ("auto", "scan", "fused"), "config.model.implementation",
-                 model.implementation, "must be 'auto', 'scan' or 'fused'")
+        _require(model.implementation in ("auto", "scan", "fused", "parallel"), "config.model.implementation",
+                 model.implementation, "must be 'auto', 'scan', 'fused' or 'parallel'")
 
 
 def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
@@ -103,6 +103,12 @@ def _validate_train(train: ml_collections.ConfigDict) -> None:
     _check_keys("config.train", train, TRAIN_KEYS)
     _check_positive_ints(train, "config.train", ("batch_size", "num_steps", "log_every", "eval_every",
                                                  "eval_batches", "checkpoint_every", "keep_checkpoints"))
+    if "tbptt_len" in train:
+        _require(isinstance(train.tbptt_len, int) and train.tbptt_len >= 0, "config.train.tbptt_len",
+                 train.tbptt_len, "must be an integer >= 0 (0 = full backpropagation through time)")
+    if "tbptt_update" in train:
+        _require(train.tbptt_update in ("accumulate", "per_chunk"), "config.train.tbptt_update",
+                 train.tbptt_update, "must be 'accumulate' or 'per_chunk'")
     # A resumed run starts logging at a checkpoint; on a log boundary its
     # averaged metrics match those of an uninterrupted run.
     _require(train.checkpoint_every % train.log_every == 0, "config.train.checkpoint_every",

@@ -70,14 +70,17 @@ class RecurrentModel(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *,
-                 deterministic: bool = True) -> jax.Array:
+                 deterministic: bool = True, initial_carry=None, return_carry: bool = False):
+        """Predictions; with `return_carry`, also the stack's final carries
+        (one per layer), which `initial_carry` accepts back, so a long
+        sequence can be run chunk by chunk (seqjax.tbptt)."""
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.vocab_size:
             if inputs.ndim != 2:
                 raise ValueError(f"token-id inputs must be [batch, time], got shape {tuple(inputs.shape)}")
             inputs = nn.Embed(self.vocab_size, self.embed_size, name="embed")(inputs)
-        outputs, carries = self.stack(inputs, lengths, deterministic=deterministic)
+        outputs, carries = self.stack(inputs, lengths, initial_carry, deterministic=deterministic)
         if self.head == "per_step":
             features = outputs
         elif self.head == "last" and self.stack.bidirectional:
@@ -86,7 +89,8 @@ class RecurrentModel(nn.Module):
             features = recurrent.final_hidden(carries[-1], self.stack.merge)
         else:
             features = heads.pool(outputs, lengths, self.head)
-        return nn.Dense(self.output_size, name="output")(features)
+        predictions = nn.Dense(self.output_size, name="output")(features)
+        return (predictions, carries) if return_carry else predictions
 
 
 @register("recurrent")

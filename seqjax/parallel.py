@@ -48,8 +48,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+    """Shards axis `batch_axis` over 'data' (axis 1 for stacked TBPTT chunks [N, B, ...])."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
@@ -60,13 +61,14 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
             f"devices ({devices}) so every device gets the same share")
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Global host batch -> arrays sharded on 'data'; each process contributes its slice."""
-    sharding = batch_sharded(mesh)
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, batch_axis: int = 0) -> dict[str, jax.Array]:
+    """Global host batch -> arrays sharded on 'data' along `batch_axis`; each
+    process contributes its slice."""
+    sharding = batch_sharded(mesh, batch_axis)
     count, index = jax.process_count(), jax.process_index()
 
     def put(array: np.ndarray) -> jax.Array:
-        local = np.array_split(array, count)[index]
+        local = np.array_split(array, count, axis=batch_axis)[index]
         return jax.make_array_from_process_local_data(sharding, local, array.shape)
 
     return {name: put(np.asarray(array)) for name, array in batch.items()}

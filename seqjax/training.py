@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from flax.training import train_state
 
-from seqjax import checkpoint, config as config_lib, metrics, models, optim, parallel, provenance, tasks
+from seqjax import checkpoint, config as config_lib, metrics, models, optim, parallel, provenance, tasks, tbptt
 
 Batch = dict[str, Any]
 TrainState = train_state.TrainState
@@ -94,11 +94,22 @@ class Trainer:
         parallel.check_batch_size(config.train.batch_size, self.mesh)
         self.task = tasks.get(config.task)
         self.model = models.build(config.model, self.task)
-        self.tx = optim.build_optimizer(config.optimizer, config.train.num_steps)
+        self.chunk_len = config.train.get("tbptt_len", 0)
+        update = config.train.get("tbptt_update", "accumulate")
+        self.updates_per_batch = 1
+        if self.chunk_len:
+            tbptt.check_truncatable(self.model, self.task)
+            seq_len = self.task.batch("train", 0, 1, config.seed)["inputs"].shape[1]
+            self.updates_per_batch = tbptt.updates_per_batch(update, seq_len, self.chunk_len)
+        self.tx = optim.build_optimizer(config.optimizer, config.train.num_steps * self.updates_per_batch)
         self.dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
         replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-        step = make_train_step(self.task, config.optimizer.get("l1", 0.0), config.optimizer.get("l2", 0.0))
-        self.train_step = jax.jit(step, in_shardings=(replicated, sharded, replicated),
+        l1, l2 = config.optimizer.get("l1", 0.0), config.optimizer.get("l2", 0.0)
+        if self.chunk_len:
+            step, train_sharding = tbptt.make_train_step(self.task, update, l1, l2), parallel.batch_sharded(self.mesh, 1)
+        else:
+            step, train_sharding = make_train_step(self.task, l1, l2), sharded
+        self.train_step = jax.jit(step, in_shardings=(replicated, train_sharding, replicated),
                                   out_shardings=(replicated, replicated), donate_argnums=0)
         self.eval_step = jax.jit(make_eval_step(self.task), in_shardings=(replicated, sharded),
                                  out_shardings=replicated)
@@ -110,9 +121,17 @@ class Trainer:
         host = self.task.batch(split, index, self.config.train.batch_size, self.config.seed)
         return parallel.shard_batch(host, self.mesh)
 
+    def batches_done(self, state: TrainState) -> int:
+        return int(state.step) // self.updates_per_batch
+
     def step(self, state: TrainState) -> tuple[TrainState, dict]:
-        """One optimisation step on the batch for `state.step`."""
-        return self.train_step(state, self.batch("train", int(state.step)), self.dropout_rng)
+        """Trains on the next batch: one update, or one per chunk under per-chunk TBPTT."""
+        index = self.batches_done(state)
+        if not self.chunk_len:
+            return self.train_step(state, self.batch("train", index), self.dropout_rng)
+        host = self.task.batch("train", index, self.config.train.batch_size, self.config.seed)
+        chunks = parallel.shard_batch(tbptt.split_into_chunks(host, self.chunk_len), self.mesh, batch_axis=1)
+        return self.train_step(state, chunks, self.dropout_rng)
 
     def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
         """Metrics averaged over `config.train.eval_batches` batches of `split`."""
@@ -139,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every,
                                    train.keep_checkpoints)
     state = ckpt.restore_latest(trainer.init_state())
-    start = int(state.step)
+    start = trainer.batches_done(state)
     run_info.begin(config.seed, start)
     writer = metrics.MetricsWriter(workdir, resume_step=start)
     progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True))
@@ -157,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             writer.write(step, trainer.evaluate(state, "eval"), prefix="eval_")
         ckpt.save(step, state, force=step == train.num_steps)
     progress.close()
-    final = {"step": int(state.step), **{f"test_{k}": v for k, v in trainer.evaluate(state, "test").items()}}
+    final = {"step": trainer.batches_done(state), **{f"test_{k}": v for k, v in trainer.evaluate(state, "test").items()}}
     writer.write(final["step"], final)
     writer.close()
     ckpt.close()

@@ -51,6 +51,13 @@ class Task:
         """(scalar loss to minimise, {metric name: scalar}); jit-able."""
         raise NotImplementedError  # abstract: each task defines its objective
 
+    def step_sums(self, predictions: jax.Array, batch: dict[str, Any]) -> dict[str, tuple]:
+        """Per-step tasks only: {metric: (sum over steps, count)} for the steps
+        in `batch`. Sums over time chunks add up to the whole sequence's, so
+        truncated BPTT (seqjax.tbptt) computes exactly the full loss; the
+        'loss' entry is what is minimised (sum / total count)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-step loss (head {self.head!r})")
+
     def validate_batch(self, batch: Batch) -> None:
         """Host-side checks that give a clear error instead of wrong numbers."""
         inputs = batch["inputs"]

@@ -4,6 +4,7 @@ task (many-to-many classification)."""
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from seqjax.data import synthetic
@@ -50,11 +51,22 @@ class CopyTask(Task):
         self.output_size = self.vocab_size
 
     def make_batch(self, rng, batch_size):
-        return synthetic.copy_task(rng, batch_size, self.config.seq_len, self.num_symbols, self.copy_len)
+        batch = synthetic.copy_task(rng, batch_size, self.config.seq_len, self.num_symbols, self.copy_len)
+        # Marks the steps to recall, so accuracy can be summed chunk by chunk.
+        batch["recall_mask"] = np.zeros_like(batch["targets"], np.float32)
+        batch["recall_mask"][:, -self.copy_len:] = 1.0
+        return batch
+
+    def step_sums(self, predictions, batch):
+        """predictions [B, T, vocab] logits -> {'loss': (Σ xent, B*T), 'copy_accuracy': (Σ hits, Σ mask)}."""
+        targets, recall = batch["targets"], batch["recall_mask"]
+        real = batch.get("step_mask", jnp.ones(targets.shape, jnp.float32))  # 0 on chunk padding
+        xent = optax.softmax_cross_entropy_with_integer_labels(predictions, targets) * real
+        hits = (predictions.argmax(-1) == targets) * recall * real
+        return {"loss": (xent.sum(), real.sum()), "copy_accuracy": (hits.sum(), (recall * real).sum())}
 
     def loss_and_metrics(self, predictions, batch):
         """predictions [B, T, vocab] logits."""
-        targets = batch["targets"]
-        loss = optax.softmax_cross_entropy_with_integer_labels(predictions, targets).mean()
-        recalled = predictions[:, -self.copy_len:].argmax(-1) == targets[:, -self.copy_len:]
-        return loss, {"loss": loss, "copy_accuracy": recalled.mean()}
+        sums = self.step_sums(predictions, batch)
+        metrics = {name: total / count for name, (total, count) in sums.items()}
+        return metrics["loss"], metrics
