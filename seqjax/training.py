@@ -103,16 +103,22 @@ class Trainer:
             self.updates_per_batch = tbptt.updates_per_batch(update, seq_len, self.chunk_len)
         self.tx = optim.build_optimizer(config.optimizer, config.train.num_steps * self.updates_per_batch)
         self.dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-        replicated, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-        l1, l2 = config.optimizer.get("l1", 0.0), config.optimizer.get("l2", 0.0)
+        self.train_step = self._compile_train_step(update)
+        self.eval_step = jax.jit(make_eval_step(self.task),
+                                 in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)),
+                                 out_shardings=parallel.replicated(self.mesh))
+
+    def _compile_train_step(self, update: str) -> Callable:
+        """jit(train_step) with replicated state and the batch sharded on 'data'
+        (axis 1 of the stacked chunks under TBPTT)."""
+        l1, l2 = self.config.optimizer.get("l1", 0.0), self.config.optimizer.get("l2", 0.0)
         if self.chunk_len:
-            step, train_sharding = tbptt.make_train_step(self.task, update, l1, l2), parallel.batch_sharded(self.mesh, 1)
+            step, batch_axis = tbptt.make_train_step(self.task, update, l1, l2), 1
         else:
-            step, train_sharding = make_train_step(self.task, l1, l2), sharded
-        self.train_step = jax.jit(step, in_shardings=(replicated, train_sharding, replicated),
-                                  out_shardings=(replicated, replicated), donate_argnums=0)
-        self.eval_step = jax.jit(make_eval_step(self.task), in_shardings=(replicated, sharded),
-                                 out_shardings=replicated)
+            step, batch_axis = make_train_step(self.task, l1, l2), 0
+        replicated = parallel.replicated(self.mesh)
+        return jax.jit(step, in_shardings=(replicated, parallel.batch_sharded(self.mesh, batch_axis), replicated),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
 
     def init_state(self) -> TrainState:
         return create_train_state(self.model, self.task, self.tx, self.config, self.mesh)
