@@ -96,9 +96,8 @@ def manual_loss(task, model, params, batch, step, delta):
     carry, outputs = cell.initial_carry(inputs.shape[0]), []
     for t in range(inputs.shape[1]):
         carry, h = cell.step(weights, carry, cell.project_inputs(weights, inputs[:, t]))
-        if t == step:
-            h = h + delta
-            carry = carry._replace(hidden=h) if isinstance(carry, cells.LSTMCarry) else h
+        h = jnp.where(t == step, h + delta, h)  # `step` may be traced
+        carry = carry._replace(hidden=h) if isinstance(carry, cells.LSTMCarry) else h
         outputs.append(h)
     features = heads.pool(jnp.stack(outputs, 1), None, model.head)
     out = params["output"]
@@ -113,11 +112,12 @@ def test_model_hidden_gradient_norms_match_finite_differences(cell):
     assert flow.hidden.shape == (7,) and flow.inputs.shape == (7,)
 
     hidden, eps = model.stack.hidden_size, 1e-2
-    loss_at = jax.jit(lambda step, delta: manual_loss(task, model, params, batch, step, delta),
-                      static_argnums=0)
+    # Central differences along every unit direction of h_t, all in one program.
+    basis = np.eye(hidden, dtype=np.float32)[:, None, :]  # [H, 1, H]
+    loss_at = jax.jit(jax.vmap(lambda step, delta: manual_loss(task, model, params, batch, step, delta),
+                               in_axes=(None, 0)))
     for step in (6, 3):
-        basis = np.eye(hidden, dtype=np.float32)[:, None, :]  # [H, 1, H]
-        fd = [(loss_at(step, eps * e) - loss_at(step, -eps * e)) / (2 * eps) for e in basis]
+        fd = (loss_at(step, eps * basis) - loss_at(step, -eps * basis)) / (2 * eps)
         np.testing.assert_allclose(flow.hidden[step], np.linalg.norm(fd), rtol=2e-2)
 
 
@@ -150,19 +150,38 @@ def test_clipped_norms_never_exceed_the_threshold_and_small_ones_pass_unchanged(
     assert sum(hist["before"]) == sum(hist["after"]) == 12 and len(hist["edges"]) == 6
 
 
+def save_untrained_run(workdir, config_spec):
+    """A workdir like experiments.train leaves: config.json and a checkpoint at step 5."""
+    from seqjax import checkpoint, metrics, sweep_runner, training
+
+    config = sweep_runner.base_config(config_spec)
+    state = training.Trainer(config).init_state()
+    os.makedirs(workdir)
+    metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), 1, 1)
+    ckpt.save(5, state, force=True)
+    ckpt.close()
+
+
 def test_experiment_writes_plots_and_numbers(tmp_path):
     from experiments import gradient_flow
 
-    record = gradient_flow.run(str(tmp_path), ["rnn", "lstm"], seq_len=12, hidden_size=8,
-                               batch_size=8, num_batches=3)
+    run_dir = str(tmp_path / "adding_gru")
+    save_untrained_run(run_dir, gradient_flow._DEFAULT_CONFIG + ":gru,smoke")
+    out = tmp_path / "flow"
+    record = gradient_flow.run(str(out), ["lstm"], seq_len=12, hidden_size=8, batch_size=8,
+                               num_batches=3, checkpoint_dirs=[run_dir])
     for name in ("gradient_flow_hidden.png", "gradient_flow_inputs.png", "grad_norm_histogram.png"):
-        with open(tmp_path / name, "rb") as f:
+        with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    with open(tmp_path / "gradient_flow.json") as f:
+    with open(out / "gradient_flow.json") as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(record))
+    assert sorted(saved["models"]) == ["gru trained (adding_gru, step 5)", "lstm untrained"]
     lstm = saved["models"]["lstm untrained"]
     assert len(lstm["hidden"]) == len(lstm["inputs"]) == 12
     assert lstm["ratio_first_to_last"] == pytest.approx(lstm["hidden"][0] / lstm["hidden"][-1])
     assert len(lstm["global_norms"]["before"]) == 3
     assert max(lstm["global_norms"]["after"]) <= lstm["global_norms"]["clip_global_norm"] + 1e-5
+    gru = saved["models"]["gru trained (adding_gru, step 5)"]
+    assert gru["cell"] == "gru" and gru["seq_len"] == 20  # the run's own task (smoke: T=20)
