@@ -1,7 +1,8 @@
 """Gradient flow through time on the adding problem, per cell.
 
   python -m experiments.gradient_flow --workdir=W [--cells=rnn,irnn,lstm,gru] [--seq_len=100] \
-      [--checkpoint_dirs=runs/adding_lstm,runs/adding_rnn] [--config=configs/default.py]
+      [--checkpoint_dirs=runs/adding_lstm --checkpoint_dirs='runs/sweep/runs/cell=*,seed=0'] \
+      [--config=configs/default.py]
 
 For freshly initialised models of every cell in --cells (and for the trained
 models of the `experiments.train` workdirs in --checkpoint_dirs, each on its
@@ -14,11 +15,28 @@ batches before and after the config's clipping. Writes into W:
   gradient_flow_inputs.png    ‖∂L/∂x_t‖ likewise
   grad_norm_histogram.png     global gradient norms before/after clipping
 
-and prints ‖∂L/∂h_0‖ / ‖∂L/∂h_{T-1}‖ per model. Takes ~20 s on 2 CPU cores.
+and prints ‖∂L/∂h_0‖ / ‖∂L/∂h_{T-1}‖ per model. Takes ~30 s on 2 shared CPU cores.
+
+Results with the defaults (untrained, T=100, hidden 128, 64 test sequences, seed 0):
+
+  cell   ‖∂L/∂h_t‖ at lag 0 / 10 / 50 / 99        ratio lag 99 : lag 0   global grad norm (median of 8)
+  rnn    2.0  / 1.3    / 0.23    / 0.039          0.020                  22
+  irnn   8.7  / 5.9    / 5.9     / 5.7            0.66                   1.2e4
+  lstm   2.0  / 0.032  / 6.9e-5  / 5.2e-8         2.6e-8                 3.1
+  gru    2.0  / 0.011  / 2.7e-10 / 1.2e-19        6.1e-20                3.1
+
+At initialisation the gated cells vanish fastest (each step scales the
+gradient by about the forget / update gate, ~0.73 for LSTM with forget bias 1,
+~0.6 for GRU), the orthogonal tanh RNN decays slowly and the IRNN keeps it
+flat, at the price of exploding global norms (every clip_global_norm=1.0 step
+is clipped, by ~10^4). Training changes this: a GRU trained on T=30 (600
+steps, hidden 64, test MSE 0.006) has ratio 0.80 where the untrained one has
+1.2e-6, i.e. it learned to carry the gradient across the sequence.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any, Sequence
 
@@ -37,7 +55,9 @@ _SEQ_LEN = flags.DEFINE_integer("seq_len", 100, "T of the adding problem for the
 _HIDDEN = flags.DEFINE_integer("hidden_size", 0, "Hidden units of the untrained models (0: the config's).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sequences averaged over per curve and per gradient.")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Batches for the global-norm histogram.")
-_CHECKPOINT_DIRS = flags.DEFINE_list("checkpoint_dirs", [], "Workdirs of experiments.train runs.")
+# Repeatable rather than comma-separated: sweep run directories have commas in their names.
+_CHECKPOINT_DIRS = flags.DEFINE_multi_string(
+    "checkpoint_dirs", [], "Workdir (or glob of workdirs) of experiments.train runs; repeatable.")
 _CONFIG = flags.DEFINE_string("config", _DEFAULT_CONFIG, "Config file[:variant] of the untrained models.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -63,7 +83,10 @@ def trained_model(workdir: str):
     """(trainer, state restored from workdir's latest checkpoint, its step)."""
     from seqjax import training
 
-    config = ml_collections.ConfigDict(metrics.read_json(os.path.join(workdir, "config.json")))
+    saved = metrics.read_json(os.path.join(workdir, "config.json"))
+    if saved is None:
+        raise ValueError(f"{workdir} holds no config.json; is it an experiments.train workdir?")
+    config = ml_collections.ConfigDict(saved)
     trainer = training.Trainer(config)
     train = config.train
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every,
@@ -97,17 +120,22 @@ def measure(trainer, state, batch_size: int, num_batches: int) -> dict[str, Any]
                          "histogram": diagnostics.norm_histogram(stats), **clip}}}
 
 
+def expand_globs(patterns: Sequence[str]) -> list[str]:
+    """Each pattern's matches in sorted order; a pattern matching nothing is kept as given."""
+    return [path for pattern in patterns for path in (sorted(glob.glob(pattern)) or [pattern])]
+
+
 def run(workdir: str, cells: Sequence[str], seq_len: int = 100, hidden_size: int = 0,
         batch_size: int = 64, num_batches: int = 8, checkpoint_dirs: Sequence[str] = (),
         config_spec: str = _DEFAULT_CONFIG) -> dict[str, Any]:
     """Measures every model, writes the PNGs and gradient_flow.json into `workdir`;
     returns the JSON's contents."""
+    trained = {directory: trained_model(directory) for directory in expand_globs(checkpoint_dirs)}
     results = {}
     for cell in cells:
         trainer, state = untrained_model(untrained_config(config_spec, cell, seq_len, hidden_size))
         results[f"{cell} untrained"] = measure(trainer, state, batch_size, num_batches)
-    for directory in checkpoint_dirs:
-        trainer, state, step = trained_model(directory)
+    for directory, (trainer, state, step) in trained.items():
         label = f"{trainer.config.model.cell} trained ({os.path.basename(os.path.normpath(directory))}, step {step})"
         results[label] = measure(trainer, state, batch_size, num_batches)
         results[label]["summary"]["workdir"] = directory
