@@ -25,10 +25,11 @@ Results with the defaults (untrained, T=100, hidden 128, 64 test sequences, seed
   lstm   2.0  / 0.032  / 6.9e-5  / 5.2e-8         2.6e-8                 3.1
   gru    2.0  / 0.011  / 2.7e-10 / 1.2e-19        6.1e-20                3.1
 
-At initialisation the gated cells vanish fastest (each step scales the
-gradient by about the forget / update gate, ~0.73 for LSTM with forget bias 1,
-~0.6 for GRU), the orthogonal tanh RNN decays slowly and the IRNN keeps it
-flat, at the price of exploding global norms (every clip_global_norm=1.0 step
+At initialisation the gated cells vanish fastest: between lags 10 and 50 each
+step scales ‖∂L/∂h_t‖ by ~0.86 (LSTM, forget bias 1) and ~0.65 (GRU, zero
+biases, so the update gate sits near 0.5), against ~0.96 for the
+orthogonally initialised tanh RNN; the IRNN keeps it flat, at the price of
+exploding global norms (every clip_global_norm=1.0 step
 is clipped, by ~10^4). Training changes this: a GRU trained on T=30 (600
 steps, hidden 64, test MSE 0.006) has ratio 0.80 where the untrained one has
 1.2e-6, i.e. it learned to carry the gradient across the sequence.
