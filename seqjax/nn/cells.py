@@ -243,7 +243,7 @@ class GRUCell(RecurrentCell):
         return h, h
 
 
-CELL_NAMES = ("rnn", "relu_rnn", "irnn", "lstm", "gru", "gru_reset_before")
+CELL_NAMES = ("rnn", "relu_rnn", "irnn", "lstm", "gru", "gru_reset_before", "mingru", "minlstm")
 
 
 def make_cell(name: str, hidden_size: int, **kwargs) -> RecurrentCell:
@@ -251,7 +251,8 @@ def make_cell(name: str, hidden_size: int, **kwargs) -> RecurrentCell:
 
     rnn: tanh Elman; relu_rnn: ReLU Elman; irnn: ReLU Elman with identity init;
     lstm; gru (reset after the recurrent matmul, cuDNN/PyTorch/Keras default);
-    gru_reset_before (reset before the matmul, Cho et al. 2014).
+    gru_reset_before (reset before the matmul, Cho et al. 2014);
+    mingru, minlstm (Feng et al. 2024; see `seqjax.nn.minimal`).
     """
     if name == "rnn":
         return SimpleRNNCell(hidden_size, activation="tanh", **kwargs)
@@ -265,4 +266,9 @@ def make_cell(name: str, hidden_size: int, **kwargs) -> RecurrentCell:
         return GRUCell(hidden_size, reset_after=True, **kwargs)
     if name == "gru_reset_before":
         return GRUCell(hidden_size, reset_after=False, **kwargs)
+    if name in ("mingru", "minlstm"):
+        from seqjax.nn import minimal  # imported here: minimal.py imports this module
+
+        cell_class = minimal.MinGRUCell if name == "mingru" else minimal.MinLSTMCell
+        return cell_class(hidden_size, **kwargs)
     raise ValueError(f"unknown cell {name!r}; choose one of {', '.join(CELL_NAMES)}")

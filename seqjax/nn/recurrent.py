@@ -19,6 +19,7 @@ import numpy as np
 
 from seqjax.nn import cells as cells_lib
 from seqjax.nn import fused
+from seqjax.nn import minimal
 
 Array = jax.Array
 
@@ -117,7 +118,8 @@ class Recurrent(nn.Module):
         None picks the measured-faster default for the backend.
       implementation: 'scan' (autodiff through lax.scan), 'fused' (a
         custom-VJP recurrence that keeps weight gradients out of the time
-        loop; LSTM and GRU only) or 'auto' (fused where available).
+        loop; LSTM and GRU only), 'parallel' (an associative scan over time;
+        minGRU and minLSTM only) or 'auto' (fused or parallel where available).
       unroll: time steps per scan iteration (passed to lax.scan).
     """
 
@@ -151,14 +153,19 @@ class Recurrent(nn.Module):
                    reverse=self.reverse, hoist_input_projection=hoist, unroll=self.unroll)
 
     def _recurrence(self):
-        if self.implementation not in ("auto", "scan", "fused"):
-            raise ValueError(f"implementation must be 'auto', 'scan' or 'fused', got {self.implementation!r}")
+        if self.implementation not in ("auto", "scan", "fused", "parallel"):
+            raise ValueError(f"implementation must be 'auto', 'scan' or 'fused', got {self.implementation!r} "
+                             "(or 'parallel' for cells with a linear recurrence: mingru, minlstm)")
         fused_fn = fused.fused_scan_for(self.cell)
+        parallel_fn = minimal.parallel_scan_for(self.cell)
         if self.implementation == "fused" and fused_fn is None:
             raise ValueError(f"no fused recurrence for {type(self.cell).__name__}; use implementation='scan'")
-        if self.implementation == "scan" or fused_fn is None:
+        if self.implementation == "parallel" and parallel_fn is None:
+            raise ValueError(f"no parallel scan for {type(self.cell).__name__} (its gates read h_{{t-1}}); "
+                             "use implementation='scan'")
+        if self.implementation == "scan":
             return scan_cell
-        return fused_fn
+        return fused_fn or parallel_fn or scan_cell
 
     def _initial_carry(self, batch: int, dtype) -> Any:
         zeros = self.cell.initial_carry(batch, dtype)

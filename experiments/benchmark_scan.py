@@ -1,0 +1,109 @@
+"""Sequential vs parallel (associative) scan for minGRU/minLSTM, forward+backward.
+
+For every T in --min-time, 2*min-time, ..., --max-time, times one jitted step
+computing the gradient of sum(outputs) w.r.t. the parameters and the inputs
+of a `Recurrent` layer with implementation='parallel' (case
+`parallel_<cell>`) and with implementation='scan' (baseline
+`sequential_<cell>`, lax.scan over `step`). The two run round-robin, one
+call each per round, so load from other processes hits both alike; the
+reported value is the median seconds per step over --repeats rounds
+(compilation and --warmup calls excluded). ratio = baseline_value / value,
+the parallel form's speedup (> 1: parallel is faster).
+
+  python -m experiments.benchmark_scan                       # B=8, H=64, T = 1k .. 64k, minGRU
+  python -m experiments.benchmark_scan --cells mingru,minlstm --max-time 16384
+
+stdout: one JSON object per (cell, T); stderr: a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from seqjax.nn import Recurrent, make_cell
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=64, help="hidden units (also the input width)")
+    parser.add_argument("--min-time", type=int, default=1024)
+    parser.add_argument("--max-time", type=int, default=65536, help="T doubles from --min-time up to this")
+    parser.add_argument("--cells", default="mingru", help="comma-separated subset of mingru,minlstm")
+    parser.add_argument("--repeats", type=int, default=2, help="timed rounds; the median is reported")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed calls per case after the compiling call")
+    return parser.parse_args(argv)
+
+
+def grad_step(cell: str, implementation: str, time_steps: int, args) -> Callable[[], None]:
+    """A no-argument callable running one jitted grad of sum(layer(x)) w.r.t. (params, x)."""
+    layer = Recurrent(make_cell(cell, args.hidden), implementation=implementation)
+    key_x, key_p = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(key_x, (args.batch, time_steps, args.hidden))
+    params = layer.init(key_p, x)
+    loss = lambda params, x: jnp.sum(layer.apply(params, x)[0])
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    jax.block_until_ready(grad(params, x))  # compile
+    return lambda: jax.block_until_ready(grad(params, x))
+
+
+def median_seconds(steps: dict[str, Callable[[], None]], args) -> dict[str, float]:
+    """Round-robin timing: the median seconds per call of every step."""
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def device_name() -> str:
+    device = jax.devices()[0]
+    return f"{device.platform}:{device.device_kind} x{jax.device_count()}"
+
+
+def measure(cell: str, time_steps: int, args) -> dict:
+    """One JSON record: parallel vs sequential seconds per forward+backward step."""
+    steps = {impl: grad_step(cell, impl, time_steps, args) for impl in ("parallel", "scan")}
+    seconds = median_seconds(steps, args)
+    return {
+        "benchmark": "scan_fwd_bwd", "case": f"parallel_{cell}", "T": time_steps,
+        "B": args.batch, "H": args.hidden, "value": seconds["parallel"], "unit": "s/step",
+        "baseline": f"sequential_{cell}", "baseline_value": seconds["scan"],
+        "ratio": seconds["scan"] / seconds["parallel"], "device": device_name(),
+    }
+
+
+def time_grid(args) -> list[int]:
+    grid, t = [], args.min_time
+    while t <= args.max_time:
+        grid.append(t)
+        t *= 2
+    return grid
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    print(f"{'case':18s} {'T':>6s} {'parallel s':>11s} {'sequential s':>13s} {'speedup':>8s}", file=sys.stderr)
+    for cell in args.cells.split(","):
+        for time_steps in time_grid(args):
+            record = measure(cell, time_steps, args)
+            print(json.dumps(record), flush=True)
+            print(f"{record['case']:18s} {time_steps:6d} {record['value']:11.4f} "
+                  f"{record['baseline_value']:13.4f} {record['ratio']:8.2f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
