@@ -43,7 +43,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "recurrent"  # registry name in seqjax.models
-    config.model.cell = "lstm"  # rnn | relu_rnn | irnn | lstm | gru | gru_reset_before
+    config.model.cell = "lstm"  # rnn | relu_rnn | irnn | lstm | gru | gru_reset_before | mingru | minlstm
     config.model.hidden_size = 128  # units per direction per layer
     config.model.num_layers = 1  # stacked recurrent layers
     config.model.bidirectional = False  # forward + backward layers
@@ -53,7 +53,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.forget_bias = 1.0  # LSTM forget-gate bias at init
     config.model.head = ""  # '' = the task's default; last | mean | max | per_step
     config.model.embed_size = 32  # token embedding width (token-id tasks only)
-    config.model.implementation = "auto"  # auto | scan | fused (custom-VJP LSTM/GRU)
+    config.model.implementation = "auto"  # auto | scan | fused (custom-VJP LSTM/GRU) | parallel (minGRU/LSTM)
     config.model.unroll = 1  # time steps per scan iteration
 
     config.optimizer = ml_collections.ConfigDict()

@@ -2,6 +2,7 @@
 
 from seqjax.nn.cells import (CELL_NAMES, GRUCell, LSTMCarry, LSTMCell, RecurrentCell,
                              SimpleRNNCell, identity_init, irnn_cell, make_cell)
+from seqjax.nn.minimal import MinGRUCell, MinLSTMCell, parallel_scan
 from seqjax.nn.heads import last_valid, masked_max, masked_mean, pool
 from seqjax.nn.porting import (check_params_compatible, import_keras_layer, import_keras_stack,
                                import_torch_rnn, keras_layer_config, keras_stack_config,
@@ -14,4 +15,5 @@ __all__ = [
     "pool", "Bidirectional", "Recurrent", "RecurrentStack", "scan_cell",
     "check_params_compatible", "import_keras_layer", "import_keras_stack", "import_torch_rnn",
     "keras_layer_config", "keras_stack_config", "torch_rnn_config",
+    "MinGRUCell", "MinLSTMCell", "parallel_scan",
 ]

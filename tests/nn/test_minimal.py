@@ -124,9 +124,16 @@ def test_long_sequences_stay_finite_and_match():
 
 
 @pytest.mark.parametrize("implementation,expected", [
-    ("auto", minimal.parallel_scan), ("parallel", minimal.parallel_scan), ("scan", recurrent.scan_cell)])
+    ("parallel", minimal.parallel_scan), ("scan", recurrent.scan_cell)])
 def test_implementation_picks_the_recurrence(implementation, expected):
     assert Recurrent(make_cell("mingru", H), implementation=implementation)._recurrence() is expected
+
+
+def test_auto_picks_the_sequential_scan_on_cpu_and_the_parallel_one_elsewhere(monkeypatch):
+    layer = Recurrent(make_cell("mingru", H))
+    assert layer._recurrence() is recurrent.scan_cell  # the tests run on CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert layer._recurrence() is minimal.parallel_scan
 
 
 def test_parallel_implementation_is_refused_for_a_nonlinear_cell():

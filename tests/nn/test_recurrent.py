@@ -473,7 +473,7 @@ def test_feature_size_different_from_params_is_rejected(lstm_setup):
 
 
 def test_unknown_implementation_is_rejected():
-    with pytest.raises(ValueError, match="implementation must be 'auto', 'scan' or 'fused', got 'cuda'"):
+    with pytest.raises(ValueError, match="implementation must be one of auto, scan, fused, parallel, got 'cuda'"):
         layer("gru", implementation="cuda").init(jax.random.key(0), jnp.zeros((B, T, F)))
 
 
