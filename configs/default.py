@@ -80,6 +80,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.progress = True  # console progress bar
     config.train.tbptt_len = 0  # truncated BPTT chunk length K; 0 = full BPTT (per-step tasks only)
     config.train.tbptt_update = "accumulate"  # accumulate chunk gradients, or update per_chunk
+    config.train.stateful = False  # train on endless streams, tbptt_len steps per batch, carry kept
 
     for name in filter(None, (variant or "").split(",")):
         if name not in VARIANTS:

@@ -18,7 +18,8 @@ from seqjax.nn import cells
 
 TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train")
 TRAIN_KEYS = ("batch_size", "num_steps", "log_every", "eval_every", "eval_batches",
-              "checkpoint_every", "keep_checkpoints", "progress", "tbptt_len", "tbptt_update")
+              "checkpoint_every", "keep_checkpoints", "progress", "tbptt_len", "tbptt_update",
+              "stateful")
 OPTIMIZER_KEYS = ("name", "learning_rate", "schedule", "warmup_steps", "end_lr_fraction",
                   "b1", "b2", "momentum", "nesterov", "weight_decay", "clip_global_norm",
                   "clip_value", "l1", "l2")

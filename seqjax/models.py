@@ -70,17 +70,19 @@ class RecurrentModel(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *,
-                 deterministic: bool = True, initial_carry=None, return_carry: bool = False):
+                 deterministic: bool = True, initial_carry=None, return_carry: bool = False,
+                 resets: jax.Array | None = None):
         """Predictions; with `return_carry`, also the stack's final carries
         (one per layer), which `initial_carry` accepts back, so a long
-        sequence can be run chunk by chunk (seqjax.tbptt)."""
+        sequence can be run chunk by chunk (seqjax.tbptt); `resets` [B, T]
+        restarts the carry where a new document starts in a stream."""
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.vocab_size:
             if inputs.ndim != 2:
                 raise ValueError(f"token-id inputs must be [batch, time], got shape {tuple(inputs.shape)}")
             inputs = nn.Embed(self.vocab_size, self.embed_size, name="embed")(inputs)
-        outputs, carries = self.stack(inputs, lengths, initial_carry, deterministic=deterministic)
+        outputs, carries = self.stack(inputs, lengths, initial_carry, deterministic=deterministic, resets=resets)
         if self.head == "per_step":
             features = outputs
         elif self.head == "last" and self.stack.bidirectional:

@@ -85,8 +85,8 @@ def chunk_gradients(task: tasks.Task, state, params, carry, chunk, rng, loss_cou
 
     def objective(params):
         predictions, new_carry = state.apply_fn(
-            {"params": params}, chunk["inputs"], chunk["lengths"], deterministic=False,
-            rngs={"dropout": rng}, initial_carry=carry, return_carry=True)
+            {"params": params}, chunk["inputs"], chunk.get("lengths"), deterministic=False,
+            rngs={"dropout": rng}, initial_carry=carry, return_carry=True, resets=chunk.get("resets"))
         sums = task.step_sums(predictions, chunk)
         return sums["loss"][0] / loss_count, (new_carry, sums)
 
@@ -153,6 +153,48 @@ def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.
         return state, metrics
 
     return train_step
+
+
+def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Callable:
+    """Stateful training on streams: train_step(state, segment, rng) -> (state, metrics).
+
+    `segment` is the next [B, K] piece of B streams (Task.stream_batch) and
+    `state.stream_carry` the carry the previous segment ended with; the
+    gradient stops there (TBPTT across batches), the carry restarts where
+    `segment['resets']` marks a new document, and the new carry goes back into
+    the state, so checkpoints hold it and a resumed run continues mid-stream.
+    """
+    penalty_grad = jax.grad(lambda p: optim.weight_penalty(p, l1, l2))
+
+    def train_step(state, segment, rng):
+        loss_count = segment["step_mask"].sum()
+        grads, carry, sums = chunk_gradients(task, state, state.params, state.stream_carry, segment,
+                                             jax.random.fold_in(rng, state.step), loss_count)
+        if l1 or l2:
+            grads = _add(grads, penalty_grad(state.params))
+        metrics = _metrics(sums)
+        metrics["grad_norm"] = optax_global_norm(grads)
+        return state.apply_gradients(grads=grads).replace(stream_carry=carry), metrics
+
+    return train_step
+
+
+def make_stream_eval_step(task: tasks.Task) -> Callable:
+    """eval_step(state, carry, segment) -> (carry, per-step metric sums), no dropout."""
+
+    def eval_step(state, carry, segment):
+        predictions, carry = state.apply_fn({"params": state.params}, segment["inputs"], initial_carry=carry,
+                                            return_carry=True, resets=segment["resets"])
+        return carry, task.step_sums(predictions, segment)
+
+    return eval_step
+
+
+def zero_carry(model, params, batch_size: int, example_inputs) -> Any:
+    """All-zeros stream carry for `batch_size` rows, shaped like the model's carry."""
+    shapes = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, return_carry=True)[1],
+                            params, example_inputs[:1])
+    return jax.tree.map(lambda s: jnp.zeros((batch_size, *s.shape[1:]), s.dtype), shapes)
 
 
 def optax_global_norm(tree: Any) -> jax.Array:

@@ -29,6 +29,13 @@ Batch = dict[str, Any]
 TrainState = train_state.TrainState
 
 
+class StreamTrainState(TrainState):
+    """TrainState that also holds the recurrent carry of stateful stream
+    training, so it is checkpointed with the parameters."""
+
+    stream_carry: Any = None
+
+
 def model_inputs(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
     """(inputs, lengths or None) as every seqjax model takes them."""
     return batch["inputs"], batch.get("lengths")
@@ -72,13 +79,18 @@ def make_eval_step(task: tasks.Task) -> Callable:
 
 def create_train_state(model: nn.Module, task: tasks.Task, tx, config: ml_collections.ConfigDict,
                        mesh: jax.sharding.Mesh) -> TrainState:
-    """Freshly initialised parameters and optimiser state, replicated over `mesh`."""
+    """Freshly initialised parameters and optimiser state, replicated over
+    `mesh` (plus a zero stream carry when `config.train.stateful`)."""
     example = task.batch("train", 0, 2, config.seed)
     inputs, lengths = model_inputs(example)
+    stateful = config.train.get("stateful", False)
 
     def init(rng):
         params = model.init(rng, inputs, lengths)["params"]
-        return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+        if not stateful:
+            return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+        carry = tbptt.zero_carry(model, params, config.train.batch_size, inputs)
+        return StreamTrainState.create(apply_fn=model.apply, params=params, tx=tx, stream_carry=carry)
 
     init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
     return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_rng)
@@ -95,9 +107,15 @@ class Trainer:
         self.task = tasks.get(config.task)
         self.model = models.build(config.model, self.task)
         self.chunk_len = config.train.get("tbptt_len", 0)
+        self.stateful = config.train.get("stateful", False)
         update = config.train.get("tbptt_update", "accumulate")
         self.updates_per_batch = 1
-        if self.chunk_len:
+        if self.stateful and not self.chunk_len:
+            raise ValueError("config.train.stateful=True trains on stream segments of config.train.tbptt_len "
+                             "steps; set config.train.tbptt_len > 0")
+        if self.stateful:
+            tbptt.check_truncatable(self.model, self.task)
+        elif self.chunk_len:
             tbptt.check_truncatable(self.model, self.task)
             seq_len = self.task.batch("train", 0, 1, config.seed)["inputs"].shape[1]
             self.updates_per_batch = tbptt.updates_per_batch(update, seq_len, self.chunk_len)
@@ -112,7 +130,9 @@ class Trainer:
         """jit(train_step) with replicated state and the batch sharded on 'data'
         (axis 1 of the stacked chunks under TBPTT)."""
         l1, l2 = self.config.optimizer.get("l1", 0.0), self.config.optimizer.get("l2", 0.0)
-        if self.chunk_len:
+        if self.stateful:
+            step, batch_axis = tbptt.make_stream_step(self.task, l1, l2), 0
+        elif self.chunk_len:
             step, batch_axis = tbptt.make_train_step(self.task, update, l1, l2), 1
         else:
             step, batch_axis = make_train_step(self.task, l1, l2), 0
@@ -133,17 +153,38 @@ class Trainer:
     def step(self, state: TrainState) -> tuple[TrainState, dict]:
         """Trains on the next batch: one update, or one per chunk under per-chunk TBPTT."""
         index = self.batches_done(state)
+        if self.stateful:
+            return self.train_step(state, self.stream_segment("train", index), self.dropout_rng)
         if not self.chunk_len:
             return self.train_step(state, self.batch("train", index), self.dropout_rng)
         host = self.task.batch("train", index, self.config.train.batch_size, self.config.seed)
         chunks = parallel.shard_batch(tbptt.split_into_chunks(host, self.chunk_len), self.mesh, batch_axis=1)
         return self.train_step(state, chunks, self.dropout_rng)
 
+    def stream_segment(self, split: str, index: int) -> dict[str, jax.Array]:
+        host = self.task.stream_batch(split, index, self.config.train.batch_size, self.chunk_len,
+                                      self.config.seed)
+        return parallel.shard_batch(host, self.mesh)
+
     def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
-        """Metrics averaged over `config.train.eval_batches` batches of `split`."""
+        """Metrics averaged over `config.train.eval_batches` batches of `split`
+        (for stateful runs: over that many consecutive stream segments, the
+        carry passed along from a fresh start)."""
+        if self.stateful:
+            return self._evaluate_stream(state, split)
         per_batch = [self.eval_step(state, self.batch(split, i))
                      for i in range(self.config.train.eval_batches)]
         return {k: float(np.mean([m[k] for m in per_batch])) for k in per_batch[0]}
+
+
+    def _evaluate_stream(self, state: TrainState, split: str) -> dict[str, float]:
+        if not hasattr(self, "_stream_eval_step"):
+            self._stream_eval_step = jax.jit(tbptt.make_stream_eval_step(self.task))
+        carry, totals = jax.tree.map(jnp.zeros_like, state.stream_carry), None
+        for index in range(self.config.train.eval_batches):
+            carry, sums = self._stream_eval_step(state, carry, self.stream_segment(split, index))
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        return {name: float(total / count) for name, (total, count) in totals.items()}
 
 
 def _mean_metrics(window: list[dict]) -> dict[str, float]:

@@ -86,15 +86,24 @@ def scan_cell(
     reverse: bool = False,
     hoist_input_projection: bool = False,
     unroll: int = 1,
+    resets: Array | None = None,
+    reset_carry: Any = None,
 ) -> tuple[Array, Any]:
-    """Runs `cell` over inputs [B, T, F] with `jax.lax.scan`; returns ([B, T, H], carry)."""
+    """Runs `cell` over inputs [B, T, F] with `jax.lax.scan`; returns ([B, T, H], carry).
+
+    resets [B, T] bool (optional): at a step where it is True the carry is
+    replaced by `reset_carry` before the step (a new document starts there).
+    """
     xs = jnp.swapaxes(inputs, 0, 1)  # time-major for the scan
     if hoist_input_projection:
         xs = cell.project_inputs(weights, xs)
     mask_tm = None if mask is None else jnp.swapaxes(mask, 0, 1)[..., None]
+    resets_tm = None if resets is None else jnp.swapaxes(resets, 0, 1)[..., None]
 
     def body(carry, step_inputs):
-        x_t, valid_t = step_inputs
+        x_t, valid_t, reset_t = step_inputs
+        if reset_t is not None:
+            carry = jax.tree.map(lambda fresh, old: jnp.where(reset_t, fresh, old), reset_carry, carry)
         projected = x_t if hoist_input_projection else cell.project_inputs(weights, x_t)
         new_carry, h_t = cell.step(weights, carry, projected)
         if valid_t is not None:
@@ -102,7 +111,7 @@ def scan_cell(
             h_t = jnp.where(valid_t, h_t, jnp.zeros_like(h_t))
         return new_carry, h_t
 
-    carry, outputs = jax.lax.scan(body, carry, (xs, mask_tm), reverse=reverse, unroll=unroll)
+    carry, outputs = jax.lax.scan(body, carry, (xs, mask_tm, resets_tm), reverse=reverse, unroll=unroll)
     return jnp.swapaxes(outputs, 0, 1), carry
 
 
@@ -135,8 +144,14 @@ class Recurrent(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: Array, lengths: Array | None = None,
-                 initial_carry: Any = None) -> tuple[Array, Any]:
-        """inputs [B, T, F], lengths [B] -> (outputs [B, T, H], final carry)."""
+                 initial_carry: Any = None, resets: Array | None = None) -> tuple[Array, Any]:
+        """inputs [B, T, F], lengths [B] -> (outputs [B, T, H], final carry).
+
+        resets [B, T] bool: where True, the carry restarts from this layer's
+        initial carry (zeros or learned) before the step: document boundaries
+        in a stream. Runs the sequential scan (the fused and parallel
+        recurrences do not take resets).
+        """
         inputs = jnp.asarray(inputs)
         lengths = None if lengths is None else jnp.asarray(lengths)
         check_sequence_inputs(inputs, lengths)
@@ -151,8 +166,15 @@ class Recurrent(nn.Module):
         hoist = self.hoist_input_projection
         if hoist is None:
             hoist = default_hoist_input_projection()
+        mask = valid_mask(lengths, time)
+        if resets is not None:
+            if self.reverse:
+                raise ValueError("resets mark where documents start in a forward stream; "
+                                 "a reverse layer cannot take them")
+            return scan_cell(self.cell, weights, inputs, mask, initial_carry, hoist_input_projection=hoist,
+                             unroll=self.unroll, resets=resets, reset_carry=self._initial_carry(batch, dtype))
         run = self._recurrence()
-        return run(self.cell, weights, inputs, valid_mask(lengths, time), initial_carry,
+        return run(self.cell, weights, inputs, mask, initial_carry,
                    reverse=self.reverse, hoist_input_projection=hoist, unroll=self.unroll)
 
     def _recurrence(self):
@@ -280,8 +302,13 @@ class RecurrentStack(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, lengths: Array | None = None,
                  initial_carry: Sequence[Any] | None = None,
-                 *, deterministic: bool = True) -> tuple[Array, tuple[Any, ...]]:
-        """inputs [B, T, F] -> (outputs [B, T, H or 2H], per-layer final carries)."""
+                 *, deterministic: bool = True, resets: Array | None = None) -> tuple[Array, tuple[Any, ...]]:
+        """inputs [B, T, F] -> (outputs [B, T, H or 2H], per-layer final carries).
+
+        resets [B, T] bool restarts every layer's carry where a document
+        starts (unidirectional stacks only)."""
+        if resets is not None and self.bidirectional:
+            raise ValueError("resets need a causal stack; a bidirectional layer reads across document boundaries")
         if initial_carry is not None and len(initial_carry) != self.num_layers:
             raise ValueError(f"initial_carry needs one entry per layer ({self.num_layers}), "
                              f"got {len(initial_carry)}")
@@ -294,7 +321,11 @@ class RecurrentStack(nn.Module):
                                       merge=self.merge, name=f"layer_{depth}")
             else:
                 layer = self._layer(False, name=f"layer_{depth}")
-            x, carry = layer(x, lengths, None if initial_carry is None else initial_carry[depth])
+            layer_carry = None if initial_carry is None else initial_carry[depth]
+            if resets is None:
+                x, carry = layer(x, lengths, layer_carry)
+            else:
+                x, carry = layer(x, lengths, layer_carry, resets)
             carries.append(carry)
             if depth < self.num_layers - 1 and self.dropout_rate > 0:
                 x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)

@@ -44,6 +44,45 @@ class Task:
         self.validate_batch(batch)
         return batch
 
+    def stream_batch(self, split: str, index: int, batch_size: int, length: int, seed: int) -> Batch:
+        """Segment `index` of `batch_size` endless streams: steps
+        [index * length, (index + 1) * length) of each.
+
+        A stream is this task's episodes (single sequences from `make_batch`)
+        back to back; `resets` [B, L] is True where an episode starts, so a
+        stateful model can restart its carry there. Row b of every segment
+        continues stream b. Needs fixed-length, per-step episodes.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        rows = [self._stream_segment(split, stream, index * length, length, seed) for stream in range(batch_size)]
+        batch = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+        batch["step_mask"] = np.ones(batch["resets"].shape, np.float32)
+        self.validate_batch(batch)
+        return batch
+
+    def _stream_segment(self, split: str, stream: int, start: int, length: int, seed: int) -> Batch:
+        """Steps [start, start + length) of one stream, as {name: [length, ...]}."""
+        episodes = []
+        episode_length = self._episode_length(split, seed)
+        number = start // episode_length
+        covered = first_step = number * episode_length
+        while covered < start + length:
+            rng = np.random.default_rng([seed, zlib.crc32(split.encode()), stream, number, 1])
+            episode = {k: v[0] for k, v in self.make_batch(rng, 1).items()}
+            episode["resets"] = np.arange(len(episode["inputs"])) == 0
+            episodes.append(episode)
+            covered += len(episode["inputs"])
+            number += 1
+        offset = start - first_step
+        return {name: np.concatenate([e[name] for e in episodes])[offset:offset + length] for name in episodes[0]}
+
+    def _episode_length(self, split: str, seed: int) -> int:
+        example = self.make_batch(np.random.default_rng([seed, zlib.crc32(split.encode())]), 1)
+        if "lengths" in example:
+            raise ValueError(f"{type(self).__name__} has variable-length episodes; streams need fixed-length ones")
+        return example["inputs"].shape[1]
+
     def make_batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
         raise NotImplementedError  # abstract: each task generates or reads its batches
 
