@@ -42,10 +42,14 @@ grad(sum(outputs)) w.r.t. params and inputs:
     283, 290 and 292 ms).
   * Overlapping a chunk's matmuls with the next chunk's loop gains nothing:
     every dot already runs on both cores.
-Medians of 10 on a quiet machine (tokens/s): LSTM 11.5k against 11.7k for
-PyTorch nn.LSTM (oneDNN), 6.9k for flax OptimizedLSTMCell and 7.3k for scan
-autodiff; GRU 14.6k against 10.3k (PyTorch), 11.1k (flax) and 11.3k (scan).
-See experiments/benchmark_rnn.py.
+Result (experiments/benchmark_rnn.py, median of 20 rounds, tokens/s; runs
+on this shared VM vary by 10-20%): LSTM 12.5k against 14.3k for PyTorch
+nn.LSTM (oneDNN) and 9.0k for flax OptimizedLSTMCell; GRU 16.1k against
+11.2k (PyTorch) and 12.3k (flax). implementation='scan' (a separate run):
+LSTM 7.3k, GRU 11.3k. With page faults taken out by the environment
+(GLIBC_TUNABLES=glibc.malloc.hugetlb=1), a PyTorch LSTM step takes 237 ms
+(median) against 310 ms for this one: oneDNN's kernels do the same
+arithmetic faster than XLA's dots.
 
 Limitation: custom_vjp has no forward-mode rule, so jax.jvp / jacfwd (and
 forward-over-reverse Hessians) need implementation='scan'.
