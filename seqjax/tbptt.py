@@ -29,6 +29,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from seqjax import optim, tasks
 
@@ -114,7 +115,7 @@ def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.
 
     def apply(state, grads):
         grads = _add(grads, penalty_grad(state.params)) if (l1 or l2) else grads
-        return state.apply_gradients(grads=grads), optax_global_norm(grads)
+        return state.apply_gradients(grads=grads), optax.global_norm(grads)
 
     def train_step(state, chunks, rng):
         loss_count = chunks["step_mask"].sum()
@@ -173,7 +174,7 @@ def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Call
         if l1 or l2:
             grads = _add(grads, penalty_grad(state.params))
         metrics = _metrics(sums)
-        metrics["grad_norm"] = optax_global_norm(grads)
+        metrics["grad_norm"] = optax.global_norm(grads)
         return state.apply_gradients(grads=grads).replace(stream_carry=carry), metrics
 
     return train_step
@@ -195,10 +196,6 @@ def zero_carry(model, params, batch_size: int, example_inputs) -> Any:
     shapes = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, return_carry=True)[1],
                             params, example_inputs[:1])
     return jax.tree.map(lambda s: jnp.zeros((batch_size, *s.shape[1:]), s.dtype), shapes)
-
-
-def optax_global_norm(tree: Any) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(tree)))
 
 
 def updates_per_batch(update: str, seq_len: int, chunk_len: int) -> int:

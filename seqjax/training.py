@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax.training import train_state
 
 from seqjax import checkpoint, config as config_lib, metrics, models, optim, parallel, provenance, tasks, tbptt
@@ -60,7 +61,7 @@ def make_train_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Calla
 
         (objective_value, step_metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         step_metrics = dict(step_metrics, objective=objective_value,
-                            grad_norm=jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(grads))))
+                            grad_norm=optax.global_norm(grads))
         return state.apply_gradients(grads=grads), step_metrics
 
     return train_step
