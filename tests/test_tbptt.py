@@ -47,7 +47,7 @@ def test_one_chunk_of_the_whole_sequence_is_full_bptt(cell):
 
 def hand_truncated_gradient(trainer, params, batch, chunk_len):
     """Σ_c ∂(loss of chunk c)/∂θ with the carry entering chunk c held constant, by a Python loop."""
-    model, task = trainer.model, trainer.task
+    model = trainer.model
     time = batch["inputs"].shape[1]
     total = float(batch["targets"].size)
     carry, grads = None, jax.tree.map(jnp.zeros_like, params)
@@ -56,8 +56,8 @@ def hand_truncated_gradient(trainer, params, batch, chunk_len):
 
         def chunk_loss(p, carry=carry, piece=piece):
             logits, new_carry = model.apply({"params": p}, piece["inputs"], initial_carry=carry, return_carry=True)
-            xent = -jax.nn.log_softmax(logits)[..., :].__getitem__(
-                (jnp.arange(logits.shape[0])[:, None], jnp.arange(logits.shape[1])[None, :], piece["targets"]))
+            log_probs = jax.nn.log_softmax(logits)
+            xent = -jnp.take_along_axis(log_probs, piece["targets"][..., None], axis=-1)
             return xent.sum() / total, new_carry
 
         (_, carry), chunk_grads = jax.value_and_grad(chunk_loss, has_aux=True)(params)

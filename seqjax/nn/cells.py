@@ -80,18 +80,18 @@ class RecurrentCell(nn.Module):
     param_dtype: Any = jnp.float32
 
     num_gates: ClassVar[int] = 1
+    # False for cells whose gates read only x_t (minGRU, minLSTM).
+    has_recurrent_kernel: ClassVar[bool] = True
 
     @nn.compact
     def weights(self, in_features: int) -> dict[str, Array]:
         """Declares (or fetches) this cell's parameters for `in_features` inputs."""
         width = self.num_gates * self.hidden_size
-        params = {
-            "input_kernel": self.param(
-                "input_kernel", self.kernel_init, (in_features, width), self.param_dtype),
-            "recurrent_kernel": self.param(
-                "recurrent_kernel", self.recurrent_init, (self.hidden_size, width),
-                self.param_dtype),
-        }
+        params = {"input_kernel": self.param(
+            "input_kernel", self.kernel_init, (in_features, width), self.param_dtype)}
+        if self.has_recurrent_kernel:
+            params["recurrent_kernel"] = self.param(
+                "recurrent_kernel", self.recurrent_init, (self.hidden_size, width), self.param_dtype)
         params.update(self._bias_params(width))
         if self.dtype is not None:
             params = jax.tree.map(lambda p: p.astype(self.dtype), params)

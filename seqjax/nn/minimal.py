@@ -28,7 +28,7 @@ Shapes: B batch, T time, F input features, H hidden units, G gates.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -59,28 +59,17 @@ class MinimalCell(RecurrentCell):
     (the sequential `step`) and `log_coefficients` (the parallel scan).
     """
 
-    @nn.compact
-    def weights(self, in_features: int) -> dict[str, Array]:
-        """input_kernel [F, G*H] and bias [G*H]; there is no recurrent kernel."""
-        width = self.num_gates * self.hidden_size
-        params = {
-            "input_kernel": self.param(
-                "input_kernel", self.kernel_init, (in_features, width), self.param_dtype),
-            "bias": self.param("bias", self.bias_init, (width,), self.param_dtype),
-        }
-        if self.dtype is not None:
-            params = jax.tree.map(lambda p: p.astype(self.dtype), params)
-        return params
+    has_recurrent_kernel: ClassVar[bool] = False  # weights: input_kernel [F, G*H] and bias [G*H]
 
     @nn.nowrap
     def coefficients(self, projected: Array) -> tuple[Array, Array]:
         """[..., G*H] -> (a, b), each [..., H]."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: MinGRUCell / MinLSTMCell define it
 
     @nn.nowrap
     def log_coefficients(self, projected: Array) -> tuple[Array, Array]:
         """[..., G*H] -> (log a, log b), each [..., H]."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: MinGRUCell / MinLSTMCell define it
 
     @nn.nowrap
     def step(self, weights, carry, projected):
