@@ -1,0 +1,69 @@
+"""Greedy and sampled decoding on a Markov chain whose answer is known."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqjax import decoding
+
+VOCAB = 6
+
+
+def markov_step(table):
+    """tokens_to_logits for a first-order chain: logits = table[token]; the
+    cache counts steps so tests can check it advances."""
+
+    def tokens_to_logits(tokens, cache):
+        return table[tokens], cache + 1
+
+    return tokens_to_logits
+
+
+def test_greedy_follows_the_argmax_chain():
+    table = jnp.full((VOCAB, VOCAB), -5.0).at[jnp.arange(VOCAB), (jnp.arange(VOCAB) + 2) % VOCAB].set(3.0)
+    tokens, steps = decoding.decode(markov_step(table), jnp.zeros(()), jnp.array([0, 1]), 4)
+    np.testing.assert_array_equal(tokens, [[2, 4, 0, 2], [3, 5, 1, 3]])
+    assert int(steps) == 4
+
+
+def test_eos_stops_a_row_and_pads_after_it():
+    table = jnp.full((VOCAB, VOCAB), -5.0).at[jnp.arange(VOCAB), (jnp.arange(VOCAB) + 1) % VOCAB].set(3.0)
+    tokens, _ = decoding.decode(markov_step(table), jnp.zeros(()), jnp.array([1, 4]), 5, eos_id=3, pad_id=0)
+    np.testing.assert_array_equal(tokens, [[2, 3, 0, 0, 0], [5, 0, 1, 2, 3]])
+
+
+def test_sampling_matches_tempered_softmax():
+    logits = jnp.log(jnp.array([0.5, 0.25, 0.125, 0.0625, 0.03125, 0.03125]))
+    table = jnp.tile(logits, (VOCAB, 1))
+    rows = 4000
+    tokens, _ = decoding.decode(markov_step(table), jnp.zeros(()), jnp.zeros(rows, jnp.int32), 1,
+                                jax.random.key(0), temperature=2.0)
+    expected = np.asarray(jax.nn.softmax(logits / 2.0))
+    observed = np.bincount(np.asarray(tokens[:, 0]), minlength=VOCAB) / rows
+    np.testing.assert_allclose(observed, expected, atol=0.03)
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    probs = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+    logits = jnp.log(jnp.asarray(probs))[None]
+    kept_k = np.isfinite(np.asarray(decoding.filter_logits(logits, top_k=2))[0]) & (
+        np.asarray(decoding.filter_logits(logits, top_k=2))[0] > -1e30)
+    np.testing.assert_array_equal(kept_k, [True, True, False, False, False])
+    # Nucleus 0.8: 0.4 + 0.3 = 0.7 < 0.8, so the third token (0.15) is needed too.
+    filtered = np.asarray(decoding.filter_logits(logits, top_p=0.8))[0]
+    np.testing.assert_array_equal(filtered > -1e30, [True, True, True, False, False])
+    table = jnp.tile(logits[0], (5, 1))
+    tokens, _ = decoding.decode(markov_step(table), jnp.zeros(()), jnp.zeros(500, jnp.int32), 3,
+                                jax.random.key(1), temperature=1.0, top_k=2)
+    assert set(np.unique(tokens)) == {0, 1}
+
+
+def test_bad_arguments_raise():
+    table = jnp.zeros((VOCAB, VOCAB))
+    with pytest.raises(ValueError, match="needs an rng key"):
+        decoding.decode(markov_step(table), 0, jnp.zeros(1, jnp.int32), 2, temperature=1.0)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        decoding.decode(markov_step(table), 0, jnp.zeros(1, jnp.int32), 0)
+    with pytest.raises(ValueError, match="top_p"):
+        decoding.filter_logits(table, top_p=0.0)
