@@ -7,6 +7,7 @@ from typing import Callable
 import ml_collections
 
 from seqjax.tasks.base import SPLITS, Task
+from seqjax.tasks.forecasting import ForecastTask
 from seqjax.tasks.synthetic import AddingTask, CopyTask
 
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], Task]] = {}
@@ -38,5 +39,6 @@ def get(task_config: ml_collections.ConfigDict) -> Task:
 
 register("adding", AddingTask)
 register("copy", CopyTask)
+register("forecast", ForecastTask)
 
 __all__ = ["SPLITS", "Task", "config_keys", "get", "names", "register"]
