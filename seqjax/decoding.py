@@ -96,3 +96,32 @@ def decode(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.Array
     step_rngs = jax.random.split(rng, max_new_tokens)
     (_, cache, _), generated = jax.lax.scan(step, (first_tokens, cache, finished), step_rngs)
     return generated.T, cache
+
+
+def recurrent_decoder(model, params) -> tuple[Callable[[jax.Array], Any], TokensToLogits]:
+    """(prefill, tokens_to_logits) for a seqjax recurrent language model
+    (`seqjax.models.RecurrentModel` with the per-step head); the cache is
+    the stack's carry.
+
+    prefill(prompt [B, P]) runs all but the prompt's last token and returns
+    the cache; pass `prompt[:, -1]` to `decode` as `first_tokens`.
+    """
+
+    def run(tokens, carry):
+        return model.apply({"params": params}, tokens, initial_carry=carry, return_carry=True)
+
+    def prefill(prompt: jax.Array) -> Any:
+        prompt = jnp.asarray(prompt, jnp.int32)
+        if prompt.ndim != 2 or prompt.shape[1] < 1:
+            raise ValueError(f"prompt must be [batch, length >= 1] token ids, got shape {prompt.shape}")
+        carry_shapes = jax.eval_shape(lambda t: run(t, None)[1], prompt[:, :1])
+        carry = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), carry_shapes)
+        if prompt.shape[1] == 1:
+            return carry
+        return run(prompt[:, :-1], carry)[1]
+
+    def tokens_to_logits(tokens, carry):
+        logits, carry = run(tokens[:, None], carry)
+        return logits[:, 0], carry
+
+    return prefill, tokens_to_logits

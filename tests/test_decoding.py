@@ -67,3 +67,26 @@ def test_bad_arguments_raise():
         decoding.decode(markov_step(table), 0, jnp.zeros(1, jnp.int32), 0)
     with pytest.raises(ValueError, match="top_p"):
         decoding.filter_logits(table, top_p=0.0)
+
+
+def test_recurrent_decoder_greedy_equals_argmax_of_a_full_forward_pass():
+    import ml_collections
+
+    from seqjax import models
+    from seqjax.tasks.base import Task
+
+    class LM(Task):
+        vocab_size = output_size = VOCAB
+        head = "per_step"
+
+    config = ml_collections.ConfigDict(dict(name="recurrent", cell="gru", hidden_size=16, embed_size=8,
+                                            num_layers=2))
+    model = models.build(config, LM(ml_collections.ConfigDict()))
+    prompt = jnp.array([[1, 4, 2], [3, 3, 0]], jnp.int32)
+    params = model.init(jax.random.key(0), prompt)["params"]
+    prefill, tokens_to_logits = decoding.recurrent_decoder(model, params)
+    generated, _ = decoding.decode(tokens_to_logits, prefill(prompt), prompt[:, -1], 5)
+    full = jnp.concatenate([prompt, generated], axis=1)
+    logits = model.apply({"params": params}, full[:, :-1])
+    # Each generated token is the argmax of the full model's prediction at the step before it.
+    np.testing.assert_array_equal(jnp.argmax(logits[:, 2:], -1), generated)
