@@ -1,0 +1,116 @@
+"""Local CoNLL column files for sequence tagging (NER, POS, chunking)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import tensorflow_datasets as tfds
+
+from seqjax.data.builders.common import (LocalBuilder, SourceError, option_files, read_text, split_lines,
+                                         split_options)
+
+
+def read_conll(path: str, token_column: int, tag_column: int,
+               delimiter: str | None) -> list[tuple[list[str], list[str], int]]:
+    """Sentences of a CoNLL file.
+
+    One token per line ('token ... tag'), a blank line between sentences;
+    '-DOCSTART-' lines (document boundaries in CoNLL-2003) are skipped and
+    end the sentence.
+
+    Returns:
+      [(tokens, tags, line number of the first token)].
+    """
+    sentences, tokens, tags, start = [], [], [], 0
+
+    def close():
+        nonlocal tokens, tags
+        if tokens:
+            sentences.append((tokens, tags, start))
+        tokens, tags = [], []
+
+    for line_number, line in enumerate(split_lines(read_text(path)), start=1):
+        fields = line.split(delimiter) if delimiter else line.split()
+        if not fields or not line.strip():
+            close()
+            continue
+        if fields[0] == "-DOCSTART-":
+            close()
+            continue
+        if not (-len(fields) <= token_column < len(fields) and -len(fields) <= tag_column < len(fields)):
+            raise SourceError(f"{path}: line {line_number} has {len(fields)} columns; token column "
+                              f"{token_column} and tag column {tag_column} do not both exist")
+        if not tokens:
+            start = line_number
+        tokens.append(fields[token_column])
+        tags.append(fields[tag_column])
+    close()
+    if not sentences:
+        raise SourceError(f"{path}: no sentences (expected 'token ... tag' lines with blank lines between sentences)")
+    return sentences
+
+
+def sort_tags(tags) -> list[str]:
+    """Tag names in a fixed order: 'O' first (id 0) if present, then sorted."""
+    tags = set(tags)
+    return (["O"] if "O" in tags else []) + sorted(tags - {"O"})
+
+
+class SeqjaxConll(LocalBuilder):
+    """CoNLL column files. Features: {'tokens': Sequence(Text), 'tags': Sequence(ClassLabel)}."""
+
+    @classmethod
+    def make_config(cls, paths: Any, fractions: Mapping[str, float] | None = None,
+                    split_seed: int | None = None, token_column: int = 0, tag_column: int = -1,
+                    tag_names: Sequence[str] | None = None, delimiter: str | None = None):
+        """Args:
+          paths: {split: file} or one file (cut by `fractions`, by sentence).
+          fractions, split_seed: see `split_options` (None: contiguous).
+          token_column, tag_column: 0-based (negative counts from the end;
+            CoNLL-2003 is 'token POS chunk NER', so -1 is the NER tag).
+          tag_names: tags in id order; None reads them from the files ('O'
+            first, then sorted).
+          delimiter: None splits on any whitespace.
+        """
+        options = split_options(paths, fractions, split_seed, "conll")
+        options.update(token_column=int(token_column), tag_column=int(tag_column), delimiter=delimiter)
+        if tag_names is None:
+            tags = set()
+            for path in option_files(options):
+                for _, sentence_tags, _ in cls._read(path, options):
+                    tags.update(sentence_tags)
+            tag_names = sort_tags(tags)
+        options["tag_names"] = list(tag_names)
+        return cls.config_from_options("conll", options, option_files(options))
+
+    @staticmethod
+    def _read(path: str, options: dict):
+        return read_conll(path, options["token_column"], options["tag_column"], options["delimiter"])
+
+    def _features(self, options):
+        return tfds.features.FeaturesDict({
+            "tokens": tfds.features.Sequence(tfds.features.Text()),
+            "tags": tfds.features.Sequence(tfds.features.ClassLabel(names=options["tag_names"])),
+        })
+
+    def _supervised_keys(self, options):
+        return ("tokens", "tags")
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(s) for split, s in self._items_by_split(self._load).items()}
+
+    def _load(self, path: str) -> list[tuple[list[str], list[int]]]:
+        names = self.options["tag_names"]
+        ids = {name: i for i, name in enumerate(names)}
+        out = []
+        for tokens, tags, line in self._read(path, self.options):
+            unknown = [t for t in tags if t not in ids]
+            if unknown:
+                raise SourceError(f"{path}: the sentence starting at line {line} has tag {unknown[0]!r}, "
+                                  f"which is not one of tag_names {names}")
+            out.append((tokens, [ids[t] for t in tags]))
+        return out
+
+    def _generate_examples(self, sentences):
+        for i, (tokens, tags) in enumerate(sentences):
+            yield i, {"tokens": tokens, "tags": tags}
