@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 from typing import Any, Sequence
 
@@ -75,21 +76,23 @@ def get_builder(name: str, *, data_dir: str | None = None, **options) -> tfds.co
     Args:
       name: a TFDS catalog name ('imdb_reviews', 'glue/sst2') or a local kind
         ('local/text', ...; see `LOCAL_KINDS`).
-      data_dir: where prepared datasets live; None is TFDS's default
+      data_dir: where prepared datasets live; None or '' is TFDS's default
         (`$TFDS_DATA_DIR` or ~/tensorflow_datasets).
       options: a local kind's `make_config` options (paths, columns, ...);
         catalog datasets take none.
     """
     options = _plain(options)
+    data_dir = data_dir or None  # '' (a config's "unset") means TFDS's default
     if is_local(name):
         if name not in LOCAL_KINDS:
             raise SourceError(f"unknown local dataset kind {name!r}; the kinds are {sorted(LOCAL_KINDS)}")
         cls = LOCAL_KINDS[name]
+        signature = inspect.signature(cls.make_config)
         try:
-            config = cls.make_config(**options)
-        except TypeError as e:  # an option make_config does not take
-            raise SourceError(f"{name}: {e}") from None
-        return cls(config=config, data_dir=data_dir)
+            signature.bind(**options)
+        except TypeError as e:
+            raise SourceError(f"{name}: {e}; its options are {list(signature.parameters)}") from None
+        return cls(config=cls.make_config(**options), data_dir=data_dir)
     if options:
         raise SourceError(f"{name} is a TFDS catalog dataset; options {sorted(options)} only apply to "
                           f"local datasets ({sorted(LOCAL_KINDS)})")
@@ -98,6 +101,15 @@ def get_builder(name: str, *, data_dir: str | None = None, **options) -> tfds.co
     except tfds.core.registered.DatasetNotFoundError:
         raise SourceError(f"unknown dataset {name!r}: not in the TFDS catalog (tfds.list_builders()) "
                           f"and not a local kind {sorted(LOCAL_KINDS)}") from None
+    except ValueError as e:
+        if "File format is already set" not in str(e):
+            raise
+        # A copy prepared earlier by plain tfds.load is TFRecord, which has no random access.
+        raise SourceError(
+            f"{name} is already prepared in data_dir {data_dir or 'TFDS default'} as TFRecord, but random "
+            f"access needs ArrayRecord: point data_dir elsewhere, or convert it with `tfds convert_format "
+            f"--dataset_version_dir=<that dataset's version folder> --out_file_format=array_record "
+            f"--out_dir=<new folder>`") from None
 
 
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
@@ -106,21 +118,16 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) ->
     Args:
       manual_dir: for catalog datasets, the folder holding the files TFDS
         would download, under their registered names; preparation is then
-        offline. None downloads as TFDS does.
+        offline. None or '' downloads as TFDS does.
     """
-    is_local_builder = isinstance(builder, tuple(LOCAL_KINDS.values()))
-    if manual_dir is None or is_local_builder:
-        if manual_dir is not None:
-            raise SourceError(f"manual_dir is for TFDS catalog datasets; local dataset {builder.name} reads "
-                              f"its paths directly, so leave manual_dir unset")
+    manual_dir = manual_dir or None  # '' (a config's "unset") means no manual_dir
+    if manual_dir is None:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    elif isinstance(builder, tuple(LOCAL_KINDS.values())):
+        raise SourceError(f"manual_dir is for TFDS catalog datasets; local dataset {builder.name} reads "
+                          f"its paths directly, so leave manual_dir unset")
     else:
         _prepare_offline(builder, manual_dir)
-    file_format = builder.info.file_format
-    if file_format is not None and str(getattr(file_format, "value", file_format)) != "array_record":
-        raise SourceError(
-            f"{builder.name} is prepared in {builder.data_dir} as {file_format}, but random access needs "
-            f"array_record; prepare it into another data_dir (or convert it with `tfds convert_format`)")
     return builder
 
 

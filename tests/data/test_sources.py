@@ -1,6 +1,7 @@
 """Sources by name: TFDS catalog datasets (mocked), local kinds, and offline preparation."""
 
 import hashlib
+import os
 import time
 
 import numpy as np
@@ -75,15 +76,18 @@ def test_local_kind_by_name_reads_exact_examples(tmp_path):
 def test_local_options_from_a_configdict(tmp_path):
     ml_collections = pytest.importorskip("ml_collections")
     (tmp_path / "a.txt").write_text("one\ntwo\n")
-    cfg = ml_collections.ConfigDict({"name": "local/text", "data_dir": str(tmp_path / "tfds"),
+    cfg = ml_collections.ConfigDict({"name": "local/text", "data_dir": str(tmp_path / "tfds"), "manual_dir": "",
                                      "paths": {"train": str(tmp_path / "a.txt")}, "unit": "line"})
     source = load_source(split="train", **cfg)
     assert [source[i]["text"] for i in range(len(source))] == [b"one", b"two"]
+    catalog = ml_collections.ConfigDict({"name": "imdb_reviews", "data_dir": "", "manual_dir": ""})
+    with tfds.testing.mock_data(num_examples=2):
+        assert len(load_source(split="test", **catalog)) == 2
 
 
 def test_local_rejects_unknown_options_and_manual_dir(tmp_path):
     (tmp_path / "a.txt").write_text("x\n")
-    with pytest.raises(SourceError, match="local/text: .*unexpected keyword argument 'label_column'"):
+    with pytest.raises(SourceError, match="local/text: .*unexpected keyword argument 'label_column'; its options are \\['paths',"):
         get_builder("local/text", paths=str(tmp_path / "a.txt"), label_column="label")
     with pytest.raises(SourceError, match="manual_dir is for TFDS catalog datasets"):
         load_source("local/text", "train", data_dir=str(tmp_path), manual_dir=str(tmp_path),
@@ -157,3 +161,24 @@ def test_offline_url_without_registered_name_explains_what_to_copy(tmp_path, mon
     builder = SeqjaxOfflineProbe(data_dir=str(tmp_path / "tfds"), file_format="array_record")
     with pytest.raises(MissingFileError, match="registers no checksum or file name.*copy its folder"):
         sources.prepare(builder, manual_dir=str(tmp_path / "manual"))
+
+
+def test_dataset_prepared_as_tfrecord_gets_a_clear_error(tmp_path, monkeypatch):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    content = b"only\n"
+    (manual / "corpus.txt").write_bytes(content)
+    info = checksums.UrlInfo(size=len(content), checksum=hashlib.sha256(content).hexdigest(), filename="corpus.txt")
+    monkeypatch.setattr(SeqjaxOfflineProbe, "url_infos", {_URL: info})
+    data_dir = str(tmp_path / "tfds")
+    builder = sources.prepare(SeqjaxOfflineProbe(data_dir=data_dir, file_format="array_record"), str(manual))
+    # Mark it as what a plain tfds.load leaves behind: TFRecord files, which have no random access.
+    # (Writing real TFRecords would import TensorFlow, ~10 s.)
+    info_path = os.path.join(builder.data_dir, "dataset_info.json")
+    with open(info_path) as f:
+        text = f.read()
+    assert '"fileFormat": "array_record"' in text
+    with open(info_path, "w") as f:
+        f.write(text.replace('"fileFormat": "array_record"', '"fileFormat": "tfrecord"'))
+    with pytest.raises(SourceError, match="already prepared .* as TFRecord.*tfds convert_format"):
+        get_builder("seqjax_offline_probe", data_dir=data_dir)
