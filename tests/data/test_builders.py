@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -357,3 +358,10 @@ def test_prepared_dataset_is_reused(tmp_path, data_dir):
     second = prepare(SeqjaxText, data_dir, paths=path)
     assert second.data_dir == first.data_dir
     assert os.path.getmtime(os.path.join(second.data_dir, "dataset_info.json")) == stamp
+
+
+def test_source_survives_pickling_for_worker_processes(tmp_path, data_dir):
+    path = write(tmp_path / "p.txt", "alpha\nbeta\n")
+    source = prepare(SeqjaxText, data_dir, paths=path, unit="line").as_data_source("train")
+    copy = pickle.loads(pickle.dumps(source))
+    assert [copy[i] for i in range(len(copy))] == [{"text": b"alpha"}, {"text": b"beta"}]

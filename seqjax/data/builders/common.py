@@ -271,6 +271,10 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder):
         """
         if config is None:
             raise TypeError(f"{type(self).__name__} needs config={type(self).__name__}.make_config(...)")
+        if isinstance(config, LocalConfig):
+            # Unpickling (grain workers) rebuilds the builder from a copy of its config; TFDS
+            # insists on the very object it finds by name, so equal fingerprints share one.
+            config = _MADE_CONFIGS.setdefault((type(self).name, config.name), config)
         kwargs.setdefault("file_format", "array_record")
         super().__init__(config=config, data_dir=data_dir, **kwargs)
 
