@@ -215,6 +215,7 @@ def test_folders_aclimdb_layout(tmp_path, data_dir):
                                    ("test", "pos", "2_8.txt", "great"), ("test", "neg", "4_3.txt", "bad")]:
         write(tmp_path / "aclImdb" / split / cls / name, text)
     write(tmp_path / "aclImdb" / "train" / "pos" / "notes.md", "not a review")
+    write(tmp_path / "aclImdb" / ".cache" / "pos" / "x.txt", "hidden folders are not splits")
     builder = prepare(SeqjaxFolders, data_dir, paths=str(tmp_path / "aclImdb"))
     assert builder.info.features["label"].names == ["neg", "pos"]  # unsup is not in test/, so not a class
     assert examples(builder, "train") == [

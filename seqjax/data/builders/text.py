@@ -255,6 +255,11 @@ class SeqjaxClassification(LocalBuilder):
 # Folder per class: <root>/<split>/<class>/*.txt (the aclImdb layout).
 
 
+def _subfolders(path: str) -> list[str]:
+    """Sorted names of the folders in `path`, hidden ones ('.ipynb_checkpoints') left out."""
+    return sorted(d for d in os.listdir(path) if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
+
+
 class SeqjaxFolders(LocalBuilder):
     """One text file per example, one folder per class (aclImdb layout).
 
@@ -274,7 +279,7 @@ class SeqjaxFolders(LocalBuilder):
         """
         split_dirs = cls._split_dirs(paths)
         if classes is None:
-            present = [{d for d in os.listdir(p) if os.path.isdir(os.path.join(p, d))} for p in split_dirs.values()]
+            present = [set(_subfolders(p)) for p in split_dirs.values()]
             classes = sorted(set.intersection(*present))
             if not classes:
                 raise SourceError(f"folders: no class folder is present in every split folder "
@@ -290,7 +295,7 @@ class SeqjaxFolders(LocalBuilder):
     def _split_dirs(paths: Any) -> dict[str, str]:
         if isinstance(paths, (str, os.PathLike)):
             root = check_dir(paths, "folders (root)")
-            names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+            names = _subfolders(root)
             if not names:
                 raise SourceError(f"folders: {root} has no split folders; expected {root}/<split>/<class>/*.txt")
             paths = {name: os.path.join(root, name) for name in names}
