@@ -15,6 +15,8 @@ with a padded batch.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 PAD_SIDES = ("pre", "post")
@@ -43,18 +45,29 @@ def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: 
     if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer))
                                or maxlen < 0):
         raise ValueError(f"maxlen must be None or an int >= 0, got {maxlen!r}")
-    arrays, sample_shape = _as_arrays(sequences, dtype)
+    lengths = np.array(_lengths(sequences), dtype=np.int64)
     if maxlen is None:
-        maxlen = max((len(a) for a in arrays), default=0)
-    out = np.full((len(arrays), int(maxlen)) + sample_shape, _checked_value(value, dtype), dtype=dtype)
-    for i, array in enumerate(arrays):
-        if len(array) == 0 or maxlen == 0:
-            continue
-        kept = array[-maxlen:] if truncating == "pre" else array[:maxlen]
-        if padding == "post":
-            out[i, :len(kept)] = kept
-        else:
-            out[i, maxlen - len(kept):] = kept
+        maxlen = int(lengths.max(initial=0))
+    target = np.dtype(dtype)
+    kept_len = np.minimum(lengths, maxlen)
+    # Truncate first, so long sequences cost no more than maxlen steps; slice (copy) only when needed.
+    kept = [seq if k == n else seq[n - k:] if truncating == "pre" else seq[:k]
+            for seq, n, k in zip(sequences, lengths.tolist(), kept_len.tolist()) if k]
+    steps, sample_shape = _stack_steps(kept, sequences, lengths)
+    out = np.full((len(lengths), int(maxlen)) + sample_shape, _checked_value(value, target), dtype=target)
+    if steps.shape[0]:
+        # Scatter every kept step at once: row of each step, and its column within the row.
+        rows = np.repeat(np.arange(len(lengths)), kept_len)
+        cols = np.arange(steps.shape[0]) - np.repeat(np.cumsum(kept_len) - kept_len, kept_len)
+        if padding == "pre":
+            cols += np.repeat(maxlen - kept_len, kept_len)
+        step_size = max(int(np.prod(sample_shape)), 1)
+        ends = np.cumsum(kept_len)
+
+        def where(flat_index):  # the sequence holding a flat element of `steps`
+            return f"sequence {int(np.searchsorted(ends, flat_index // step_size, side='right'))}"
+
+        out[rows, cols] = _cast(steps, target, where)
     return out
 
 
@@ -93,42 +106,65 @@ def to_categorical(y, num_classes: int | None = None, dtype="float32") -> np.nda
     return one_hot(y, num_classes, dtype)
 
 
-def _as_arrays(sequences, dtype) -> tuple[list[np.ndarray], tuple[int, ...]]:
-    """Each sequence as an array of `dtype`, and the per-step shape they share."""
+def _lengths(sequences) -> list[int]:
+    """len() of every sequence, refusing things that are not sequences (a str is not one here)."""
     if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
         raise TypeError(f"sequences must be a list of sequences, got {type(sequences).__name__}")
-    arrays, sample_shape = [], None
+    lengths = []
     for i, seq in enumerate(sequences):
         if isinstance(seq, (str, bytes)) or not hasattr(seq, "__len__"):
             raise TypeError(f"sequence {i} must be a list or array, got {type(seq).__name__}: {seq!r:.40}")
-        try:
-            array = np.asarray(seq, dtype=object if len(seq) == 0 else None)
-        except ValueError:  # numpy refuses ragged steps
-            raise ValueError(f"sequence {i}: its steps have different shapes") from None
-        if len(seq) and sample_shape is None:
-            sample_shape = array.shape[1:]
-        elif len(seq) and array.shape[1:] != sample_shape:
-            raise ValueError(f"sequence {i} has per-step shape {array.shape[1:]}, the first non-empty "
-                             f"sequence has {sample_shape}")
-        arrays.append(_cast(array, dtype, f"sequence {i}") if len(seq) else array)
-    return arrays, sample_shape or ()
+        lengths.append(len(seq))
+    return lengths
 
 
-def _cast(array: np.ndarray, dtype, where: str) -> np.ndarray:
-    """`array` as `dtype`, refusing to truncate non-integer values into an integer dtype."""
+def _stack_steps(kept: list, sequences, lengths) -> tuple[np.ndarray, tuple[int, ...]]:
+    """All kept steps as one [S, *shape] array, and the per-step shape they share."""
+    sample_shape = next((np.shape(seq[0]) for seq, n in zip(sequences, lengths) if n), ())
+    if not kept:
+        return np.zeros((0,) + sample_shape), sample_shape
+    try:
+        if all(isinstance(k, np.ndarray) for k in kept):
+            steps = np.concatenate(kept)
+        else:
+            steps = np.asarray(list(itertools.chain.from_iterable(kept)))
+    except ValueError:  # ragged steps: find the first culprit below
+        steps = None
+    if steps is None or steps.shape[1:] != sample_shape:
+        for i, seq in enumerate(sequences):
+            if len(seq) and _step_shape(seq, i) != sample_shape:
+                raise ValueError(f"sequence {i} has per-step shape {_step_shape(seq, i)}, the first non-empty "
+                                 f"sequence has {sample_shape}")
+    return steps, sample_shape
+
+
+def _step_shape(seq, i: int) -> tuple[int, ...]:
+    try:
+        return np.asarray(seq).shape[1:]
+    except ValueError:
+        raise ValueError(f"sequence {i}: its steps have different shapes") from None
+
+
+def _cast(array: np.ndarray, dtype, where) -> np.ndarray:
+    """`array` as `dtype`, refusing casts that would change values.
+
+    `where(flat_index)` names the element for the error (a callable, so callers can map a position
+    in a flattened batch back to its sequence).
+    """
     target = np.dtype(dtype)
-    if np.issubdtype(target, np.integer) and array.dtype.kind in "fc":
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise ValueError(f"{where} holds non-integer values, which dtype {target} would truncate; "
-                             "pass a float dtype")
-    if np.issubdtype(target, np.number) and array.dtype.kind in "USO":
-        raise TypeError(f"{where} holds {array.dtype} values, not numbers for dtype {target}; "
+    if target.kind in "iub" and array.dtype.kind in "fc":
+        lossy = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+        if lossy.size:
+            raise ValueError(f"{where(lossy[0])} holds non-integer values, which dtype {target} would "
+                             "truncate; pass a float dtype")
+    if target.kind in "iufcb" and array.dtype.kind in "USO":
+        raise TypeError(f"{where(0)} holds {array.dtype} values, not numbers for dtype {target}; "
                         "pass dtype=object for strings")
     return array.astype(target)
 
 
 def _checked_value(value, dtype):
-    return _cast(np.asarray(value), dtype, f"padding value {value!r}")[()]
+    return _cast(np.asarray(value), dtype, lambda _: f"padding value {value!r}")[()]
 
 
 def _integer_array(values, where: str) -> np.ndarray:
