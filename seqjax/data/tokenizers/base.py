@@ -183,7 +183,9 @@ class Tokenizer(abc.ABC):
             raise ValueError(f"tokenizer path must end in .json, got {path!r}")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         payload = {"kind": self.kind, "format_version": FORMAT_VERSION, **self._state(path)}
-        write_text_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+        # One top-level field per line: the kind and config read at a glance, large tables stay compact.
+        lines = (f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in payload.items())
+        write_text_atomic(path, "{\n" + ",\n".join(lines) + "\n}\n")
         return path
 
     def _require_fitted(self, action: str) -> None:
