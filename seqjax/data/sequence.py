@@ -56,15 +56,11 @@ def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: 
     steps, sample_shape = _stack_steps(kept, sequences, lengths)
     out = np.full((len(lengths), int(maxlen)) + sample_shape, _checked_value(value, target), dtype=target)
     if steps.shape[0]:
-        # Scatter every kept step at once: row of each step, and its column within the row.
-        rows = np.repeat(np.arange(len(lengths)), kept_len)
-        cols = np.arange(steps.shape[0]) - np.repeat(np.cumsum(kept_len) - kept_len, kept_len)
-        if padding == "pre":
-            cols += np.repeat(maxlen - kept_len, kept_len)
+        rows, cols = _positions(kept_len, maxlen, padding)
         step_size = max(int(np.prod(sample_shape)), 1)
         ends = np.cumsum(kept_len)
 
-        def where(flat_index):  # the sequence holding a flat element of `steps`
+        def where(flat_index):  # the sequence holding a flat element of `steps`, for errors
             return f"sequence {int(np.searchsorted(ends, flat_index // step_size, side='right'))}"
 
         out[rows, cols] = _cast(steps, target, where)
@@ -114,8 +110,21 @@ def _lengths(sequences) -> list[int]:
     for i, seq in enumerate(sequences):
         if isinstance(seq, (str, bytes)) or not hasattr(seq, "__len__"):
             raise TypeError(f"sequence {i} must be a list or array, got {type(seq).__name__}: {seq!r:.40}")
-        lengths.append(len(seq))
+        try:
+            lengths.append(len(seq))
+        except TypeError:  # a 0-d array has __len__ but no length
+            raise TypeError(f"sequence {i} must be a list or array, got a scalar: {seq!r:.40}") from None
     return lengths
+
+
+def _positions(kept_len: np.ndarray, maxlen: int, padding: str) -> tuple[np.ndarray, np.ndarray]:
+    """Output row and column of every kept step, in order ([S] each), so one scatter fills the batch."""
+    starts = np.cumsum(kept_len) - kept_len  # where each row's steps begin in the flat order
+    rows = np.repeat(np.arange(len(kept_len)), kept_len)
+    cols = np.arange(int(kept_len.sum())) - np.repeat(starts, kept_len)
+    if padding == "pre":
+        cols += np.repeat(maxlen - kept_len, kept_len)
+    return rows, cols
 
 
 def _stack_steps(kept: list, sequences, lengths) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -135,6 +144,7 @@ def _stack_steps(kept: list, sequences, lengths) -> tuple[np.ndarray, tuple[int,
             if len(seq) and _step_shape(seq, i) != sample_shape:
                 raise ValueError(f"sequence {i} has per-step shape {_step_shape(seq, i)}, the first non-empty "
                                  f"sequence has {sample_shape}")
+        raise ValueError(f"sequences could not be stacked into steps of shape {sample_shape}")
     return steps, sample_shape
 
 

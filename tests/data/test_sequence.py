@@ -94,6 +94,12 @@ def test_pad_sequences_bad_sequences():
         pad_sequences([5, [1]])
     with pytest.raises(TypeError, match="sequence 0 must be a list or array, got str"):
         pad_sequences(["abc"])
+    with pytest.raises(TypeError, match="sequence 1 must be a list or array, got a scalar"):
+        pad_sequences([[1], np.array(3)])
+    with pytest.raises(ValueError, match="sequence 2 holds non-integer values"):
+        pad_sequences([[1, 2], [], [3, 4.25]])
+    # Only what is kept is converted, as in Keras: a truncated-away value cannot do harm.
+    np.testing.assert_array_equal(pad_sequences([[3, 4.25]], maxlen=1, truncating="post"), [[3]])
     with pytest.raises(TypeError, match="list of sequences"):
         pad_sequences("abc")
 

@@ -317,8 +317,10 @@ def test_use_before_fit_is_a_clear_error():
         CharTokenizer().save("/tmp/never.json")
     with pytest.raises(ValueError, match="no texts"):
         WordTokenizer().fit_on_texts([])
+    tok = WordTokenizer().fit_on_texts(["a b"])
     with pytest.raises(TypeError, match="text 1: expected str, got NoneType"):
-        WordTokenizer().fit_on_texts(["a", None])
+        tok.fit_on_texts(["a c", None])
+    assert tok.word_counts == {"a": 1, "b": 1} and tok.document_count == 1  # unchanged by the failed fit
 
 
 # --- saving and loading -----------------------------------------------------------------------

@@ -94,17 +94,21 @@ class WordTokenizer(Tokenizer):
 
         Fitting again adds to the counts, as in Keras.
         """
-        count = 0
+        # Count into fresh dicts and merge at the end, so a bad text leaves the tokenizer as it was.
+        counts, docs, count = {}, {}, 0
         for i, text in iter_texts(texts, "fit_on_texts"):
             tokens = self._tokens(text, f"fit_on_texts: text {i}")
-            self.document_count += 1
             count += 1
             for w in tokens:
-                self.word_counts[w] = self.word_counts.get(w, 0) + 1
+                counts[w] = counts.get(w, 0) + 1
             for w in dict.fromkeys(tokens):
-                self.word_docs[w] = self.word_docs.get(w, 0) + 1
+                docs[w] = docs.get(w, 0) + 1
         if count == 0:
             raise ValueError("fit_on_texts got no texts")
+        self.document_count += count
+        for merged, new in ((self.word_counts, counts), (self.word_docs, docs)):
+            for w, c in new.items():
+                merged[w] = merged.get(w, 0) + c
         self._build_index()
         return self
 
