@@ -308,13 +308,14 @@ def test_encode_rejects_non_strings(fitted, kind):
         tok.encode_batch("the fox")
 
 
-def test_use_before_fit_is_a_clear_error():
+def test_use_before_fit_is_a_clear_error(tmp_path):
     for tok, action in [(WordTokenizer(), lambda t: t.encode("a")), (CharTokenizer(), lambda t: t.decode([1])),
                         (WordTokenizer(), lambda t: t.texts_to_sequences(["a"]))]:
         with pytest.raises(NotFittedError, match="before it is fitted"):
             action(tok)
     with pytest.raises(NotFittedError):
-        CharTokenizer().save("/tmp/never.json")
+        CharTokenizer().save(str(tmp_path / "never.json"))
+    assert not (tmp_path / "never.json").exists()
     with pytest.raises(ValueError, match="no texts"):
         WordTokenizer().fit_on_texts([])
     tok = WordTokenizer().fit_on_texts(["a b"])
