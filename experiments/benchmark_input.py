@@ -29,10 +29,23 @@ Cases (synthetic data generated here, so the script needs no files):
 
 stdout: one JSON object per measurement; stderr: a table.
 
-Measured on 2 shared CPU cores (AMD EPYC, XLA:CPU), default flags
-(B=64, hidden 256, embed 64, worker_count=0):
+Measured with `python -m experiments.benchmark_input --tf-data` on the
+project's 2-core CPU machine (AMD EPYC, XLA:CPU) while other jobs ran (load
+average 6-7), default flags (B=64, LSTM 256, embed 64, worker_count=0):
 
-  (filled in from the run recorded in docs/loading.md)
+  case        loader ex/s  loader tok/s  step ex/s  step tok/s  ratio  end-to-end
+  padding            5537        216154        104        4103   53.3       0.850
+  bucketing          5707        222400        170        6641   33.5       0.879
+  packing           17310       2215641         56        7204  307.6       1.210
+  tf_data            2995        117809                                 (grain 1.85x faster)
+
+  --workers 2 on the same two cores: padding 3357 ex/s, packing 21537 ex/s
+  (the process hand-off costs about what it parallelises there).
+
+End-to-end spreads 0.85-1.21 from run to run on the shared machine: noise,
+plus the loader's thread competing with XLA for two cores. No GPU was
+available; an accelerator step ~100x faster than XLA:CPU's would need
+worker_count >= (its examples/s) / ~5k.
 """
 
 from __future__ import annotations
