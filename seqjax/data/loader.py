@@ -151,7 +151,8 @@ class Loader:
     Attributes:
       dataset: the grain `IterDataset` of batches.
       batch_size: rows per batch on this host (B).
-      num_batches: batches per host in one pass (eval), None when endless.
+      num_batches: batches per host in one pass (eval) or in a finite run;
+        None when endless or bucketed (buckets fill at their own pace).
     """
 
     def __init__(self, dataset: grain.IterDataset, batch_size: int, num_batches: int | None):
@@ -233,8 +234,9 @@ def make_loader(source: Sequence, preprocess: Preprocess, *, batch_size: int, tr
     collate = _Collate(rows, sequence_keys, dict(pad_values or {}), batching, return_index)
     batches = _BatchIterDataset(stream, examples, collate, batching, rows, pad_final=not train,
                                 min_batches=min_batches, max_batches=max_batches)
-    exact = not train or isinstance(batching, Padding)
-    return Loader(_with_prefetch(batches, prefetch), rows, (min_batches or max_batches) if exact else None)
+    # Buckets fill at their own pace, so only padded passes have a known length.
+    num_batches = (min_batches or max_batches) if isinstance(batching, Padding) else None
+    return Loader(_with_prefetch(batches, prefetch), rows, num_batches)
 
 
 def _check_loader_args(batching: Batching, train: bool, num_epochs: int | None, process_count: int,

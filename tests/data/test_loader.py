@@ -108,8 +108,10 @@ def test_bucketing_never_mixes_lengths_beyond_its_bucket():
 
 def test_bucketed_eval_pass_flushes_partial_buckets():
     source = make_source(37, max_len=20)
-    batches = list(loader.make_loader(source, preprocess, batch_size=4, train=False,
-                                      batching=loader.Bucketing((5, 10, 20)), **ONE_HOST))
+    data = loader.make_loader(source, preprocess, batch_size=4, train=False,
+                              batching=loader.Bucketing((5, 10, 20)), **ONE_HOST)
+    batches = list(data)
+    assert data.num_batches is None  # partial buckets flush separately, so the count depends on lengths
     assert sorted(real_ids(batches)) == list(range(37))
     assert sum(b["weights"].sum() for b in batches) == 37
 
