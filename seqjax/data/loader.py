@@ -9,7 +9,8 @@ bucketed, packed for language modelling, sharded per host, resumable.
       -> thread prefetch                  batching overlaps the train step
 
     lm_loader: every document's ids concatenated into one token stream, cut
-    into windows of T + 1 tokens -> {'inputs', 'targets', 'resets', 'step_mask': [B, T]}
+    into shuffled windows of T + 1 tokens or into B contiguous streams
+    -> {'inputs', 'targets', 'resets', 'step_mask': [B, T], 'weights': [B]}
 
 B is the per-host batch (`batch_size // process_count`: `batch_size` is the
 global batch, as in `config.train.batch_size`), T the padded time length.
@@ -23,11 +24,12 @@ Why grain's dataset API (`grain.MapDataset` -> `grain.IterDataset`) and not
     shuffled stream - no shuffle buffer, nothing to checkpoint;
   * the bucketing stage, which holds examples between batches, checkpoints
     those examples as stream positions and re-reads them on restore, so its
-    state is a few integers instead of pickled arrays; `DataLoader` applies
-    its operations inside the workers and records only sampler positions, so
-    an example waiting in a bucket at save time would be lost on resume;
-  * the LM loader and the padded eval pass are pure `MapDataset`s: batch k is
-    a function of k, and the iterator state is grain's own `next_index`.
+    state is a few integers instead of pickled arrays; `DataLoader` runs its
+    operations inside the workers and its state is the last sampler index
+    each worker reached, so an example waiting in a bucket at save time
+    would be lost on resume;
+  * the LM loader is a pure `MapDataset` of batches: batch k is a function
+    of k, and the iterator state is grain's own `next_index`.
 
 Worker processes (`worker_count`) come from `IterDataset.mp_prefetch`, which
 slices the stream over workers and interleaves them back in order, so the
@@ -309,8 +311,11 @@ def token_stream(source: Sequence, preprocess: Callable[[Any], Any],
     order, back to back; starts is True at each document's first token."""
     docs = grain.MapDataset.source(source).map_with_index(_DocumentIds(preprocess))
     reader = docs.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=1))
-    reader = _in_workers(reader, worker_count)
-    pieces = [ids for ids in reader if len(ids)]
+    iterator = _in_workers(reader, worker_count).__iter__()
+    try:
+        pieces = [ids for ids in iterator if len(ids)]
+    finally:
+        iterator.close()  # ends the worker processes
     if not pieces:
         raise ValueError("every document in the LM source is empty after preprocessing")
     starts = np.zeros(sum(len(p) for p in pieces), bool)
