@@ -94,7 +94,7 @@ def test_language_model_targets_are_next_characters(files, data_dir):
     data = data_config(files, data_dir, tokenizer="char", seq_len=16)
     data.source.name = "local/text"
     data.source.paths = str(files / "corpus.txt")
-    data.source.fractions = {"train": 0.8, "validation": 0.1, "test": 0.1}
+    data.source.fractions = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
     task = tasks.get(ml_collections.ConfigDict(dict(name="language_model")), data)
     task.setup(None)
     batch = next(task.train_loader(4, seed=0).iterator())

@@ -366,3 +366,12 @@ def test_source_survives_pickling_for_worker_processes(tmp_path, data_dir):
     source = prepare(SeqjaxText, data_dir, paths=path, unit="line").as_data_source("train")
     copy = pickle.loads(pickle.dumps(source))
     assert [copy[i] for i in range(len(copy))] == [{"text": b"alpha"}, {"text": b"beta"}]
+
+
+def test_fractions_as_pairs_keep_their_order():
+    # ConfigDicts sort keys, so configs give fractions as (split, fraction) pairs.
+    from seqjax.data.builders.common import normalize_fractions
+    pairs = normalize_fractions([["train", 0.8], ["validation", 0.1], ["test", 0.1]])
+    assert pairs == (("train", 0.8), ("validation", 0.1), ("test", 0.1))
+    with pytest.raises(SourceError, match="non-empty mapping split -> fraction or"):
+        normalize_fractions([0.8, 0.2])

@@ -176,12 +176,22 @@ def fraction_indices(n: int, fractions: Sequence[tuple[str, float]], seed: int |
     return {name: np.sort(order[start:stop]) for name, start, stop in fraction_bounds(n, fractions, what)}
 
 
-def normalize_fractions(fractions: Mapping[str, float] | None) -> tuple[tuple[str, float], ...] | None:
+def normalize_fractions(fractions) -> tuple[tuple[str, float], ...] | None:
+    """((split, fraction), ...) in cutting order, from a mapping or from
+    (split, fraction) pairs. Use pairs in ml_collections configs: a
+    ConfigDict sorts its keys, which would reorder the cut."""
     if fractions is None:
         return None
-    if not isinstance(fractions, Mapping) or not fractions:
-        raise SourceError(f"fractions must be a non-empty mapping split -> fraction, got {fractions!r}")
-    return tuple((check_split_name(k), float(v)) for k, v in fractions.items())
+    if isinstance(fractions, Mapping):
+        pairs = list(fractions.items())
+    elif isinstance(fractions, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in fractions):
+        pairs = [tuple(p) for p in fractions]
+    else:
+        pairs = []
+    if not pairs:
+        raise SourceError(f"fractions must be a non-empty mapping split -> fraction or (split, fraction) pairs, "
+                          f"got {fractions!r}")
+    return tuple((check_split_name(k), float(v)) for k, v in pairs)
 
 
 def split_options(paths: Any, fractions: Mapping[str, float] | None, split_seed: int | None,

@@ -1,0 +1,101 @@
+r"""Sentiment (many-to-one): an LSTM classifies GLUE SST-2 sentences.
+
+Data: the GLUE SST-2 TSV files (train.tsv, dev.tsv; test.tsv has no labels,
+so the final test evaluation reads dev.tsv). Point SEQJAX_DATA at the folder
+holding `sst2/` (default: ../shared/data next to the repository).
+
+Command:
+  python -m experiments.train --config=configs/sst2.py --workdir=runs/sst2_lstm
+
+Variants: `smoke` (the tiny sample in configs/samples, seconds; used by tests),
+`imdb` (TFDS `imdb_reviews` by name: prepare it where there is network, or
+give --config.data.source.data_dir a folder holding it prepared).
+
+Result: see RESULTS below (filled in from a real run on 2 CPU cores).
+"""
+
+import os
+
+import ml_collections
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+VARIANTS = ("smoke", "imdb")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.task = ml_collections.ConfigDict()
+    config.task.name = "classification"
+    config.task.loss = "ce"  # 'ce' (softmax over classes) or 'bce' (one logit, 2 classes)
+    config.task.num_classes = 0  # 0: read from the dataset
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = ml_collections.ConfigDict()
+    config.data.source.name = "local/classification"  # TFDS name or local/<kind> (docs/datasets.md)
+    config.data.source.data_dir = ""  # where prepared datasets live ('' = TFDS default)
+    config.data.source.paths = ml_collections.ConfigDict(dict(
+        train=os.path.join(DATA, "sst2", "train.tsv"), validation=os.path.join(DATA, "sst2", "dev.tsv")))
+    config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="validation", test="validation"))
+    config.data.tokenizer = "word"  # word | char | subword
+    config.data.vocab_size = 20000  # most frequent words kept (0 = all)
+    config.data.lower = True
+    config.data.text_key = "text"
+    config.data.label_key = "label"
+    config.data.max_len = 64  # tokens; longer sentences are truncated
+    config.data.truncate = True
+    config.data.pad_to_multiple = 8  # batches padded to a multiple of this (few compiled shapes)
+    config.data.worker_count = 0  # grain worker processes
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "recurrent"
+    config.model.cell = "lstm"
+    config.model.hidden_size = 128
+    config.model.num_layers = 1
+    config.model.bidirectional = True
+    config.model.dropout_rate = 0.0
+    config.model.embed_size = 128
+    config.model.head = "last"
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 2e-3
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 100
+    config.optimizer.end_lr_fraction = 0.05
+    config.optimizer.weight_decay = 1e-4
+    config.optimizer.clip_global_norm = 1.0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 64
+    config.train.num_steps = 2000  # about 1.9 epochs of the 67k training phrases
+    config.train.log_every = 100
+    config.train.eval_every = 500
+    config.train.eval_batches = 0  # 0: the whole eval split
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 2
+    config.train.progress = True
+
+    for name in (variant or "").split(","):
+        if name == "smoke":
+            config.data.source.paths = ml_collections.ConfigDict(dict(
+                train=os.path.join(HERE, "samples", "sentiment_train.tsv"),
+                validation=os.path.join(HERE, "samples", "sentiment_dev.tsv")))
+            config.model.hidden_size = 16
+            config.model.embed_size = 16
+            config.train.batch_size = 8
+            config.train.num_steps = 20
+            config.train.log_every = 10
+            config.train.eval_every = 10
+            config.train.checkpoint_every = 10
+            config.train.progress = False
+        elif name == "imdb":
+            config.data.source = ml_collections.ConfigDict(dict(name="imdb_reviews", data_dir="", manual_dir=""))
+            config.data.splits = ml_collections.ConfigDict(dict(train="train[:90%]", eval="train[90%:]",
+                                                                test="test"))
+            config.data.max_len = 256
+        elif name:
+            raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
+    return config

@@ -1,0 +1,91 @@
+r"""Character-level language model: an LSTM learns tiny Shakespeare.
+
+Data: TFDS `tiny_shakespeare`, prepared offline from `input.txt` in
+config.data.source.manual_dir (TFDS checks its sha256; default
+$SEQJAX_DATA/tinyshakespeare, i.e. ../shared/data next to the repository).
+Splits are TFDS's 90/5/5 character cut.
+
+Command:
+  python -m experiments.train --config=configs/tinyshakespeare.py --workdir=runs/shakespeare_lstm
+  python -m experiments.sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --temperature=0.8
+
+Variants: `smoke` (the tiny sample corpus in configs/samples, seconds; used
+by tests), `stateful` (contiguous streams with the carry passed from batch to
+batch, truncated BPTT over config.train.tbptt_len characters).
+
+Result: see RESULTS below (filled in from a real run on 2 CPU cores).
+"""
+
+import os
+
+import ml_collections
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+VARIANTS = ("smoke", "stateful")
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.task = ml_collections.ConfigDict()
+    config.task.name = "language_model"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = ml_collections.ConfigDict()
+    config.data.source.name = "tiny_shakespeare"
+    config.data.source.data_dir = ""  # '' = TFDS default (~/tensorflow_datasets)
+    config.data.source.manual_dir = os.path.join(DATA, "tinyshakespeare")  # offline: holds input.txt
+    config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="validation", test="test"))
+    config.data.tokenizer = "char"
+    config.data.lower = False
+    config.data.text_key = "text"
+    config.data.seq_len = 128  # characters per training window
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "recurrent"
+    config.model.cell = "lstm"
+    config.model.hidden_size = 384
+    config.model.num_layers = 1
+    config.model.embed_size = 64
+    config.model.head = "per_step"
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 100
+    config.optimizer.end_lr_fraction = 0.05
+    config.optimizer.clip_global_norm = 1.0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 32
+    config.train.num_steps = 3000
+    config.train.log_every = 100
+    config.train.eval_every = 1000
+    config.train.eval_batches = 0  # 0: the whole split (55,770 characters)
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 2
+    config.train.progress = True
+
+    for name in (variant or "").split(","):
+        if name == "smoke":
+            config.data.source = ml_collections.ConfigDict(dict(
+                name="local/text", data_dir="", paths=os.path.join(HERE, "samples", "corpus.txt"),
+                fractions=(("train", 0.8), ("validation", 0.1), ("test", 0.1))))
+            config.data.seq_len = 32
+            config.model.hidden_size = 32
+            config.model.embed_size = 16
+            config.train.batch_size = 8
+            config.train.num_steps = 20
+            config.train.log_every = 10
+            config.train.eval_every = 10
+            config.train.checkpoint_every = 10
+            config.train.progress = False
+        elif name == "stateful":
+            config.train.stateful = True
+            config.train.tbptt_len = config.data.seq_len
+        elif name:
+            raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
+    return config
