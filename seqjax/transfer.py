@@ -1,0 +1,87 @@
+"""Transfer learning (the ULMFiT recipe): start a model from another run.
+
+A classifier takes its embedding and recurrent encoder from a language
+model trained first (`config.model.init_from = <LM workdir>`,
+`config.model.init_modules = ('embed', 'stack')`), uses the LM's tokenizer
+(`config.data.tokenizer_path`), and may keep the transferred weights frozen
+for the first `config.model.freeze_steps` updates so the new head settles
+before the pretrained features move (gradual unfreezing, in one step).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+import orbax.checkpoint as ocp
+from flax import traverse_util
+
+
+def latest_params(workdir: str) -> dict:
+    """The parameters of the latest checkpoint under `workdir/checkpoints`."""
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
+    step = manager.latest_step() if manager else None
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint to transfer from: expected {directory}/<step>/ written by "
+                                "a seqjax training run (config.model.init_from)")
+    restored = manager.restore(step)
+    manager.close()
+    state = restored.get("state", restored) if isinstance(restored, dict) else restored
+    return state["params"]
+
+
+def transfer(target: dict, source: dict, modules: Sequence[str]) -> dict:
+    """`target` params with the top-level `modules` copied from `source`.
+
+    Every copied leaf must exist in both trees with the same shape; the error
+    names the first one that does not (e.g. a different hidden size).
+    """
+    target_flat = traverse_util.flatten_dict(target, sep="/")
+    source_flat = traverse_util.flatten_dict(source, sep="/")
+    for module in modules:
+        names = [k for k in target_flat if k == module or k.startswith(module + "/")]
+        if not names:
+            raise ValueError(f"module {module!r} is not in the model (its top-level modules: "
+                             f"{sorted({k.split('/')[0] for k in target_flat})})")
+        for name in names:
+            if name not in source_flat:
+                raise ValueError(f"parameter {name} is not in the pretrained model")
+            if source_flat[name].shape != target_flat[name].shape:
+                raise ValueError(f"parameter {name}: pretrained shape {tuple(source_flat[name].shape)} != "
+                                 f"model shape {tuple(target_flat[name].shape)}")
+            target_flat[name] = jnp.asarray(source_flat[name], target_flat[name].dtype)
+    return traverse_util.unflatten_dict(target_flat, sep="/")
+
+
+def freeze_for(steps: int, modules: Sequence[str]) -> optax.GradientTransformation:
+    """Zeroes the gradients of `modules` for the first `steps` updates.
+
+    Chained before the optimiser, so Adam's moments of frozen parameters
+    stay zero until they are released.
+    """
+
+    def init(params):
+        del params
+        return {"count": jnp.zeros((), jnp.int32)}
+
+    def update(updates, state, params=None):
+        del params
+        frozen = state["count"] < steps
+        flat = traverse_util.flatten_dict(updates, sep="/")
+        flat = {name: jnp.where(frozen & _in_modules(name, modules), jnp.zeros_like(g), g)
+                for name, g in flat.items()}
+        return traverse_util.unflatten_dict(flat, sep="/"), {"count": state["count"] + 1}
+
+    return optax.GradientTransformation(init, update)
+
+
+def _in_modules(name: str, modules: Sequence[str]) -> bool:
+    return any(name == m or name.startswith(m + "/") for m in modules)
+
+
+def count_params(tree: Any) -> int:
+    return sum(x.size for x in jax.tree.leaves(tree))
