@@ -33,7 +33,9 @@ Masks, all of them by loop bounds where a whole block is affected:
     kv_segment_ids [B, S]); query t sees key s only if their ids are equal.
     Applied in every block (no block skipping by segment).
 A query row with no visible key outputs 0 and gets 0 gradients (never NaN):
-its log-sum-exp is stored as +inf so that exp2(S - L) = 0 in the backward.
+the forward shifts its scores by 0 instead of a running max of -inf, and its
+log-sum-exp is stored as +inf, so that the backward's exp2(S - L) is 0 there
+even before masking.
 Lengths that are not multiples of the block sizes are padded inside (the
 padded keys are masked by length, padded query rows sliced off); head dims
 that are not a power of two are zero-padded to one (zeros change neither
@@ -62,6 +64,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
@@ -223,14 +226,16 @@ def _kv_lengths(kv_lengths, batch, kv_len):
     """int32 [B] key lengths, clipped to [0, S]; concrete bad values raise."""
     if kv_lengths is None:
         return jnp.full((batch,), kv_len, jnp.int32)
+    if not isinstance(kv_lengths, jax.core.Tracer):
+        host = np.asarray(kv_lengths)  # on the host: jnp ops would be traced under jit
+        if host.shape == (batch,) and np.issubdtype(host.dtype, np.integer) and host.size and (
+                host.min() < 0 or host.max() > kv_len):
+            raise ValueError(f"kv_lengths must lie in [0, S={kv_len}], got values in "
+                             f"[{host.min()}, {host.max()}]")
     kv_lengths = jnp.asarray(kv_lengths)
     if kv_lengths.shape != (batch,) or not jnp.issubdtype(kv_lengths.dtype, jnp.integer):
         raise ValueError(f"kv_lengths must be an int array [B] = [{batch}], got "
                          f"{kv_lengths.dtype}{list(kv_lengths.shape)}")
-    if not isinstance(kv_lengths, jax.core.Tracer):
-        low, high = int(kv_lengths.min()), int(kv_lengths.max())
-        if low < 0 or high > kv_len:
-            raise ValueError(f"kv_lengths must lie in [0, S={kv_len}], got values in [{low}, {high}]")
     return jnp.clip(kv_lengths, 0, kv_len).astype(jnp.int32)
 
 
