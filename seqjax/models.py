@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from seqjax.nn import heads, recurrent
+from seqjax.nn import heads, recurrent, transformer
+from seqjax.nn import seq2seq
 from seqjax.tasks import Task
 
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict, Task], nn.Module]] = {}
@@ -125,3 +126,116 @@ recurrent_model.config_keys = (
     "cell", "hidden_size", "num_layers", "bidirectional", "merge", "dropout_rate",
     "learn_initial_carry", "implementation", "unroll", "forget_bias", "identity_scale",
     "head", "embed_size")
+
+
+# Transformers: the fields of seqjax.nn.transformer.TransformerConfig that a
+# config may set (attention_implementation is TransformerConfig.implementation).
+TRANSFORMER_KEYS = (
+    "d_model", "num_heads", "num_kv_heads", "num_layers", "d_ff", "dropout_rate", "attention_dropout_rate",
+    "positional", "max_len", "rotary_base", "norm", "norm_position", "activation", "tie_embeddings",
+    "attention_implementation", "dtype")
+
+
+def transformer_config(config: ml_collections.ConfigDict, vocab_size: int) -> transformer.TransformerConfig:
+    """TransformerConfig from `config.model`; unset keys keep TransformerConfig's defaults."""
+    fields = {key: config[key] for key in TRANSFORMER_KEYS if key in config}
+    if "attention_implementation" in fields:
+        fields["implementation"] = fields.pop("attention_implementation")
+    fields["num_kv_heads"] = fields.get("num_kv_heads") or None  # 0 = as many as query heads
+    try:
+        return transformer.TransformerConfig(vocab_size=vocab_size, **fields)
+    except ValueError as error:
+        raise ValueError(f"bad config.model for {config.name}: {error}") from error
+
+
+def _require_head(config: ml_collections.ConfigDict, task: Task, per_step: bool) -> None:
+    if (task.head == "per_step") != per_step:
+        kind = "per-step (many-to-many)" if task.head == "per_step" else "many-to-one"
+        hint = "transformer_lm" if task.head == "per_step" else "transformer_classifier"
+        raise ValueError(f"config.model.name={config.name!r} does not fit the {kind} task "
+                         f"{type(task).__name__}; use {hint}")
+
+
+@register("transformer_classifier")
+def transformer_classifier(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerClassifier:
+    """Encoder-only classifier/regressor for many-to-one tasks ([CLS] or mean pooling)."""
+    _require_head(config, task, per_step=False)
+    return transformer.TransformerClassifier(transformer_config(config, task.vocab_size), task.output_size,
+                                             pooling=config.get("pooling", "cls"))
+
+
+transformer_classifier.config_keys = TRANSFORMER_KEYS + ("pooling",)
+
+
+@register("transformer_lm")
+def transformer_lm(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerLM:
+    """Decoder-only (causal) model for per-step tasks: language modelling,
+    or any task whose step-t target depends on inputs up to t."""
+    _require_head(config, task, per_step=True)
+    return transformer.TransformerLM(transformer_config(config, task.vocab_size), task.output_size)
+
+
+transformer_lm.config_keys = TRANSFORMER_KEYS
+
+
+@register("transformer_seq2seq")
+def transformer_seq2seq(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerSeq2Seq:
+    """Encoder-decoder for translation-like tasks; the target vocabulary is
+    `task.target_vocab_size` (else `task.output_size`)."""
+    target_vocab = getattr(task, "target_vocab_size", task.output_size)
+    return transformer.TransformerSeq2Seq(transformer_config(config, task.vocab_size), target_vocab,
+                                          num_decoder_layers=config.get("num_decoder_layers", 0) or None)
+
+
+transformer_seq2seq.config_keys = TRANSFORMER_KEYS + ("num_decoder_layers",)
+
+
+# Recurrent encoder-decoders (seqjax.nn.seq2seq) for sequence generation tasks
+# (seqjax.tasks.translation); they read config.model keys with these names.
+SEQ2SEQ_KEYS = ("cell", "hidden_size", "embed_size", "decoder_layers", "tie_embeddings", "dropout_rate",
+                "forget_bias")
+
+
+def _seq2seq_common(config: ml_collections.ConfigDict, task: Task) -> dict:
+    if task.head != "per_step" or not hasattr(task, "target_vocab_size"):
+        raise ValueError(f"config.model.name={config.name!r} generates target sequences; task "
+                         f"{type(task).__name__} has none (use a seqjax.tasks.translation task)")
+    cell = config.get("cell", "lstm")
+    return dict(target_vocab_size=task.target_vocab_size, cell=cell, hidden_size=config.get("hidden_size", 128),
+                embed_size=config.get("embed_size", 64), decoder_layers=config.get("decoder_layers", 1),
+                tie_embeddings=config.get("tie_embeddings", False), dropout_rate=config.get("dropout_rate", 0.0),
+                cell_kwargs={"forget_bias": config.get("forget_bias", 1.0)} if cell == "lstm" else None)
+
+
+@register("seq2seq")
+def seq2seq_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.Seq2Seq:
+    """RNN encoder-decoder; config.model.attention in seqjax.nn.seq2seq.ATTENTIONS
+    ('none', 'bahdanau', 'luong_dot', 'luong_general', 'luong_concat')."""
+    if not task.vocab_size:
+        raise ValueError(f"config.model.name='seq2seq' reads source token ids, but {type(task).__name__} has "
+                         "real-valued inputs; use 'vector_to_sequence'")
+    return seq2seq.Seq2Seq(
+        source_vocab_size=task.vocab_size, encoder_hidden_size=config.get("encoder_hidden_size", 0),
+        encoder_layers=config.get("encoder_layers", 1), attention=config.get("attention", "none"),
+        attention_size=config.get("attention_size", 0),
+        bidirectional_encoder=config.get("bidirectional_encoder", None),
+        reverse_source=config.get("reverse_source", False), input_feeding=config.get("input_feeding", True),
+        bridge=config.get("bridge", "auto"), implementation=config.get("implementation", "auto"),
+        **_seq2seq_common(config, task))
+
+
+seq2seq_model.config_keys = SEQ2SEQ_KEYS + (
+    "encoder_hidden_size", "encoder_layers", "attention", "attention_size", "bidirectional_encoder",
+    "reverse_source", "input_feeding", "bridge", "implementation")
+
+
+@register("vector_to_sequence")
+def vector_to_sequence_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.VectorToSequence:
+    """One-to-many decoder conditioned on a feature vector (the captioning task)."""
+    if task.vocab_size:
+        raise ValueError(f"config.model.name='vector_to_sequence' conditions on a feature vector, but "
+                         f"{type(task).__name__} has token inputs; use 'seq2seq'")
+    return seq2seq.VectorToSequence(**_seq2seq_common(config, task))
+
+
+vector_to_sequence_model.config_keys = SEQ2SEQ_KEYS
