@@ -80,7 +80,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500  # steps between checkpoints
     config.train.keep_checkpoints = 2  # the last K are kept
     config.train.progress = True  # console progress bar
-    config.train.tbptt_len = 0  # truncated BPTT chunk length K; 0 = full BPTT (per-step tasks only)
+    config.train.tbptt_len = 0  # truncated BPTT chunk length k1; 0 = full BPTT (per-step tasks only)
+    config.train.tbptt_backprop_len = 0  # k2 of TBPTT(k1, k2): steps each update backpropagates through; 0 = k1
     config.train.tbptt_update = "accumulate"  # accumulate chunk gradients, or update per_chunk
     config.train.stateful = False  # train on endless streams, tbptt_len steps per batch, carry kept
 
@@ -121,6 +122,14 @@ def get_sweep(name: str | None = None):
     cell_by_length: the vanishing-gradient ablation, cell x T x 3 seeds (48 runs).
     cell_by_length_cpu: a reduced grid that fits a 2-core CPU (cell x T in
       {10, 30, 60} x 3 seeds, 1500 steps, hidden 64).
+    adding_cell_by_T_cpu: adding problem, cell in {rnn, irnn, lstm, gru, mingru}
+      x T in {50, 100, 200, 400, 1000}, one seed, hidden 64, batch 32; 1000
+      steps, but 400 at T=1000 so those runs stay affordable on a CPU.
+    copy_tbptt_cpu: needs the copy variant (`--config=configs/default.py:copy`):
+      a GRU on the copy task with delay 50 and 5 symbols (T = 60, the recall
+      55 steps after the symbols), trained with full BPTT, TBPTT chunks of 50
+      and of 10 (gradients accumulated, one update per batch), and TBPTT(50, 60),
+      whose 60-step windows reach the symbols again; 3000 steps, one seed.
     """
     from seqjax import sweeps
 
@@ -131,4 +140,19 @@ def get_sweep(name: str | None = None):
         return sweeps.product(
             sweeps.fixed({"train.num_steps": 1500, "model.hidden_size": 64}),
             cells, sweeps.values("task.seq_len", [10, 30, 60]), sweeps.seeds(3))
-    raise ValueError(f"unknown sweep {name!r} of configs/default.py; choose cell_by_length or cell_by_length_cpu")
+    if name == "adding_cell_by_T_cpu":
+        return sweeps.product(
+            sweeps.fixed({"model.hidden_size": 64, "train.batch_size": 32, "train.eval_batches": 4}),
+            sweeps.values("model.cell", ["rnn", "irnn", "lstm", "gru", "mingru"]),
+            sweeps.zip_(sweeps.values("task.seq_len", [50, 100, 200, 400, 1000]),
+                        sweeps.values("train.num_steps", [1000, 1000, 1000, 1000, 400])),
+            sweeps.seeds([0]))
+    if name == "copy_tbptt_cpu":
+        return sweeps.product(
+            sweeps.fixed({"task.seq_len": 50, "task.copy_len": 5, "model.cell": "gru", "model.hidden_size": 64,
+                          "train.batch_size": 32, "train.num_steps": 3000, "train.eval_batches": 4}),
+            sweeps.zip_(sweeps.values("train.tbptt_len", [0, 50, 10, 50]),
+                        sweeps.values("train.tbptt_backprop_len", [0, 0, 0, 60])),
+            sweeps.seeds([0]))
+    raise ValueError(f"unknown sweep {name!r} of configs/default.py; choose cell_by_length, cell_by_length_cpu, "
+                     "adding_cell_by_T_cpu or copy_tbptt_cpu")

@@ -18,8 +18,8 @@ from seqjax.nn import cells
 
 TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train")
 TRAIN_KEYS = ("batch_size", "num_steps", "log_every", "eval_every", "eval_batches",
-              "checkpoint_every", "keep_checkpoints", "progress", "tbptt_len", "tbptt_update",
-              "stateful")
+              "checkpoint_every", "keep_checkpoints", "progress", "tbptt_len", "tbptt_backprop_len",
+              "tbptt_update", "stateful")
 OPTIMIZER_KEYS = ("name", "learning_rate", "schedule", "warmup_steps", "end_lr_fraction",
                   "b1", "b2", "momentum", "nesterov", "weight_decay", "clip_global_norm",
                   "clip_value", "l1", "l2")
@@ -107,6 +107,19 @@ def _validate_train(train: ml_collections.ConfigDict) -> None:
     if "tbptt_len" in train:
         _require(isinstance(train.tbptt_len, int) and train.tbptt_len >= 0, "config.train.tbptt_len",
                  train.tbptt_len, "must be an integer >= 0 (0 = full backpropagation through time)")
+    if train.get("tbptt_backprop_len"):
+        _require(isinstance(train.tbptt_backprop_len, int) and train.tbptt_backprop_len > 0,
+                 "config.train.tbptt_backprop_len", train.tbptt_backprop_len,
+                 "must be an integer >= 0 (0 = backpropagate through the tbptt_len steps of each update)")
+        chunk = train.get("tbptt_len", 0)
+        _require(chunk > 0, "config.train.tbptt_backprop_len", train.tbptt_backprop_len,
+                 "is the k2 of TBPTT(k1, k2) and needs truncation: set config.train.tbptt_len (k1) > 0")
+        _require(train.tbptt_backprop_len >= chunk, "config.train.tbptt_backprop_len", train.tbptt_backprop_len,
+                 f"must be >= config.train.tbptt_len={chunk}: each update backpropagates through at least "
+                 "the steps it advances (0 = exactly those)")
+    elif "tbptt_backprop_len" in train:
+        _require(isinstance(train.tbptt_backprop_len, int), "config.train.tbptt_backprop_len",
+                 train.tbptt_backprop_len, "must be an integer >= 0")
     if "tbptt_update" in train:
         _require(train.tbptt_update in ("accumulate", "per_chunk"), "config.train.tbptt_update",
                  train.tbptt_update, "must be 'accumulate' or 'per_chunk'")

@@ -1,6 +1,7 @@
 """Data parallelism over a `jax.sharding.Mesh` of every device the run sees.
 
-The batch is sharded along the mesh axis 'data'; parameters and optimiser
+The batch is sharded along the mesh axis 'data' (and so is per-row state
+such as the carry of stateful stream training); parameters and optimiser
 state are replicated. `jax.jit` inserts the gradient all-reduce, so the same
 program runs on 1 device, 8 simulated CPU devices or many hosts.
 """
@@ -8,7 +9,7 @@ program runs on 1 device, 8 simulated CPU devices or many hosts.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -51,6 +52,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     """Shards axis `batch_axis` over 'data' (axis 1 for stacked TBPTT chunks [N, B, ...])."""
     return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
+
+
+def tree_batch_sharded(tree: Any, mesh: Mesh, batch_axis: int = 0) -> Any:
+    """`batch_sharded` for every leaf of `tree`: per-row state such as a
+    stream's recurrent carry ([B, H] leaves) lives with its batch rows."""
+    return jax.tree.map(lambda _: batch_sharded(mesh, batch_axis), tree)
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:

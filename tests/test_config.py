@@ -81,3 +81,17 @@ def test_checkpoint_interval_must_align_with_logging():
     config.train.checkpoint_every = 150
     with pytest.raises(config_lib.ConfigError, match="checkpoint_every=150: must be a multiple of config.train.log_every=100"):
         config_lib.validate(config)
+
+
+@pytest.mark.parametrize("chunk,backprop,message", [
+    (10, 5, r"tbptt_backprop_len=5: must be >= config.train.tbptt_len=10"),
+    (0, 20, r"tbptt_backprop_len=20: is the k2 of TBPTT\(k1, k2\) and needs truncation"),
+    (10, -1, r"tbptt_backprop_len=-1: must be an integer >= 0"),
+])
+def test_tbptt_backprop_len_must_cover_the_chunk(chunk, backprop, message):
+    config = default.get_config("copy")
+    config.train.tbptt_len, config.train.tbptt_backprop_len = chunk, backprop
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+    config.train.tbptt_backprop_len = max(chunk, 1) * 2 if chunk else 0
+    config_lib.validate(config)

@@ -76,3 +76,27 @@ def test_streams_refuse_variable_length_episodes():
     task = tasks.get(ml_collections.ConfigDict({"name": "adding", "seq_len": 6, "min_seq_len": 3}))
     with pytest.raises(ValueError, match="variable-length episodes; streams need fixed-length ones"):
         task.stream_batch("train", 0, 2, 4, seed=0)
+
+
+def run_stream_steps(config, devices, num_steps):
+    trainer = training.Trainer(config, parallel.make_mesh(devices))
+    state, losses = trainer.init_state(), []
+    for _ in range(num_steps):
+        state, step_metrics = trainer.step(state)
+        losses.append(float(step_metrics["loss"]))
+    return losses, state
+
+
+@pytest.mark.parametrize("backprop_len", [0, 6])
+def test_stream_carry_is_sharded_with_the_batch_and_eight_devices_match_one(backprop_len):
+    assert jax.device_count() == 8, "tests/conftest.py asks XLA for 8 CPU devices"
+    config = stream_config(batch_size=8, tbptt_backprop_len=backprop_len)
+    one_losses, one_state = run_stream_steps(config, jax.devices()[:1], 3)
+    eight_losses, eight_state = run_stream_steps(config, jax.devices(), 3)
+    np.testing.assert_allclose(one_losses, eight_losses, rtol=1e-5)
+    for leaf in jax.tree.leaves(eight_state.stream_carry):
+        assert leaf.sharding.spec == jax.sharding.PartitionSpec("data")
+        assert {shard.data.shape for shard in leaf.addressable_shards} == {(1, config.model.hidden_size)}
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 jax.device_get(one_state.stream_carry), jax.device_get(eight_state.stream_carry))
+    assert all(leaf.sharding.spec == jax.sharding.PartitionSpec() for leaf in jax.tree.leaves(eight_state.params))
