@@ -89,38 +89,45 @@ class BlockSizes(NamedTuple):
     num_stages_bwd: int = 2
 
 
-def default_block_sizes(head_dim: int, dtype, backend: str) -> BlockSizes:
-    """Block sizes for `backend` ('gpu' compiled, 'cpu' interpret) and head dim.
+# GPU tiles for 2-byte dtypes by largest head dim. Starting points from the
+# usual Triton flash-attention configurations (Ampere/Hopper), NOT yet tuned by
+# measurement: registers and shared memory grow with block * D, so tiles
+# shrink as D grows.
+_GPU_BLOCKS = {
+    64: BlockSizes(128, 64, 64, 64, num_warps=4, num_stages=3, num_warps_bwd=4, num_stages_bwd=2),
+    128: BlockSizes(128, 64, 64, 64, num_warps=8, num_stages=3, num_warps_bwd=8, num_stages_bwd=2),
+    256: BlockSizes(64, 32, 32, 32, num_warps=8, num_stages=2, num_warps_bwd=8, num_stages_bwd=1),
+}
 
-    GPU: register and shared-memory use grow with block * head_dim (and
-    with 4-byte float32 tiles), so blocks shrink as D grows; values follow
-    the usual Triton flash-attention configurations for Hopper/Ampere and are
-    NOT yet tuned by measurement. CPU interpret mode runs the grid as a loop,
-    where big blocks mean fewer, larger XLA ops.
+
+def default_block_sizes(head_dim: int, dtype, backend: str) -> BlockSizes:
+    """Block sizes for `backend` ('gpu': compiled; anything else: interpret) and head dim.
+
+    float32 tiles take twice the memory of bf16/fp16 ones: the KV block and
+    the pipeline depth shrink. Interpret mode runs the grid as a loop of XLA
+    ops, where bigger blocks mean fewer, larger ops.
     """
     if backend != "gpu":
         return BlockSizes(128, 128, 128, 128)
-    wide = jnp.dtype(dtype).itemsize >= 4
-    if head_dim <= 64:
-        return BlockSizes(128, 32 if wide else 64, 64, 64, num_warps=4, num_stages=3)
-    if head_dim <= 128:
-        return BlockSizes(128, 32 if wide else 64, 64 if not wide else 32, 64, num_warps=8,
-                          num_stages=2 if wide else 3, num_warps_bwd=8)
-    return BlockSizes(64, 32, 32, 32, num_warps=8, num_stages=1 if wide else 2,
-                      num_warps_bwd=8, num_stages_bwd=1)
+    blocks = _GPU_BLOCKS[next((d for d in sorted(_GPU_BLOCKS) if head_dim <= d), 256)]
+    if jnp.dtype(dtype).itemsize >= 4:
+        blocks = blocks._replace(block_k=max(16, blocks.block_k // 2), block_q_bwd=max(16, blocks.block_q_bwd // 2),
+                                 num_stages=max(1, blocks.num_stages - 1))
+    return blocks
 
 
 def is_supported(q_shape, k_shape, dtype, backend: str | None = None) -> bool:
     """Whether the compiled kernel handles this case on `backend`.
 
-    For 'auto' dispatch: True only where the kernel runs compiled (GPU) with
-    a supported dtype and head dim. On CPU it returns False: the kernel runs
+    For 'auto' dispatch: True only where the kernel runs compiled (GPU, via
+    Triton) with a supported dtype and head dim (16..256; non-powers of two
+    are padded). Any T, S (padded inside) and H % H_kv == 0. On CPU it returns False: the kernel runs
     there only in interpret mode, which is for tests (slow), though
     `flash_attention(..., interpret=True)` accepts any shape the checks in
     `flash_attention` accept. TPU: False (not lowered).
     """
     backend = jax.default_backend() if backend is None else backend
-    if backend not in ("gpu", "cuda", "rocm"):
+    if backend not in ("gpu", "cuda"):
         return False
     try:
         _check_shapes(tuple(q_shape), tuple(k_shape), tuple(k_shape))

@@ -272,7 +272,7 @@ def test_is_supported_and_block_tables():
             <= default_block_sizes(64, jnp.bfloat16, "gpu").block_q)
 
 
-@pytest.mark.parametrize("dtype, dim", [(jnp.bfloat16, 64), (jnp.float32, 96)])
+@pytest.mark.parametrize("dtype, dim", [(jnp.bfloat16, 64), (jnp.float16, 128), (jnp.bfloat16, 256), (jnp.float32, 96)])
 def test_triton_lowering_for_gpu_traces_on_cpu(dtype, dim):
     """Lowers forward and backward for CUDA (Triton) without a GPU; compiles nothing.
 
