@@ -179,9 +179,9 @@ def flash_attention(q, k, v, *, causal: bool = False, segment_ids=None, kv_lengt
     interpret = jax.default_backend() == "cpu" if interpret is None else bool(interpret)
     blocks = _resolve_blocks(block_sizes, block_q, block_k, head_dim, q.dtype, interpret, q_len, kv_len)
     scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else float(sm_scale)
-    if q_len == 0:
+    if q_len == 0 or kv_len == 0:  # nothing to compute; no key: every row is empty
         out = jnp.zeros(q.shape, q.dtype)
-        return (out, jnp.full((batch, num_heads, 0), -jnp.inf)) if return_lse else out
+        return (out, jnp.full((batch, num_heads, q_len), -jnp.inf)) if return_lse else out
     static = _Static(causal=bool(causal), scale=scale, blocks=blocks, interpret=interpret,
                      groups=num_heads // k.shape[2], has_segments=segments is not None)
     q_p, k_p, v_p, segs_p = _pad_inputs(q, k, v, segments, blocks)

@@ -234,6 +234,16 @@ def test_custom_sm_scale_with_default_blocks():
     assert_close(out, jit(functools.partial(naive_attention, sm_scale=0.3))(q, k, v), 1e-5)
 
 
+def test_empty_sequences():
+    q, k, v, _ = make_inputs(batch=1, q_len=3, kv_len=5)
+    no_keys = k[:, :0]
+    out, lse = flash_attention(q, no_keys, no_keys, return_lse=True)
+    assert out.shape == q.shape and bool(jnp.all(out == 0)) and bool(jnp.all(lse == -jnp.inf))
+    dq = jax.grad(lambda q: flash_attention(q, no_keys, no_keys).sum())(q)
+    assert bool(jnp.all(dq == 0))
+    assert flash_attention(q[:, :0], k, v).shape == (1, 0, 2, 32)
+
+
 def test_bad_inputs_raise_clear_errors():
     q, k, v, _ = make_inputs(heads=3, kv_heads=2)
     with pytest.raises(ValueError, match="multiple of key/value heads"):
