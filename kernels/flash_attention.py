@@ -154,7 +154,8 @@ def flash_attention(q, k, v, *, causal: bool = False, segment_ids=None, kv_lengt
         equal ids (packed sequences).
       kv_lengths: None or int [B]: keys s >= kv_lengths[b] are padding.
         Values are clipped to [0, S] under jit; out of range concrete values
-        raise.
+        raise. Whole key blocks past the length are never read; the block
+        holding the length is read and masked, so K/V there must be finite.
       sm_scale: score scale, default 1 / sqrt(D).
       interpret: run the Pallas interpreter; None: on CPU only.
       block_q, block_k: override the forward (and backward) block sizes
@@ -177,6 +178,9 @@ def flash_attention(q, k, v, *, causal: bool = False, segment_ids=None, kv_lengt
     _check_segments(segments, batch, q_len, kv_len)
     lengths = _kv_lengths(kv_lengths, batch, kv_len)
     interpret = jax.default_backend() == "cpu" if interpret is None else bool(interpret)
+    if not interpret and jax.default_backend() == "tpu":
+        raise NotImplementedError("flash_attention has no TPU lowering (its kernels lower through Triton "
+                                  "for GPUs); use XLA attention on TPU, or interpret=True for testing")
     blocks = _resolve_blocks(block_sizes, block_q, block_k, head_dim, q.dtype, interpret, q_len, kv_len)
     scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else float(sm_scale)
     if q_len == 0 or kv_len == 0:  # nothing to compute; no key: every row is empty
