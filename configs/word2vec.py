@@ -1,0 +1,109 @@
+r"""word2vec (Mikolov et al. 2013): skip-gram or CBOW with negative sampling on English captions.
+
+Corpus: the English side of Multi30k train (29,000 Flickr captions, 377k
+tokens; 335k in-vocabulary tokens and 3,267 words with min_count=5).
+Settings are word2vec.c's defaults except `sample` (1e-3, gensim's default)
+and the 5 epochs.
+
+Command (each run writes vectors.txt, vectors.bin, vocab.txt, neighbours.txt,
+analogies.json, pca.png and metrics.json into the workdir):
+
+  python -m experiments.word2vec --config=configs/word2vec.py:skipgram --workdir=runs/w2v_sg
+  python -m experiments.word2vec --config=configs/word2vec.py:cbow --workdir=runs/w2v_cbow
+
+Variants: skipgram (the default), cbow, hs (hierarchical softmax instead of
+negative sampling; combine: `cbow,hs`), shakespeare (tinyshakespeare instead
+of Multi30k), smoke (tiny sizes, for tests). Any field can be overridden,
+e.g. `--config.data.files=/data/text8 --config.model.dim=300`.
+
+The analogy file is the small Multi30k questions-words file the benchmark
+writes (`python -m experiments.benchmark_word2vec --write_analogies=PATH`):
+no standard analogy set is available offline, and the Google set's
+capital/currency questions do not occur in captions. Its sections are gender
+(man : woman), noun plurals (dog : dogs), verb -s -> -ing (plays : playing)
+and base -> -ing (play : playing): 1,660 questions.
+
+Results on the shared 2-core CPU (other jobs running; XLA CPU, 1 device,
+seed 0, 5 epochs, batch 4096 x 16 steps per call):
+
+  RESULTS_PLACEHOLDER
+"""
+
+import ml_collections
+
+VARIANTS = ("skipgram", "cbow", "hs", "shakespeare", "smoke")
+MULTI30K_EN = "/work/shared/data/multi30k/train.en.gz"
+SHAKESPEARE = "/work/shared/data/tinyshakespeare/input.txt"
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # seeds the initial vectors, subsampling, windows, shuffling and negatives
+
+    config.data = ml_collections.ConfigDict()
+    config.data.files = MULTI30K_EN  # text files (comma-separated; .gz ok), one sentence per line; '' = use source
+    # or a dataset: load_source keywords, e.g. {'name': 'local/text', 'paths': 'x.txt', 'unit': 'line'}
+    config.data.source = ml_collections.ConfigDict({"name": ""})
+    config.data.split = "train"  # split of the source
+    config.data.feature = "text"  # feature holding the text ('en' for local/parallel)
+    config.data.lower = True  # lower-case (tokens are Keras text_to_word_sequence words)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.architecture = "skipgram"  # skipgram | cbow
+    config.model.dim = 100  # vector size
+    config.model.window = 5  # maximum context distance; each word draws its reach from [1, window]
+    config.model.objective = "negative_sampling"  # negative_sampling | hierarchical_softmax
+    config.model.negative = 5  # negatives per positive example
+    config.model.ns_exponent = 0.75  # noise distribution: unigram counts ** ns_exponent
+    config.model.sample = 1e-3  # subsampling threshold t (0 turns subsampling off)
+    config.model.subsample_formula = "code"  # code: keep (sqrt(f/t)+1) t/f (word2vec.c); paper: sqrt(t/f)
+    config.model.min_count = 5  # words seen fewer times are dropped
+    config.model.max_vocab = 0  # keep only the most frequent words (0 = no limit)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.epochs = 5  # passes over the corpus
+    config.train.learning_rate = 0.0  # initial SGD rate (0: 0.025 skip-gram, 0.05 CBOW)
+    config.train.min_learning_rate = 1e-4  # reached linearly at the end of the last epoch
+    config.train.batch_size = 4096  # examples per SGD step, split over all devices
+    config.train.steps_per_call = 16  # SGD steps per device call (lax.scan)
+    config.train.chunk_words = 200_000  # corpus words turned into examples at a time
+    config.train.max_sentence_length = 10_000  # longer sentences are cut
+    config.train.cache_corpus = True  # keep the encoded corpus after epoch 1 (4 bytes/word) instead of re-reading
+    config.train.progress = True  # tqdm bar with words/s
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.probe_words = "man,woman,dog,red,playing,water,street,guitar"  # neighbours.txt
+    config.eval.topn = 8  # neighbours per probe word
+    config.eval.analogy_file = ""  # questions-words file ('' skips)
+    config.eval.similarity_file = ""  # word<TAB>word<TAB>score file ('' skips)
+    config.eval.restrict_vocab = 30000  # analogy candidates: the most frequent words
+    config.eval.plot_words = ("man,woman,boy,girl,men,women,dog,dogs,cat,horse,red,blue,green,black,white,"
+                              "playing,running,walking,sitting,standing")  # pca.png ('' skips)
+    config.eval.formats = "word2vec,word2vec_binary"  # vector files written: word2vec, word2vec_binary, glove
+
+    for name in filter(None, (variant or "").split(",")):
+        if name not in VARIANTS:
+            raise ValueError(f"unknown variant {name!r} of configs/word2vec.py; choose from {', '.join(VARIANTS)}")
+        _apply_variant(config, name)
+    return config
+
+
+def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
+    if name in ("skipgram", "cbow"):
+        config.model.architecture = name
+    elif name == "hs":
+        config.model.objective = "hierarchical_softmax"
+    elif name == "shakespeare":
+        config.data.files = SHAKESPEARE
+        config.eval.probe_words = "king,love,lord,good,night,romeo,sword,death"
+        config.eval.plot_words = ("king,queen,prince,duke,lord,lady,father,mother,son,daughter,brother,sister,"
+                                  "love,hate,death,life,sword,blood,heaven,hell")
+    elif name == "smoke":
+        config.model.dim = 16
+        config.model.min_count = 1
+        config.train.epochs = 1
+        config.train.batch_size = 64
+        config.train.steps_per_call = 2
+        config.train.chunk_words = 1000
+        config.train.progress = False
+        config.eval.topn = 3
