@@ -3,6 +3,10 @@
 Orbax writes each checkpoint into a temporary directory and renames it into
 place only once complete, so a run killed mid-save leaves the previous
 checkpoint intact and the partial one is ignored on restart.
+
+A checkpoint holds the item 'state' (the TrainState) and, for runs that read
+a dataset, the item 'data': the grain iterator's position, so a resumed run
+continues the same stream of batches.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import TypeVar
 
 import jax
 import orbax.checkpoint as ocp
+
+from seqjax.data import loader
 
 State = TypeVar("State")
 
@@ -29,21 +35,29 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def restore_latest(self, state: State) -> State:
+    def restore_latest(self, state: State, data_iterator=None) -> State:
         """The latest saved state with `state`'s structure and shardings, or
-        `state` itself when there is no checkpoint yet."""
+        `state` itself when there is no checkpoint yet. A `data_iterator`
+        (grain) is moved to the position saved with that state."""
         step = self._manager.latest_step()
         if step is None:
             return state
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        items = {"state": ocp.args.StandardRestore(target)}
+        if data_iterator is not None:
+            items["data"] = loader.checkpoint_restore_args(data_iterator)
+        return self._manager.restore(step, args=ocp.args.Composite(**items)).state
 
-    def save(self, step: int, state: State, *, force: bool = False) -> bool:
+    def save(self, step: int, state: State, *, force: bool = False, data_iterator=None) -> bool:
         """Saves (asynchronously) when `step` is a multiple of `save_every` or
-        `force` is set; returns whether it started a save."""
+        `force` is set, with `data_iterator`'s position when given; returns
+        whether it started a save."""
         if step % self.save_every and not force:
             return False
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = loader.checkpoint_save_args(data_iterator)
+        return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def close(self) -> None:
         """Waits for pending asynchronous saves, then releases the manager."""

@@ -28,10 +28,9 @@ def latest_params(workdir: str) -> dict:
     if step is None:
         raise FileNotFoundError(f"no checkpoint to transfer from: expected {directory}/<step>/ written by "
                                 "a seqjax training run (config.model.init_from)")
-    restored = manager.restore(step)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     manager.close()
-    state = restored.get("state", restored) if isinstance(restored, dict) else restored
-    return state["params"]
+    return restored.state["params"]
 
 
 def transfer(target: dict, source: dict, modules: Sequence[str]) -> dict:

@@ -31,6 +31,7 @@ import inspect
 import os
 from typing import Any, Sequence
 
+import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import download_manager as tfds_download_manager
 from tensorflow_datasets.core.download import downloader as tfds_downloader
@@ -233,3 +234,12 @@ def source_info(name: str, *, data_dir: str | None = None, manual_dir: str | Non
                 **options) -> tfds.core.DatasetInfo:
     """The prepared dataset's info: `.features` (e.g. label names) and `.splits[s].num_examples`."""
     return prepare(get_builder(name, data_dir=data_dir, **options), manual_dir).info
+
+
+def load_time_series(path: str, column: str, *, data_dir: str | None = None) -> np.ndarray:
+    """The whole series in `column` of the CSV file at `path`, [T] float32,
+    read through the `local/timeseries` builder (so errors name the file)."""
+    if not column:
+        raise SourceError(f"name the column to forecast in {path} (config.task.column)")
+    source = load_source("local/timeseries", "train", data_dir=data_dir, paths=path, value_column=column)
+    return np.asarray(source[0]["values"], np.float32)

@@ -25,11 +25,11 @@ MODES = ("many_to_one", "many_to_many")
 
 class ForecastTask(Task):
     """Config: series ('synthetic' or a path to a CSV file), column (CSV
-    column to forecast), series_len, series_seed and noise (synthetic only), input_len,
+    column to forecast), data_dir (where the CSV is prepared as a TFDS dataset), series_len, series_seed and noise (synthetic only), input_len,
     horizon (many_to_one), mode, split (train/eval/test fractions)."""
 
     vocab_size = 0
-    config_keys = ("series", "column", "series_len", "series_seed", "noise", "input_len", "horizon", "mode", "split")
+    config_keys = ("series", "column", "data_dir", "series_len", "series_seed", "noise", "input_len", "horizon", "mode", "split")
 
     def __init__(self, config):
         super().__init__(config)
@@ -55,7 +55,8 @@ class ForecastTask(Task):
                                                self.config.get("series_seed", 0),
                                                self.config.get("noise", 0.1))
         from seqjax.data import sources  # local builders: only needed for real files
-        return sources.load_time_series(source, self.config.get("column", ""))
+        return sources.load_time_series(source, self.config.get("column", ""),
+                                        data_dir=self.config.get("data_dir", "") or None)
 
     def num_examples(self, split: str) -> int:
         return len(self._windows[split][0])

@@ -1,0 +1,41 @@
+"""Reopen a finished (or running) training run from its workdir: the
+resolved config, the task with its saved tokenizer, the model, and the
+parameters of the latest checkpoint. Used by sampling and decoding scripts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from seqjax import checkpoint, training
+
+
+@dataclasses.dataclass
+class Run:
+    config: ml_collections.ConfigDict
+    trainer: training.Trainer
+    params: Any
+    step: int
+
+
+def load_run(workdir: str) -> Run:
+    """The run in `workdir` at its latest checkpoint."""
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{config_path} not found: is {workdir} the workdir of a seqjax training run?")
+    with open(config_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    trainer = training.Trainer(config, workdir=workdir)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), 1, 1)
+    if ckpt.latest_step() is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    state = ckpt.restore_latest(trainer.init_state())
+    step = ckpt.latest_step()
+    ckpt.close()
+    trainer.feed.close()
+    return Run(config, trainer, state.params, step)
