@@ -1,4 +1,4 @@
-"""Model-agnostic autoregressive decoding: greedy and sampling.
+"""Model-agnostic autoregressive decoding: greedy, sampling and beam search.
 
 Every decoder is driven through one function,
 
@@ -12,11 +12,15 @@ prompt and passes the prompt's last token as `first_tokens`.
 The loop is a `lax.scan` over a fixed number of steps, so decoding compiles
 once for a given `max_new_tokens`; rows that emitted `eos_id` keep emitting
 `pad_id` (their cache still advances, which is cheaper than branching).
+
+`beam_search` keeps k hypotheses per row in a `lax.while_loop` that stops as
+soon as no live hypothesis can still beat the finished ones; the cache is
+tiled to [B * k, ...] and gathered along that axis when beams are reordered.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -125,3 +129,152 @@ def recurrent_decoder(model, params) -> tuple[Callable[[jax.Array], Any], Tokens
         return logits[:, 0], carry
 
     return prefill, tokens_to_logits
+
+
+class BeamSearchResult(NamedTuple):
+    """The n best hypotheses per row, best first.
+
+    tokens [B, n, T] int32 (pad_id after EOS), scores [B, n] (log-probability
+    divided by the length penalty), log_probs [B, n], lengths [B, n] (tokens
+    including EOS), num_steps: decoder steps run (< T when it stopped early).
+    """
+
+    tokens: jax.Array
+    scores: jax.Array
+    log_probs: jax.Array
+    lengths: jax.Array
+    num_steps: jax.Array
+
+
+def length_penalty(length: jax.Array | int, alpha: float) -> jax.Array:
+    """GNMT's length penalty lp(Y) = ((5 + |Y|) / 6) ** alpha (Wu et al. 2016);
+    hypotheses are ranked by log P(Y) / lp(Y), so alpha > 0 favours longer ones."""
+    return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+def tile_beams(cache: Any, batch: int, beam_size: int) -> Any:
+    """Repeats every [B, ...] cache leaf beam_size times -> [B * k, ...] (row b's
+    beams are rows b*k .. b*k + k - 1); scalar leaves are shared."""
+
+    def tile(leaf):
+        leaf = jnp.asarray(leaf)
+        if leaf.ndim == 0:
+            return leaf
+        if leaf.shape[0] != batch:
+            raise ValueError(f"beam search needs every cache leaf to be a scalar or to have the batch size "
+                             f"{batch} as its leading dimension; got a leaf of shape {leaf.shape}")
+        return jnp.repeat(leaf, beam_size, axis=0)
+
+    return jax.tree.map(tile, cache)
+
+
+def gather_beams(cache: Any, parents: jax.Array, beam_size: int) -> Any:
+    """Reorders the [B * k, ...] leaves of `cache` so that beam j of row b takes
+    the state of beam parents[b, j] of the same row."""
+    batch = parents.shape[0]
+    rows = (jnp.arange(batch)[:, None] * beam_size + parents).reshape(-1)
+    return jax.tree.map(lambda leaf: leaf if jnp.ndim(leaf) == 0 else jnp.take(leaf, rows, axis=0), cache)
+
+
+def _check_beam_arguments(beam_size, num_return, max_new_tokens, alpha) -> None:
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    if not isinstance(num_return, int) or not 1 <= num_return <= beam_size:
+        raise ValueError(f"num_return must be an integer in [1, beam_size={beam_size}], got {num_return!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if alpha < 0:
+        raise ValueError(f"length penalty alpha must be >= 0, got {alpha}")
+
+
+def _take(array: jax.Array, index: jax.Array) -> jax.Array:
+    """array [B, N, ...] indexed along axis 1 by index [B, M] -> [B, M, ...]."""
+    return jax.vmap(lambda a, i: a[i])(array, index)
+
+
+def beam_search(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.Array, max_new_tokens: int,
+                beam_size: int, *, eos_id: int | None, pad_id: int = 0, alpha: float = 0.6,
+                num_return: int = 1) -> BeamSearchResult:
+    """Beam search with GNMT length normalisation; batched and jit-able.
+
+    Each step extends the k live hypotheses of a row by every token and keeps
+    the 2k best extensions by log-probability: those ending in EOS (or
+    reaching max_new_tokens) join the row's k best finished hypotheses,
+    ranked by log P / lp(length); the best k others stay live (at most k of
+    the 2k end in EOS, so k live ones always remain). The loop stops once
+    every row's n-th best finished score is at least the best score a live
+    hypothesis could still reach (its log P / lp(max_new_tokens): log P only
+    falls as tokens are added, and lp grows with length for alpha >= 0).
+
+    With k = 1 this is greedy decoding as long as EOS is never the runner-up
+    token; when it is, the hypothesis that ended there is kept, and may win.
+
+    Args:
+      tokens_to_logits, cache, first_tokens [B]: as for `decode`; the cache
+        leaves must be [B, ...] (they are tiled to [B * k, ...]) or scalars.
+      max_new_tokens: T, the longest hypothesis.
+      beam_size: k >= 1.
+      eos_id: the end token (None: hypotheses end only at max_new_tokens).
+      pad_id: fills each hypothesis after its end.
+      alpha: length-penalty exponent (0 ranks by raw log-probability).
+      num_return: n <= k hypotheses returned per row.
+
+    Returns a BeamSearchResult.
+    """
+    _check_beam_arguments(beam_size, num_return, max_new_tokens, alpha)
+    first_tokens = jnp.asarray(first_tokens, jnp.int32)
+    if first_tokens.ndim != 1:
+        raise ValueError(f"first_tokens must be [batch], got shape {first_tokens.shape}")
+    batch, k, length = first_tokens.shape[0], beam_size, max_new_tokens
+    neg_inf = jnp.float32(-jnp.inf)
+    best_possible_lp = length_penalty(length, alpha)
+
+    def body(state):
+        logits, cache = tokens_to_logits(state["last"].reshape(batch * k), state["cache"])
+        vocab = logits.shape[-1]
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, k, vocab)
+        extended = (state["live_log_probs"][..., None] + log_probs).reshape(batch, k * vocab)
+        candidate_log_probs, index = jax.lax.top_k(extended, min(2 * k, k * vocab))
+        parent, token = index // vocab, (index % vocab).astype(jnp.int32)
+        step = state["step"]
+        written = jnp.arange(length)[None, None, :] == step
+        sequences = jnp.where(written, token[..., None], _take(state["live_tokens"], parent))
+        ends = jnp.full(token.shape, step + 1 == length)
+        if eos_id is not None:
+            ends = ends | (token == eos_id)
+
+        live_log_probs, pick = jax.lax.top_k(jnp.where(ends, neg_inf, candidate_log_probs), k)
+        new_scores = jnp.where(ends, candidate_log_probs / length_penalty(step + 1, alpha), neg_inf)
+        pool = {"scores": jnp.concatenate([state["finished_scores"], new_scores], axis=1),
+                "log_probs": jnp.concatenate([state["finished_log_probs"], candidate_log_probs], axis=1),
+                "tokens": jnp.concatenate([state["finished_tokens"], sequences], axis=1),
+                "lengths": jnp.concatenate([state["finished_lengths"], jnp.full(token.shape, step + 1)], axis=1)}
+        _, keep = jax.lax.top_k(pool["scores"], k)
+        return {"step": step + 1,
+                "last": _take(token, pick),
+                "live_tokens": _take(sequences, pick),
+                "live_log_probs": live_log_probs,
+                "cache": gather_beams(cache, _take(parent, pick), k),
+                **{f"finished_{name}": _take(values, keep) for name, values in pool.items()}}
+
+    def running(state):
+        best_live = state["live_log_probs"].max(axis=1) / best_possible_lp
+        settled = state["finished_scores"][:, num_return - 1] >= best_live
+        return (state["step"] < length) & ~jnp.all(settled)
+
+    live_log_probs = jnp.full((batch, k), neg_inf).at[:, 0].set(0.0)  # k copies of one start: keep one
+    state = {"step": jnp.int32(0),
+             "last": jnp.repeat(first_tokens[:, None], k, axis=1),
+             "live_tokens": jnp.full((batch, k, length), pad_id, jnp.int32),
+             "live_log_probs": live_log_probs,
+             "cache": tile_beams(cache, batch, k),
+             "finished_scores": jnp.full((batch, k), neg_inf),
+             "finished_log_probs": jnp.full((batch, k), neg_inf),
+             "finished_tokens": jnp.full((batch, k, length), pad_id, jnp.int32),
+             "finished_lengths": jnp.zeros((batch, k), jnp.int32)}
+    state = jax.lax.while_loop(running, body, state)
+    return BeamSearchResult(tokens=state["finished_tokens"][:, :num_return],
+                            scores=state["finished_scores"][:, :num_return],
+                            log_probs=state["finished_log_probs"][:, :num_return],
+                            lengths=state["finished_lengths"][:, :num_return],
+                            num_steps=state["step"])
