@@ -215,34 +215,37 @@ def _planted_corpus(pairs=8, sentences=3000, seed=0):
     return corpus
 
 
-@pytest.mark.parametrize("architecture,objective", [("skipgram", "negative_sampling"),
-                                                    ("cbow", "negative_sampling"),
-                                                    ("skipgram", "hierarchical_softmax")])
-def test_planted_synonyms_are_nearest_neighbours(architecture, objective):
-    corpus = _planted_corpus()
-    settings = w2v.Settings(architecture=architecture, objective=objective, dim=16, window=2, sample=0,
-                            min_count=1, epochs=3, batch_size=256, steps_per_call=4, chunk_words=4000)
-    model, stats = w2v.train(corpus, settings, mesh=parallel.make_mesh(jax.devices()[:1]))
-    assert stats.words == 3 * 9000 and stats.seconds > 0
+def _check_planted_pairs(model):
     vectors = model.vectors()
     for i in range(8):
         assert vectors.most_similar(f"x{i}", 1)[0][0] == f"y{i}"
         assert vectors.most_similar(f"y{i}", 1)[0][0] == f"x{i}"
 
 
-def test_eight_devices_train_the_same_vectors_as_one():
-    corpus = _planted_corpus(sentences=600)
-    settings = w2v.Settings(dim=8, window=2, min_count=1, epochs=1, batch_size=64, steps_per_call=2,
-                            chunk_words=500)
+PLANTED = dict(dim=16, window=2, sample=0, min_count=1, epochs=3, batch_size=256, steps_per_call=4, chunk_words=4000)
+
+
+@pytest.mark.parametrize("architecture,objective", [("cbow", "negative_sampling"),
+                                                    ("skipgram", "hierarchical_softmax")])
+def test_planted_synonyms_are_nearest_neighbours(architecture, objective):
+    corpus = _planted_corpus()
+    settings = w2v.Settings(architecture=architecture, objective=objective, **PLANTED)
+    model, stats = w2v.train(corpus, settings, mesh=parallel.make_mesh(jax.devices()[:1]))
+    assert stats.words == 3 * 9000 and stats.seconds > 0 and stats.examples > 0
+    _check_planted_pairs(model)
+
+
+def test_eight_devices_train_the_same_vectors_as_one_and_recover_planted_pairs():
+    corpus = _planted_corpus()
     vocab = w2v.Vocab.build(corpus, min_count=1)
-    results = []
+    models = []
     for devices in (jax.devices()[:1], jax.devices()[:8]):
-        model = w2v.Word2Vec(vocab, settings, parallel.make_mesh(devices))
-        model.train(corpus)
-        results.append(jax.device_get(model.params))
-    assert len(jax.devices()) == 8
+        models.append(w2v.Word2Vec(vocab, w2v.Settings(**PLANTED), parallel.make_mesh(devices)))
+        models[-1].train(corpus)
+    assert models[1].mesh.devices.size == 8
     for name in ("embed", "output"):
-        np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(models[0].params[name], models[1].params[name], rtol=1e-4, atol=1e-5)
+    _check_planted_pairs(models[1])
 
 
 def test_corpora_from_files_and_sources(tmp_path):
