@@ -128,8 +128,10 @@ def get_sweep(name: str | None = None):
     copy_tbptt_cpu: needs the copy variant (`--config=configs/default.py:copy`):
       a GRU on the copy task with delay 50 and 5 symbols (T = 60, the recall
       55 steps after the symbols), trained with full BPTT, TBPTT chunks of 50
-      and of 10 (gradients accumulated, one update per batch), and TBPTT(50, 60),
-      whose 60-step windows reach the symbols again; 3000 steps, one seed.
+      and of 10 (gradients accumulated, one update per batch), TBPTT(50, 60)
+      (the last chunk's window starts at step 40: still cut off from the
+      symbols) and TBPTT(10, 60) (the last chunk's window starts at step 0:
+      the full gradient again, at 6x the compute); 3000 steps, one seed.
     """
     from seqjax import sweeps
 
@@ -151,8 +153,8 @@ def get_sweep(name: str | None = None):
         return sweeps.product(
             sweeps.fixed({"task.seq_len": 50, "task.copy_len": 5, "model.cell": "gru", "model.hidden_size": 64,
                           "train.batch_size": 32, "train.num_steps": 3000, "train.eval_batches": 4}),
-            sweeps.zip_(sweeps.values("train.tbptt_len", [0, 50, 10, 50]),
-                        sweeps.values("train.tbptt_backprop_len", [0, 0, 0, 60])),
+            sweeps.zip_(sweeps.values("train.tbptt_len", [0, 50, 10, 50, 10]),
+                        sweeps.values("train.tbptt_backprop_len", [0, 0, 0, 60, 60])),
             sweeps.seeds([0]))
     raise ValueError(f"unknown sweep {name!r} of configs/default.py; choose cell_by_length, cell_by_length_cpu, "
                      "adding_cell_by_T_cpu or copy_tbptt_cpu")

@@ -20,10 +20,11 @@ a reset, so every window has the same shape (the reset makes the layers use
 their sequential scan recurrence). Per chunk, the loss is the chunk's share of
 the full-sequence loss (its per-step sum over the whole sequence's step
 count), so when every window reaches step 0 and gradients are accumulated
-the update is exactly full BPTT's. Windows end on the k1 grid (the ragged
-last chunk's at its padded end), so chunk c's gradient reaches back to step
-(c+1)*k1 - k2: full BPTT needs k2 >= ceil(T / k1) * k1, i.e. k2 >= T when k1
-divides T.
+the update is exactly full BPTT's. The warm-up is the k2 - k1 steps before
+each chunk, so chunk c's gradient reaches back to step c*k1 - (k2 - k1); a
+ragged last chunk (r < k1 real steps) therefore reaches k2 - k1 + r steps
+back from the sequence's end, not k2. Full BPTT needs k2 >= ceil(T / k1) * k1,
+i.e. k2 >= T when k1 divides T.
 
 Two ways to use the chunk gradients (`config.train.tbptt_update`):
   accumulate  sum them and update once per batch (truncated gradient, one step)
