@@ -41,12 +41,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.tokenizer = "char"
     config.data.lower = False
     config.data.text_key = "text"
-    config.data.seq_len = 128  # characters per training window
+    config.data.seq_len = 100  # characters per training window
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "recurrent"
     config.model.cell = "lstm"
-    config.model.hidden_size = 384
+    config.model.hidden_size = 256
     config.model.num_layers = 1
     config.model.embed_size = 64
     config.model.head = "per_step"
@@ -61,7 +61,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 32
-    config.train.num_steps = 3000
+    config.train.num_steps = 2500
     config.train.log_every = 100
     config.train.eval_every = 1000
     config.train.eval_batches = 0  # 0: the whole split (55,770 characters)

@@ -16,10 +16,11 @@ import ml_collections
 from seqjax import models, optim, tasks
 from seqjax.nn import cells
 
-TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train")
+TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train", "data")
+REQUIRED_SECTIONS = ("task", "model", "optimizer", "train")
 TRAIN_KEYS = ("batch_size", "num_steps", "log_every", "eval_every", "eval_batches",
               "checkpoint_every", "keep_checkpoints", "progress", "tbptt_len", "tbptt_backprop_len",
-              "tbptt_update", "stateful")
+              "tbptt_update", "stateful", "init_from", "init_modules", "freeze_steps")
 OPTIMIZER_KEYS = ("name", "learning_rate", "schedule", "warmup_steps", "end_lr_fraction",
                   "b1", "b2", "momentum", "nesterov", "weight_decay", "clip_global_norm",
                   "clip_value", "l1", "l2")
@@ -53,9 +54,11 @@ def _check_positive_ints(section, where: str, keys: Iterable[str]) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first unknown key or bad value."""
     _check_keys("config", config, TOP_LEVEL_KEYS)
-    for section in TOP_LEVEL_KEYS[1:]:
+    for section in REQUIRED_SECTIONS:
         _require(isinstance(config.get(section), ml_collections.ConfigDict), f"config.{section}",
                  config.get(section), "must be a section (ConfigDict)")
+    if "data" in config:
+        _validate_data(config.data)
     _validate_task(config.task)
     _validate_model(config.model)
     _validate_optimizer(config.optimizer)
@@ -67,6 +70,19 @@ def _validate_task(task: ml_collections.ConfigDict) -> None:
     _require(name in tasks.names(), "config.task.name", name, f"must be one of {tasks.names()}")
     _check_keys("config.task", task, tasks.config_keys(name))
     _check_positive_ints(task, "config.task", ("seq_len", "num_symbols", "copy_len"))
+
+
+def _validate_data(data: ml_collections.ConfigDict) -> None:
+    from seqjax.tasks import text  # the dataset tasks declare the keys they read
+
+    _require(isinstance(data, ml_collections.ConfigDict), "config.data", data, "must be a section (ConfigDict)")
+    _check_keys("config.data", data, text.DATA_KEYS)
+    if "splits" in data:
+        _check_keys("config.data.splits", data.splits, ("train", "eval", "test"))
+    if "tokenizer" in data:
+        _require(data.tokenizer in text.TOKENIZERS, "config.data.tokenizer", data.tokenizer,
+                 f"must be one of {text.TOKENIZERS}")
+    _check_positive_ints(data, "config.data", ("seq_len", "pad_to_multiple"))
 
 
 def _validate_model(model: ml_collections.ConfigDict) -> None:
@@ -103,7 +119,10 @@ def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
 def _validate_train(train: ml_collections.ConfigDict) -> None:
     _check_keys("config.train", train, TRAIN_KEYS)
     _check_positive_ints(train, "config.train", ("batch_size", "num_steps", "log_every", "eval_every",
-                                                 "eval_batches", "checkpoint_every", "keep_checkpoints"))
+                                                 "checkpoint_every", "keep_checkpoints"))
+    if "eval_batches" in train:
+        _require(isinstance(train.eval_batches, int) and train.eval_batches >= 0, "config.train.eval_batches",
+                 train.eval_batches, "must be an integer >= 0 (0 = a task's whole evaluation split)")
     if "tbptt_len" in train:
         _require(isinstance(train.tbptt_len, int) and train.tbptt_len >= 0, "config.train.tbptt_len",
                  train.tbptt_len, "must be an integer >= 0 (0 = full backpropagation through time)")

@@ -95,3 +95,37 @@ def test_tbptt_backprop_len_must_cover_the_chunk(chunk, backprop, message):
         config_lib.validate(config)
     config.train.tbptt_backprop_len = max(chunk, 1) * 2 if chunk else 0
     config_lib.validate(config)
+
+
+def test_data_section_keys_are_checked():
+    import ml_collections
+
+    from seqjax import config as config_lib
+
+    config = _sst2_smoke()
+    config.data.tokeniser = "word"
+    with pytest.raises(config_lib.ConfigError, match=r"unknown config key config.data.tokeniser \(did you mean config.data.tokenizer\?\)"):
+        config_lib.validate(config)
+    config = _sst2_smoke()
+    config.data.tokenizer = "bytes"
+    with pytest.raises(config_lib.ConfigError, match="config.data.tokenizer"):
+        config_lib.validate(config)
+    config = _sst2_smoke()
+    config.data.splits = ml_collections.ConfigDict(dict(dev="validation"))
+    with pytest.raises(config_lib.ConfigError, match="unknown config key config.data.splits.dev"):
+        config_lib.validate(config)
+
+
+def _sst2_smoke():
+    return _load_config("sst2", "smoke")
+
+
+def _load_config(name, variant=None):
+    """configs/<name>.py's get_config(variant), loaded the way config_flags loads it (by path)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
