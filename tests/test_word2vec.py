@@ -235,6 +235,13 @@ def test_planted_synonyms_are_nearest_neighbours(architecture, objective):
     _check_planted_pairs(model)
 
 
+def test_divergence_stops_training_with_advice():
+    corpus = _planted_corpus()
+    settings = w2v.Settings(architecture="cbow", learning_rate=1e4, **PLANTED)  # same program as above
+    with pytest.raises(FloatingPointError, match="lower batch_size"):
+        w2v.train(corpus, settings, mesh=parallel.make_mesh(jax.devices()[:1]))
+
+
 def test_eight_devices_train_the_same_vectors_as_one_and_recover_planted_pairs():
     corpus = _planted_corpus()
     vocab = w2v.Vocab.build(corpus, min_count=1)
@@ -276,6 +283,10 @@ def test_experiment_smoke_run_writes_vectors_and_report(tmp_path):
     analogies.write_text(": pairs\nx0 y0 x1 y1\nx0 y0 x1 unknownword\n", encoding="utf-8")
     config = config_file.get_config("smoke")
     config.data.files = str(text)
+    # The 8-device program of the test above: compiled once per process.
+    for key, value in PLANTED.items():
+        (config.train if key in w2v.TRAIN_KEYS else config.model)[key] = value
+    config.train.epochs = 1
     config.eval.probe_words = "x0,nothere"
     config.eval.analogy_file = str(analogies)
     config.eval.plot_words = "x0,y0,x1,y1"
