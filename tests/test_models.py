@@ -68,3 +68,66 @@ def test_token_inputs_must_be_two_dimensional():
 def test_unknown_model_name_lists_the_registry():
     with pytest.raises(ValueError, match="unknown model config.model.name='transformerr'; registered: recurrent"):
         models.build(ml_collections.ConfigDict({"name": "transformerr"}), None)
+
+
+# ----------------------------------------------------------------------------- Transformers
+
+
+def transformer_model(variant="smoke", **model_fields):
+    from configs import transformer_synthetic
+
+    config = transformer_synthetic.get_config(variant)
+    for key, value in model_fields.items():
+        config.model[key] = value
+    task = tasks.get(config.task)
+    return models.build(config.model, task), task, config
+
+
+def output_shape(model, task, config):
+    """Shape of the model's predictions on a task batch (traced, not compiled)."""
+    batch = task.batch("train", 0, 2, config.seed)
+    inputs, lengths = jnp.asarray(batch["inputs"]), batch.get("lengths")
+    variables = jax.eval_shape(model.init, jax.random.key(0), inputs, lengths)
+    return jax.eval_shape(model.apply, variables, inputs, lengths).shape, inputs.shape
+
+
+def test_transformer_lm_predicts_every_step_of_the_copy_task():
+    model, task, config = transformer_model(num_kv_heads=1, positional="rotary", norm_position="pre")
+    shape, inputs_shape = output_shape(model, task, config)
+    assert shape == inputs_shape + (task.vocab_size,)
+    assert model.config.num_kv_heads == 1 and model.config.positional == "rotary"
+
+
+def test_transformer_classifier_maps_adding_sequences_to_one_number():
+    model, task, config = transformer_model("classifier,smoke", pooling="mean", attention_implementation="xla")
+    shape, inputs_shape = output_shape(model, task, config)
+    assert shape == (inputs_shape[0], 1)
+    assert model.pooling == "mean" and model.config.implementation == "xla"
+
+
+def test_transformer_seq2seq_builds_with_its_own_decoder_depth():
+    model, _, _ = transformer_model(name="transformer_seq2seq", num_decoder_layers=3)
+    assert model.num_decoder_layers == 3 and model.target_vocab_size == 10
+
+
+def test_transformer_config_typos_and_bad_values_are_named():
+    from seqjax import config as config_lib
+
+    _, _, config = transformer_model()
+    config.model.d_modle = 32
+    with pytest.raises(config_lib.ConfigError, match=r"unknown config key config.model.d_modle \(did you mean "
+                                                     r"config.model.d_model\?\)"):
+        config_lib.validate(config)
+    with pytest.raises(ValueError, match="bad config.model for transformer_lm: unknown positional='sinusodal'"):
+        transformer_model(positional="sinusodal")
+    with pytest.raises(ValueError, match="bad config.model for transformer_lm: d_model=30 is not divisible by "
+                                         "num_heads=4"):
+        transformer_model(d_model=30, num_heads=4)
+
+
+def test_transformer_models_refuse_tasks_of_the_wrong_shape():
+    with pytest.raises(ValueError, match="'transformer_lm' does not fit the many-to-one task AddingTask; "
+                                         "use transformer_classifier"):
+        transformer_model("classifier,smoke", name="transformer_lm")
+    with pytest.raises(ValueError, match="'transformer_classifier' does not fit the per-step"):
+        transformer_model(name="transformer_classifier")

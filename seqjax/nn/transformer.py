@@ -10,10 +10,11 @@ Models: `TransformerClassifier` (encoder + [CLS] or mean pooling),
 `TransformerLM` (decoder-only, GPT-like) and `TransformerSeq2Seq` (encoder-
 decoder). Shapes: B batch, T length, d = d_model, V vocabulary.
 
-Incremental decoding: `init_decoding_cache` makes a zero KV cache and
-`lm_tokens_to_logits` / `seq2seq_tokens_to_logits` give the
-`tokens_to_logits(tokens, cache) -> (logits, cache)` function that
-model-agnostic decoders (greedy, sampling, beam search) drive.
+Incremental decoding: `lm_decoder` / `seq2seq_decoder` give a prefill (or
+start) function and the `tokens_to_logits(tokens [B], cache) -> (logits
+[B, V], cache)` step that seqjax.decoding (greedy, sampling, beam search)
+drives; the cache holds every layer's keys and values
+(`init_decoding_cache` makes an empty one).
 """
 
 from __future__ import annotations
@@ -468,25 +469,57 @@ def init_decoding_cache(model: nn.Module, batch_size: int, max_len: int, encoded
     return init_cache(model, tokens)
 
 
-def lm_tokens_to_logits(model: TransformerLM, variables: dict) -> Callable:
-    """tokens_to_logits(tokens [B, T], cache) -> (logits [B, V] after the last token, cache)
-    for a TransformerLM with `variables` ({'params': ...} plus 'batch_stats' if any)."""
+def lm_decoder(model: TransformerLM, variables: dict, max_len: int) -> tuple[Callable, Callable]:
+    """(prefill, tokens_to_logits) driving a TransformerLM through seqjax.decoding.
+
+    prefill(prompt [B, P], lengths [B] or None) -> the KV cache after all
+      but each prompt's last token (max_len positions: room for P - 1 + the
+      new tokens); pass the last tokens as `first_tokens`. With `lengths`,
+      row b's prompt is prompt[b, :lengths[b]].
+    tokens_to_logits(tokens [B], cache) -> (next-token logits [B, V], cache).
+    `variables`: {'params': ...} plus 'batch_stats' for norm='batch'.
+    """
+
+    def prefill(prompt: Array, lengths: Array | None = None) -> Any:
+        prompt = jnp.asarray(prompt, jnp.int32)
+        if prompt.ndim != 2 or prompt.shape[1] < 1:
+            raise ValueError(f"prompt must be [batch, length >= 1] token ids, got shape {prompt.shape}")
+        cache = init_decoding_cache(model, prompt.shape[0], max_len)
+        if prompt.shape[1] == 1:
+            return cache
+        seen = None if lengths is None else jnp.asarray(lengths, jnp.int32) - 1
+        _, state = model.apply({**variables, "cache": cache}, prompt[:, :-1], decode=True, decode_lengths=seen,
+                               mutable=["cache"])
+        return state["cache"]
 
     def tokens_to_logits(tokens: Array, cache: Any) -> tuple[Array, Any]:
-        logits, updated = model.apply({**variables, "cache": cache}, tokens, decode=True, mutable=["cache"])
-        return logits[:, -1], updated["cache"]
+        logits, state = model.apply({**variables, "cache": cache}, tokens[:, None], decode=True, mutable=["cache"])
+        return logits[:, 0], state["cache"]
 
-    return tokens_to_logits
+    return prefill, tokens_to_logits
 
 
-def seq2seq_tokens_to_logits(model: TransformerSeq2Seq, variables: dict, encoded: Array,
-                             lengths: Array | None = None) -> Callable:
-    """tokens_to_logits for the decoder of a TransformerSeq2Seq, attending to
-    `encoded` = model.apply(variables, source, lengths, method=TransformerSeq2Seq.encode)."""
+def seq2seq_decoder(model: TransformerSeq2Seq, variables: dict, max_len: int) -> tuple[Callable, Callable]:
+    """(start, tokens_to_logits) driving a TransformerSeq2Seq's decoder through seqjax.decoding.
 
-    def tokens_to_logits(tokens: Array, cache: Any) -> tuple[Array, Any]:
-        logits, updated = model.apply({**variables, "cache": cache}, tokens, encoded, lengths, decode=True,
-                                      mutable=["cache"], method=TransformerSeq2Seq.decode)
-        return logits[:, -1], updated["cache"]
+    start(inputs [B, S], lengths [B] or None) -> cache: the encoded source
+      (with its lengths) and an empty KV cache for max_len target tokens;
+      feed the begin-of-sequence token first.
+    tokens_to_logits(tokens [B], cache) -> (logits [B, V_target], cache).
+    Every cache leaf has the batch first, so beam search can tile and reorder it.
+    """
 
-    return tokens_to_logits
+    def start(inputs: Array, lengths: Array | None = None) -> dict:
+        encoded = model.apply(variables, inputs, lengths, method=TransformerSeq2Seq.encode)
+        if lengths is None:
+            lengths = jnp.full(inputs.shape[:1], inputs.shape[1], jnp.int32)
+        kv = init_decoding_cache(model, inputs.shape[0], max_len, encoded, lengths)
+        return {"kv": kv, "encoded": encoded, "lengths": jnp.asarray(lengths, jnp.int32)}
+
+    def tokens_to_logits(tokens: Array, cache: dict) -> tuple[Array, dict]:
+        logits, state = model.apply({**variables, "cache": cache["kv"]}, tokens[:, None], cache["encoded"],
+                                    cache["lengths"], decode=True, mutable=["cache"],
+                                    method=TransformerSeq2Seq.decode)
+        return logits[:, 0], {**cache, "kv": state["cache"]}
+
+    return start, tokens_to_logits

@@ -299,6 +299,7 @@ def test_weights_are_sown_only_when_asked():
     sown_out, state = run(mha(sow_weights=True), params, x, causal=True, mutable=["intermediates"])
     (weights,) = state["intermediates"]["attention_weights"]
     assert weights.shape == (B, H, T, T)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(sown_out, plain, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(np.triu(np.asarray(weights[0, 0]), 1), 0.0)
 

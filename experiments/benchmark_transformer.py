@@ -1,0 +1,163 @@
+"""Training throughput of a small character-level GPT: seqjax attention
+against the same model built on flax.linen.MultiHeadDotProductAttention.
+
+Both models are seqjax.nn.TransformerLM with identical blocks, embeddings and
+parameter layout; only `TransformerConfig.attention_cls` differs: seqjax's
+MultiHeadAttention (causal mask from `causal=True`, softmax statistics in
+float32, implementation 'auto') or an adapter around Flax's layer (causal
+mask from `nn.make_causal_mask`). One case times one jitted AdamW training
+step (forward, backward, update) on random tokens; cases run round-robin and
+the median over --repeats is reported as training tokens/s
+(batch * time / seconds).
+
+  python -m experiments.benchmark_transformer                  # 32 x 128 tokens, d_model 128, 4 layers
+  python -m experiments.benchmark_transformer --dtype bfloat16
+
+stdout: one JSON object (ratio = seqjax / flax tokens/s); stderr: a table.
+Numbers and the command that produced them: docs/transformer.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.benchmark_rnn import describe_device
+from seqjax.nn import transformer
+
+
+class FlaxAttention(nn.Module):
+    """flax.linen.MultiHeadDotProductAttention behind seqjax's attention call
+    signature (self-attention with `causal`, no cache), as a drop-in
+    `TransformerConfig.attention_cls`."""
+
+    num_heads: int
+    num_kv_heads: int | None = None
+    dropout_rate: float = 0.0
+    rotary: bool = False
+    rotary_base: float = 10000.0
+    implementation: str = "auto"
+    sow_weights: bool = False
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, inputs_q, inputs_kv=None, *, causal=False, kv_lengths=None, deterministic=True,
+                 decode=False, decode_lengths=None):
+        if self.rotary or decode or (self.num_kv_heads or self.num_heads) != self.num_heads:
+            raise ValueError("the Flax adapter covers plain multi-head attention only (no RoPE, cache or GQA)")
+        mask = None
+        if causal:
+            mask = nn.make_causal_mask(jnp.ones(inputs_q.shape[:2]))
+        if kv_lengths is not None:
+            kv_len = (inputs_kv if inputs_kv is not None else inputs_q).shape[1]
+            padding = (jnp.arange(kv_len) < kv_lengths[:, None])[:, None, None, :]
+            mask = padding if mask is None else mask & padding
+        return nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
+            deterministic=deterministic, name="attention")(inputs_q, inputs_kv, mask=mask)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--time", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=65, help="tiny Shakespeare has 65 characters")
+    parser.add_argument("--d_model", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--dtype", default="float32", choices=tuple(transformer.DTYPES))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def char_gpt_config(args, attention_cls=None) -> transformer.TransformerConfig:
+    cfg = transformer.TransformerConfig(
+        vocab_size=args.vocab, d_model=args.d_model, num_heads=args.heads, num_layers=args.layers,
+        d_ff=4 * args.d_model, dropout_rate=args.dropout, norm_position="pre", activation="gelu",
+        dtype=args.dtype, tie_embeddings=True)
+    return dataclasses.replace(cfg, attention_cls=attention_cls) if attention_cls else cfg
+
+
+def train_step_case(model: transformer.TransformerLM, args, seed: int = 0) -> Callable[[], None]:
+    """A no-argument callable running one jitted AdamW step of next-token
+    cross-entropy on a fixed random batch."""
+    tokens = jax.random.randint(jax.random.key(seed), (args.batch, args.time + 1), 0, args.vocab)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    params = jax.jit(model.init)(jax.random.key(1), inputs)["params"]
+    tx = optax.adamw(3e-4)
+    opt_state = tx.init(params)
+
+    def loss(params, rng):
+        logits = model.apply({"params": params}, inputs, deterministic=False, rngs={"dropout": rng})
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    @jax.jit
+    def step(params, opt_state, rng):
+        grads = jax.grad(loss)(params, rng)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    state = [params, opt_state]
+    rng = jax.random.key(2)
+
+    def run():
+        state[0], state[1] = jax.block_until_ready(step(state[0], state[1], rng))
+
+    run()  # compile
+    return run
+
+
+def measure(cases: dict[str, Callable[[], None]], args) -> dict[str, tuple[float, float]]:
+    """(median, best) training tokens/s per case, cases timed round-robin."""
+    for run in cases.values():
+        for _ in range(args.warmup):
+            run()
+    seconds = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, run in cases.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    tokens = args.batch * args.time
+    return {name: (tokens / float(np.median(s)), tokens / float(np.min(s))) for name, s in seconds.items()}
+
+
+def run(args) -> dict:
+    cases = {
+        "seqjax_attention": train_step_case(transformer.TransformerLM(char_gpt_config(args), args.vocab), args),
+        "flax_mhdpa": train_step_case(transformer.TransformerLM(char_gpt_config(args, FlaxAttention), args.vocab),
+                                      args),
+    }
+    rates = measure(cases, args)
+    (value, best), (base, base_best) = rates["seqjax_attention"], rates["flax_mhdpa"]
+    record = {"benchmark": "char_gpt_train_step", "case": "seqjax_attention", "value": round(value, 1),
+              "unit": "tokens/s", "baseline": "flax_mhdpa", "baseline_value": round(base, 1),
+              "ratio": round(value / base, 3), "value_best": round(best, 1), "baseline_value_best": round(base_best, 1),
+              "ratio_best": round(best / base_best, 3), "batch": args.batch, "time": args.time,
+              "d_model": args.d_model, "layers": args.layers, "heads": args.heads, "vocab": args.vocab,
+              "dtype": args.dtype, "repeats": args.repeats, "device": describe_device()}
+    print(json.dumps(record), flush=True)
+    print(f"{'case':<20}{'median tok/s':>14}{'best tok/s':>12}", file=sys.stderr)
+    for name, (median, best_rate) in rates.items():
+        print(f"{name:<20}{median:>14.0f}{best_rate:>12.0f}", file=sys.stderr)
+    return record
+
+
+def main(argv=None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
