@@ -211,6 +211,7 @@ def _seq2seq_common(config: ml_collections.ConfigDict, task: Task) -> dict:
 def seq2seq_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.Seq2Seq:
     """RNN encoder-decoder; config.model.attention in seqjax.nn.seq2seq.ATTENTIONS
     ('none', 'bahdanau', 'luong_dot', 'luong_general', 'luong_concat')."""
+    common = _seq2seq_common(config, task)
     if not task.vocab_size:
         raise ValueError(f"config.model.name='seq2seq' reads source token ids, but {type(task).__name__} has "
                          "real-valued inputs; use 'vector_to_sequence'")
@@ -220,8 +221,7 @@ def seq2seq_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.Seq2
         attention_size=config.get("attention_size", 0),
         bidirectional_encoder=config.get("bidirectional_encoder", None),
         reverse_source=config.get("reverse_source", False), input_feeding=config.get("input_feeding", True),
-        bridge=config.get("bridge", "auto"), implementation=config.get("implementation", "auto"),
-        **_seq2seq_common(config, task))
+        bridge=config.get("bridge", "auto"), implementation=config.get("implementation", "auto"), **common)
 
 
 seq2seq_model.config_keys = SEQ2SEQ_KEYS + (
@@ -232,10 +232,11 @@ seq2seq_model.config_keys = SEQ2SEQ_KEYS + (
 @register("vector_to_sequence")
 def vector_to_sequence_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.VectorToSequence:
     """One-to-many decoder conditioned on a feature vector (the captioning task)."""
+    common = _seq2seq_common(config, task)
     if task.vocab_size:
         raise ValueError(f"config.model.name='vector_to_sequence' conditions on a feature vector, but "
                          f"{type(task).__name__} has token inputs; use 'seq2seq'")
-    return seq2seq.VectorToSequence(**_seq2seq_common(config, task))
+    return seq2seq.VectorToSequence(**common)
 
 
 vector_to_sequence_model.config_keys = SEQ2SEQ_KEYS

@@ -9,6 +9,7 @@ import ml_collections
 from seqjax.tasks.base import SPLITS, Task
 from seqjax.tasks.forecasting import ForecastTask
 from seqjax.tasks.synthetic import AddingTask, CopyTask
+from seqjax.tasks.translation import CaptioningTask, TranslationTask
 from seqjax.tasks.text import ClassificationTask, LanguageModelTask, TaggingTask
 
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], Task]] = {}
@@ -49,6 +50,8 @@ def get(task_config: ml_collections.ConfigDict, data_config: ml_collections.Conf
 register("adding", AddingTask)
 register("copy", CopyTask)
 register("forecast", ForecastTask)
+register("translation", TranslationTask)
+register("captioning", CaptioningTask)
 register("classification", ClassificationTask)
 register("language_model", LanguageModelTask)
 register("tagging", TaggingTask)

@@ -1,0 +1,104 @@
+"""Decode with a trained encoder-decoder: greedy or beam search, exact match
+and corpus BLEU.
+
+  python -m experiments.decode --workdir=runs/s2s_bahdanau [--beam_size=4] [--alpha=0.6] \
+      [--split=test] [--num_batches=8] [--batch_size=64]
+  python -m experiments.decode --workdir=runs/s2s_bahdanau --source="40,017" --source="1,234,567"
+  python -m experiments.decode --workdir=runs/s2s_bahdanau --input_file=sources.txt --output_file=hyps.txt
+
+Without sources it decodes `num_batches` batches of the run's held-out
+`split`, prints a few examples, exact match and BLEU with the sacrebleu
+signature, writes them to W/decode_<split>_<greedy|beamK>.json, and prints
+the metrics as the last stdout line (one JSON object). With --source or
+--input_file (one source per line, '-' for stdin) it writes one hypothesis
+per line (stdout or --output_file); source characters the task does not know
+become <unk>, and their count is reported on stderr.
+"""
+
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from seqjax import metrics, runs
+from seqjax.tasks import translation
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a seq2seq / vector_to_sequence training run.")
+_BEAM = flags.DEFINE_integer("beam_size", 0, "0 = greedy; k >= 1 = beam search with k beams.")
+_ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam search length-penalty exponent (GNMT).")
+_SPLIT = flags.DEFINE_enum("split", "test", ["train", "eval", "test"], "Split to evaluate on.")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Batches to evaluate.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
+_SOURCES = flags.DEFINE_multi_string("source", [], "Source sentences to translate (repeatable).")
+_INPUT = flags.DEFINE_string("input_file", None, "File of source sentences, one per line ('-' = stdin).")
+_OUTPUT = flags.DEFINE_string("output_file", None, "Where hypotheses of --source / --input_file go.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def check_beam_size(beam_size: int) -> None:
+    if beam_size < 0:
+        raise app.UsageError(f"--beam_size must be 0 (greedy) or >= 1, got {beam_size}")
+
+
+def read_sources() -> list[str]:
+    sources = list(_SOURCES.value)
+    if _INPUT.value:
+        stream = sys.stdin if _INPUT.value == "-" else open(_INPUT.value)
+        with stream:
+            sources += [line.rstrip("\n") for line in stream]
+    return sources
+
+
+def translate(run: runs.Run, sources: list[str], beam_size: int, alpha: float) -> list[str]:
+    """Hypotheses for source texts (TranslationTask runs only)."""
+    task = run.trainer.task
+    if not isinstance(task, translation.TranslationTask):
+        raise app.UsageError(f"--source needs a translation run; {_WORKDIR.value} trained {type(task).__name__}")
+    try:
+        inputs, lengths, unknown = task.encode_texts(sources)
+    except ValueError as error:  # empty or too long: the message names the source
+        raise app.UsageError(str(error)) from error
+    if unknown:
+        print(f"{unknown} source character(s) outside the task's alphabet became <unk>", file=sys.stderr)
+    tokens = jax.jit(lambda p, x, n: translation.generate(run.trainer.model, p, x, n, max_len=task.target_len,
+                                                          beam_size=beam_size, alpha=alpha))(run.params, inputs,
+                                                                                              lengths)
+    return task.detokenize(jax.device_get(tokens))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    check_beam_size(_BEAM.value)
+    run = runs.load_run(_WORKDIR.value)
+    sources = read_sources()
+    if sources:
+        hypotheses = translate(run, sources, _BEAM.value, _ALPHA.value)
+        text = "".join(h + "\n" for h in hypotheses)
+        if _OUTPUT.value:
+            with open(_OUTPUT.value, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+        return
+    result = translation.evaluate_decoding(run.trainer.task, run.trainer.model, run.params, _SPLIT.value,
+                                           num_batches=_NUM_BATCHES.value, batch_size=_BATCH.value,
+                                           seed=run.config.seed, beam_size=_BEAM.value, alpha=_ALPHA.value)
+    search = f"beam{_BEAM.value}" if _BEAM.value else "greedy"
+    for source, reference, hypothesis in result.pop("examples"):
+        mark = "=" if hypothesis == reference else "x"
+        print(f"{mark} {source!r} -> {hypothesis!r} (reference {reference!r})", file=sys.stderr)
+    print(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}", file=sys.stderr)
+    result.update(step=run.step, split=_SPLIT.value, search=search, alpha=_ALPHA.value,
+                  sentences=_NUM_BATCHES.value * _BATCH.value)
+    metrics.write_json_atomic(os.path.join(_WORKDIR.value, f"decode_{_SPLIT.value}_{search}.json"), result)
+    print(json.dumps({k: (float(v) if isinstance(v, np.floating) else v) for k, v in result.items()},
+                     sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
