@@ -11,6 +11,16 @@ Variants: `smoke` (the tiny sample in configs/samples, seconds; used by tests),
 `imdb` (TFDS `imdb_reviews` by name: prepare it where there is network, or
 give --config.data.source.data_dir a folder holding it prepared).
 
+Transfer learning (the ULMFiT recipe, in one domain): first a word-level LSTM
+language model on the training sentences, then a classifier that starts from
+its embedding and LSTM and its tokenizer, frozen for the first 200 updates:
+
+  python -m experiments.train --config=configs/sst2.py:lm_pretrain --workdir=runs/sst2_lm
+  python -m experiments.train --config=configs/sst2.py:finetune --workdir=runs/sst2_finetune \
+      --config.train.init_from=runs/sst2_lm --config.data.tokenizer_path=runs/sst2_lm/tokenizer.json
+  (and the same classifier from scratch for comparison:
+   python -m experiments.train --config=configs/sst2.py:finetune --workdir=runs/sst2_scratch)
+
 Result: see RESULTS below (filled in from a real run on 2 CPU cores).
 """
 
@@ -20,7 +30,7 @@ import ml_collections
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
-VARIANTS = ("smoke", "imdb")
+VARIANTS = ("smoke", "imdb", "lm_pretrain", "finetune")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -96,6 +106,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             config.data.splits = ml_collections.ConfigDict(dict(train="train[:90%]", eval="train[90%:]",
                                                                 test="test"))
             config.data.max_len = 256
+        elif name == "lm_pretrain":
+            config.task = ml_collections.ConfigDict(dict(name="language_model"))
+            config.data.seq_len = 64
+            config.model.bidirectional = False  # a language model only looks back
+            config.model.head = "per_step"
+            config.train.num_steps = 1500
+        elif name == "finetune":
+            config.model.bidirectional = False  # the shape of the pretrained LSTM
+            config.train.init_from = ""  # workdir of the lm_pretrain run ('' = train from scratch)
+            config.train.init_modules = ("embed", "stack")
+            config.train.freeze_steps = 200
         elif name:
             raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
     return config

@@ -178,7 +178,7 @@ class Trainer:
             self.updates_per_batch = tbptt.updates_per_batch(update, seq_len, self.chunk_len)
         self.tx = optim.build_optimizer(config.optimizer, config.train.num_steps * self.updates_per_batch)
         if config.train.get("freeze_steps", 0):
-            self.tx = optax.chain(transfer.freeze_for(config.train.freeze_steps, self._init_modules()), self.tx)
+            self.tx = transfer.frozen(self.tx, config.train.freeze_steps, self._init_modules())
         self.dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.train_step = self._compile_train_step(update)
         self.eval_step = jax.jit(make_eval_step(self.task),

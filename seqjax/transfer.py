@@ -78,6 +78,13 @@ def freeze_for(steps: int, modules: Sequence[str]) -> optax.GradientTransformati
     return optax.GradientTransformation(init, update)
 
 
+def frozen(tx: optax.GradientTransformation, steps: int, modules: Sequence[str]) -> optax.GradientTransformation:
+    """`tx` with `modules` held fixed for the first `steps` updates: their
+    gradients are zeroed before `tx` (so its moments stay clean) and their
+    updates after it (so decoupled weight decay cannot move them either)."""
+    return optax.chain(freeze_for(steps, modules), tx, freeze_for(steps, modules))
+
+
 def _in_modules(name: str, modules: Sequence[str]) -> bool:
     return any(name == m or name.startswith(m + "/") for m in modules)
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -108,3 +109,21 @@ def test_killed_dataset_run_resumes_the_same_batches(tmp_path, data_dir):
     assert losses_by_step(killed) == losses_by_step(reference)
     assert (json.loads((killed / "final_metrics.json").read_text())
             == json.loads((reference / "final_metrics.json").read_text()))
+
+
+def test_finetune_starts_from_the_language_model_and_keeps_it_frozen(tmp_path, data_dir):
+    from seqjax import runs, transfer
+
+    lm_dir, clf_dir = tmp_path / "lm", tmp_path / "clf"
+    training.train_and_evaluate(smoke("sst2", data_dir, "lm_pretrain,smoke"), str(lm_dir))
+    config = smoke("sst2", data_dir, "finetune,smoke")
+    config.train.init_from = str(lm_dir)
+    config.data.tokenizer_path = str(lm_dir / "tokenizer.json")
+    config.train.freeze_steps = 1000  # longer than the run: the LM weights never move
+    training.train_and_evaluate(config, str(clf_dir))
+    pretrained = transfer.latest_params(str(lm_dir))
+    tuned = runs.load_run(str(clf_dir)).params
+    for module in ("embed", "stack"):
+        for a, b in zip(jax.tree.leaves(pretrained[module]), jax.tree.leaves(tuned[module])):
+            np.testing.assert_array_equal(a, b)
+    assert (clf_dir / "tokenizer.json").read_text() == (lm_dir / "tokenizer.json").read_text()

@@ -48,3 +48,15 @@ def test_freeze_for_holds_modules_still_then_releases_them():
 def test_latest_params_names_the_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint to transfer from"):
         transfer.latest_params(str(tmp_path))
+
+
+def test_frozen_modules_do_not_move_under_weight_decay():
+    tx = transfer.frozen(optax.adamw(0.1, weight_decay=0.5), 3, ("embed",))
+    p = params()
+    state = tx.init(p)
+    for step in range(4):
+        updates, state = tx.update(jax.tree.map(jnp.ones_like, p), state, p)
+        new = optax.apply_updates(p, updates)
+        moved = not np.array_equal(new["embed"]["embedding"], p["embed"]["embedding"])
+        assert moved == (step >= 3)
+        p = new

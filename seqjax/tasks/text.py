@@ -19,6 +19,8 @@ split once through `eval_loader` + `metric_sums`.
   max_len, pad_to_multiple, truncate, bucket_boundaries   batching (seqjax.data.loader)
   seq_len       language modelling: tokens per training window
   worker_count  grain worker processes (0: read in the training process)
+  tokenizer_path  use this saved tokenizer instead of fitting one (e.g. the
+                tokenizer.json of a language-model run being fine-tuned)
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from seqjax.tasks.base import SPLITS, Task
 
 DATA_KEYS = ("source", "splits", "tokenizer", "vocab_size", "lower", "text_key", "label_key", "tags_key",
              "max_len", "pad_to_multiple", "truncate", "bucket_boundaries", "fixed_length", "seq_len",
-             "worker_count")
+             "worker_count", "tokenizer_path")
 TOKENIZERS = ("word", "char", "subword")
 DEFAULT_SPLITS = {"train": "train", "eval": "validation", "test": "test"}
 TOKENIZER_FILE = "tokenizer.json"
@@ -83,11 +85,13 @@ class DatasetTask(Task):
     def setup(self, workdir: str | None) -> None:
         """Fits the tokenizer on the training texts (or loads the one a
         previous attempt of this run saved in `workdir`)."""
+        fit = self.fit_tokenizer
+        if self.data.get("tokenizer_path", ""):
+            fit = lambda: tokenizers.load(self.data.tokenizer_path)  # noqa: E731 - a pretrained run's ids
         if workdir is None:
-            self.tokenizer = self.fit_tokenizer()
+            self.tokenizer = fit()
         else:
-            path = os.path.join(workdir, TOKENIZER_FILE)
-            self.tokenizer = tokenizers.load_or_fit(path, self.fit_tokenizer)
+            self.tokenizer = tokenizers.load_or_fit(os.path.join(workdir, TOKENIZER_FILE), fit)
         self.vocab_size = self.tokenizer.vocab_size
 
     def training_texts(self):
