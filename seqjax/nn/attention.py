@@ -131,6 +131,9 @@ def cudnn_unsupported_reason(query: Array, key: Array, vis: Visibility, needs_we
     """Why cuDNN flash attention cannot compute this call, or None if it can."""
     if jax.default_backend() != "gpu":
         return f"it needs a GPU, and the default backend is {jax.default_backend()!r}"
+    capability = getattr(jax.devices()[0], "compute_capability", None)
+    if capability is not None and float(capability) < 8.0:
+        return f"cuDNN flash attention needs an Ampere or newer GPU (compute capability >= 8.0), got {capability}"
     if query.dtype not in _CUDNN_DTYPES or key.dtype != query.dtype:
         return f"it needs float16 or bfloat16 queries/keys/values, got {query.dtype} and {key.dtype}"
     if query.shape[-1] > 128 or query.shape[-1] % 8:
@@ -220,26 +223,37 @@ def xla_attention(query: Array, key: Array, value: Array, vis: Visibility, scale
     batch, q_len, heads, width = query.shape
     kv_len, kv_heads = key.shape[1], key.shape[2]
     groups = heads // kv_heads
-    # Grouping the query heads reads each shared key/value head in place,
-    # instead of materialising it `groups` times.
-    grouped = query.reshape(batch, q_len, kv_heads, groups, width)
-    logits = jnp.einsum("btkgd,bskd->bkgts", grouped, key, preferred_element_type=jnp.float32)
-    logits = logits.reshape(batch, heads, q_len, kv_len) * scale
+    # Scaling the [B, T, H, D] queries costs less than scaling the [B, H, T, S] logits.
+    query = query * jnp.asarray(scale, query.dtype)
+    if groups == 1:
+        logits = jnp.einsum("bthd,bshd->bhts", query, key, preferred_element_type=jnp.float32)
+    else:
+        # Grouping the query heads reads each shared key/value head in place,
+        # instead of materialising it `groups` times.
+        grouped = query.reshape(batch, q_len, kv_heads, groups, width)
+        logits = jnp.einsum("btkgd,bskd->bkgts", grouped, key, preferred_element_type=jnp.float32)
+        logits = logits.reshape(batch, heads, q_len, kv_len)
     if vis.bias is not None:
         logits = logits + vis.bias.astype(jnp.float32)
     allowed = visibility_mask(vis, q_len, kv_len)
     if allowed is not None:
         logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)
-    if allowed is not None:
-        # A row that sees no key would otherwise spread itself uniformly over padding.
+    if vis.kv_lengths is not None or vis.mask is not None:
+        # Only these can leave a row with no visible key (causal and segment
+        # masks always show a query its own position or key 0); such a row
+        # would otherwise spread itself uniformly over what it cannot see.
         weights = jnp.where(allowed, weights, 0.0)
     dropped = weights
     if dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         dropped = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-    dropped = dropped.reshape(batch, kv_heads, groups, q_len, kv_len).astype(value.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", dropped, value, preferred_element_type=jnp.float32)
+    dropped = dropped.astype(value.dtype)
+    if groups == 1:
+        out = jnp.einsum("bhts,bshd->bthd", dropped, value, preferred_element_type=jnp.float32)
+    else:
+        dropped = dropped.reshape(batch, kv_heads, groups, q_len, kv_len)
+        out = jnp.einsum("bkgts,bskd->btkgd", dropped, value, preferred_element_type=jnp.float32)
     return out.reshape(batch, q_len, heads, width).astype(query.dtype), weights
 
 
