@@ -163,3 +163,30 @@ def test_bad_arguments_raise():
         decoding.beam_search(step, jnp.zeros(1), jnp.array([START]), 0, 2, eos_id=EOS)
     with pytest.raises(ValueError, match=r"leading dimension; got a leaf of shape \(3,\)"):
         decoding.beam_search(step, jnp.zeros(3), jnp.array([START, A]), 3, 2, eos_id=EOS)
+
+
+def test_beam_hypotheses_of_a_seq2seq_model_score_their_teacher_forced_log_probability():
+    from seqjax.nn import seq2seq
+
+    model = seq2seq.Seq2Seq(10, 7, hidden_size=8, embed_size=4, attention="luong_general", implementation="scan")
+    source, lengths = np.array([[4, 5, 6, 0], [7, 8, 9, 5]], np.int32), np.array([3, 4], np.int32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), source, lengths, decoder_inputs=source[:, :2])
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.7, s.shape), s.dtype), shapes["params"])
+    start, tokens_to_logits = seq2seq.incremental_decoder(model, params)
+    k, length, alpha, sos, eos = 3, 5, 0.6, 2, 3
+    result = jax.jit(lambda cache: decoding.beam_search(tokens_to_logits, cache, jnp.full((2,), sos), length, k,
+                                                        eos_id=eos, alpha=alpha, num_return=k))(
+        start(source, lengths))
+    hypotheses = np.asarray(result.tokens).reshape(2 * k, length)
+    decoder_inputs = np.concatenate([np.full((2 * k, 1), sos), hypotheses[:, :-1]], axis=1)
+    logits = model.apply({"params": params}, np.repeat(source, k, 0), np.repeat(lengths, k, 0),
+                         decoder_inputs=decoder_inputs)
+    token_log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), hypotheses[..., None], -1)[..., 0]
+    hypothesis_lengths = np.asarray(result.lengths).reshape(-1)
+    expected = np.array([token_log_probs[i, :n].sum() for i, n in enumerate(hypothesis_lengths)])
+    np.testing.assert_allclose(np.asarray(result.log_probs).reshape(-1), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(result.scores, result.log_probs / decoding.length_penalty(result.lengths, alpha),
+                               rtol=1e-6)
+    for row, n in zip(hypotheses, hypothesis_lengths):  # ends at EOS (or at the length limit), padded after
+        assert (row[n - 1] == eos or n == length) and eos not in row[:n - 1] and np.all(row[n:] == 0)

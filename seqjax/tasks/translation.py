@@ -11,8 +11,9 @@ synthetic captioning, with exact match and corpus BLEU.
 
 Every example is a pure function of (seed, split, index). Train and
 evaluation examples come from disjoint pools (a hash of the target string
-picks the pool), so eval/test measure generalisation to numbers, dates and
-scenes never seen in training. Sources are characters; targets are words (numbers, captions) or
+picks the pool; numbers below 100, the vocabulary itself, are in both), so
+eval/test measure generalisation to numbers, dates and scenes never seen in
+training. Sources are characters; targets are words (numbers, captions) or
 characters (dates).
 
 Batches: {'inputs': source ids [B, S] (or features [B, F] for captioning),
@@ -326,10 +327,13 @@ class TranslationTask(SequenceGenerationTask):
         super().__init__(config)
 
     def sample(self, rng, held_out):
-        """One (source, target) pair from the train or the held-out pool."""
+        """One (source, target) pair from the train or the held-out pool.
+        Numbers below 100 are in both: they are the vocabulary itself (a
+        held-out "zero" would be a word never seen in training)."""
         while True:
             source, target = self._draw(rng)
-            if is_held_out(target) == held_out:
+            shared = self.kind == "numbers" and int(source.replace(",", "")) < 100
+            if shared or is_held_out(target) == held_out:
                 return source, target
 
     def _draw(self, rng) -> tuple[str, str]:
