@@ -90,9 +90,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     for name in (variant or "").split(","):
         if name == "smoke":
-            config.data.source.paths = ml_collections.ConfigDict(dict(
-                train=os.path.join(HERE, "samples", "sentiment_train.tsv"),
-                validation=os.path.join(HERE, "samples", "sentiment_dev.tsv")))
+            if config.data.source.name.startswith("local/"):
+                config.data.source.paths = ml_collections.ConfigDict(dict(
+                    train=os.path.join(HERE, "samples", "sentiment_train.tsv"),
+                    validation=os.path.join(HERE, "samples", "sentiment_dev.tsv")))
             config.model.hidden_size = 16
             config.model.embed_size = 16
             config.train.batch_size = 8

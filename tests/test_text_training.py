@@ -127,3 +127,27 @@ def test_finetune_starts_from_the_language_model_and_keeps_it_frozen(tmp_path, d
         for a, b in zip(jax.tree.leaves(pretrained[module]), jax.tree.leaves(tuned[module])):
             np.testing.assert_array_equal(a, b)
     assert (clf_dir / "tokenizer.json").read_text() == (lm_dir / "tokenizer.json").read_text()
+
+
+def test_imdb_by_tfds_name_trains_on_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = _load_config("sst2", "imdb,smoke")
+    config.data.splits.eval = "test"  # mock data has whole splits only
+    config.data.splits.train = "train"
+    config.train.num_steps = 10
+    with tfds.testing.mock_data(num_examples=24):
+        final = training.train_and_evaluate(config, str(tmp_path))
+    assert final["step"] == 10 and 0.0 <= final["test_accuracy"] <= 1.0
+
+
+def test_tinyshakespeare_by_tfds_name_trains_on_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    config = _load_config("tinyshakespeare", "smoke")
+    config.data.source = {"name": "tiny_shakespeare", "data_dir": "", "manual_dir": ""}
+    config.data.seq_len = 4  # mock texts are a few characters each
+    config.train.num_steps = 10
+    with tfds.testing.mock_data(num_examples=30):
+        final = training.train_and_evaluate(config, str(tmp_path))
+    assert final["step"] == 10 and final["test_perplexity"] > 1.0
