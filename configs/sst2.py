@@ -21,7 +21,11 @@ its embedding and LSTM and its tokenizer, frozen for the first 200 updates:
   (and the same classifier from scratch for comparison:
    python -m experiments.train --config=configs/sst2.py:finetune --workdir=runs/sst2_scratch)
 
-Result: see RESULTS below (filled in from a real run on 2 CPU cores).
+Result (2 CPU cores shared with other jobs, 2000 steps, 24 min wall):
+  dev accuracy 0.815 at step 500, 0.829 at step 1000, 0.827 at step 1500,
+  0.812 at the end (step 2000; the model overfits in its second epoch,
+  train accuracy 0.95). Checkpoints keep the last 2 steps only, so
+  selecting step 1000 needs --config.train.num_steps=1000.
 """
 
 import os

@@ -13,7 +13,16 @@ Variants: `smoke` (the tiny sample corpus in configs/samples, seconds; used
 by tests), `stateful` (contiguous streams with the carry passed from batch to
 batch, truncated BPTT over config.train.tbptt_len characters).
 
-Result: see RESULTS below (filled in from a real run on 2 CPU cores).
+Result (2 CPU cores shared with other jobs, 2500 steps, 28 min wall):
+  eval loss 1.733 nats/char at step 1000, 1.638 at step 2000; final test
+  loss 1.711 (2.47 bits/char, perplexity 5.53). The 1.6 target is not met at
+  this budget. Windows of 100 characters are evaluated independently, so
+  each window's first characters are predicted without context.
+  `experiments.sample --prompt="ROMEO:" --temperature=0.8` gives e.g.
+    ROMEO:
+    'Tis have while have shall die alone, gentleman.
+    NORTHUMBERLAND:
+    You is frow'll have tood shape to your grace and a mine
 """
 
 import os
