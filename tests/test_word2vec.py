@@ -303,3 +303,11 @@ def test_experiment_smoke_run_writes_vectors_and_report(tmp_path):
         np.testing.assert_array_equal(other.vectors, text_vectors.vectors)
     assert (run / "pca.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "vocab.txt").read_text().splitlines()[0].split(" ")[1].isdigit()
+
+
+def test_initial_vectors_follow_word2vec_c():
+    params = w2v.init_params(50, w2v.Settings(dim=20, init_range=0.5))
+    assert np.abs(params["embed"]).max() <= 0.5 / 20 and np.abs(params["embed"]).max() > 0.45 / 20
+    assert not params["output"].any() and params["output"].shape == (50, 20)
+    hs = w2v.init_params(50, w2v.Settings(dim=20, objective="hierarchical_softmax", init_range=1.0))
+    assert hs["output"].shape == (49, 20) and np.abs(hs["embed"]).max() > 0.9 / 20  # V - 1 inner nodes
