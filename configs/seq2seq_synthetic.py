@@ -20,7 +20,34 @@ Variants (comma-separated, e.g. `--config=configs/seq2seq_synthetic.py:luong_gen
   vector), smoke (a few steps with tiny sizes, for tests).
 Any field can be overridden: `--config.model.hidden_size=256`.
 
-Results: filled in below from runs on 2 shared CPU cores.
+Results (seed 0, defaults: LSTM 128, embeddings 64, one layer each, 9-digit
+numbers, batch 64, 1500 steps; 2 CPU cores shared with other jobs, so wall
+times are upper bounds, CPU = user time of the training process). exact =
+exact match on 512 held-out test sentences (greedy; the teacher-forced
+test_exact_match of final_metrics.json agrees exactly), BLEU = sacrebleu
+corpus BLEU of the same 512 (signature nrefs:1|case:mixed|eff:no|tok:13a|
+smooth:exp|version:2.6.0; tok:char for dates):
+
+  python -m experiments.train --config=configs/seq2seq_synthetic.py:<variant> --workdir=runs/s2s_<variant>
+  python -m experiments.decode --workdir=runs/s2s_<variant> [--beam_size=4]
+
+  variant          wall   CPU   eval exact @250/500/1000   exact  BLEU   beam4 exact  BLEU
+  none             163s   60s   0.572 / 0.895 / 0.975      0.984  96.39  0.984        96.23
+  bahdanau         210s  116s   0.932 / 1.000 / 1.000      1.000  100.0  1.000        100.0
+  luong_general     58s   70s   0.805 / 0.996 / 1.000      1.000  100.0  1.000        100.0
+  luong_dot         53s   64s   0.844 / 0.990 / 1.000      1.000  100.0  1.000        100.0
+  luong_concat      53s   74s   0.688 / 1.000 / 1.000      1.000  100.0  1.000        100.0
+  dates,none        61s   59s   0.236 / 0.859 / 1.000      1.000  100.0  1.000        100.0
+  dates,bahdanau   361s  144s   1.000 / 1.000 / 1.000      1.000  100.0  1.000        100.0
+  captioning        59s   31s   0.295 / 0.547 / 0.682      0.682  57.52  0.688        58.36
+
+Every model solves these tasks within the budget; attention's gain shows in
+how fast (at step 250 the attention models are at 0.69-0.93 on numbers, 1.00
+on dates, against 0.57 and 0.24 without) and in the last 1.6% of numbers the
+no-attention model still gets wrong. The alignments are monotone,
+digit-to-word ("hundred" and "thousand" attend to the digit that opens their
+group); see experiments/attention_plot.py. Captioning generalises worse to
+held-out colour/shape/count combinations (train exact 0.97, test 0.68).
 """
 
 import ml_collections

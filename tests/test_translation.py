@@ -263,8 +263,10 @@ def test_alignment_heatmaps_are_drawn_from_the_decoded_output(tmp_path):
     model = models.build(ml_collections.ConfigDict({"name": "seq2seq", "attention": "bahdanau", "hidden_size": 8,
                                                     "embed_size": 4, "implementation": "scan"}), task)
     example = task.batch("train", 0, 2, 0)
-    params = model.init(jax.random.key(0), example["inputs"], example["lengths"],
-                        decoder_inputs=example["decoder_inputs"])["params"]
+    shapes = jax.eval_shape(model.init, jax.random.key(0), example["inputs"], example["lengths"],
+                            decoder_inputs=example["decoder_inputs"])["params"]
+    rng = np.random.default_rng(0)  # some weights, without compiling an init
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.5, s.shape), s.dtype), shapes)
     results = attention_plot.alignments(model, params, task, ["417", "9"])
     for (source, outputs, alpha), text in zip(results, ["417", "9"]):
         assert source == list(text) and alpha.shape == (len(outputs), len(text))
