@@ -171,6 +171,13 @@ def test_huffman_codes_are_optimal_prefix_codes():
     assert np.all(np.diff(lengths) >= 0)  # rarer words, longer codes
     assert np.all(points[:, 0] == len(counts) - 2)  # every path starts at the root
     assert points.max() <= len(counts) - 2
+    tables = {"points": points, "codes": codes, "lengths": lengths}
+    settings = w2v.Settings(objective="hierarchical_softmax")
+    targets, labels, weights = (np.asarray(x) for x in w2v.output_targets(None, jnp.array([7, 0]), tables,
+                                                                          settings))
+    np.testing.assert_array_equal(weights.sum(1), lengths[[7, 0]])  # padding of shorter paths masked
+    np.testing.assert_array_equal(targets[0], points[7])
+    np.testing.assert_array_equal(labels[0, :lengths[7]], 1 - codes[7, :lengths[7]])  # word2vec.c's label
 
 
 def test_vocab_min_count_order_and_max_size():
