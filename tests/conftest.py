@@ -8,3 +8,21 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def import_experiment(name):
+    """experiments.<name>, imported afresh with the absl flags of previously
+    imported experiment scripts removed: each script defines flags such as
+    --workdir at import, and absl refuses a second definition in one process."""
+    import importlib
+    import sys
+
+    from absl import flags
+
+    for flag_name in list(flags.FLAGS):
+        module = flags.FLAGS.find_module_defining_flag(flag_name)
+        if module and module.startswith("experiments."):
+            delattr(flags.FLAGS, flag_name)
+    for module_name in [m for m in sys.modules if m.startswith("experiments.")]:
+        del sys.modules[module_name]
+    return importlib.import_module(f"experiments.{name}")

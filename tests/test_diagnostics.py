@@ -164,7 +164,8 @@ def save_untrained_run(workdir, config_spec):
 
 
 def test_experiment_writes_plots_and_numbers(tmp_path):
-    from experiments import gradient_flow
+    from tests.conftest import import_experiment
+    gradient_flow = import_experiment("gradient_flow")
 
     run_dir = str(tmp_path / "adding_gru")
     save_untrained_run(run_dir, gradient_flow._DEFAULT_CONFIG + ":gru,smoke")

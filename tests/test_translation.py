@@ -257,7 +257,8 @@ def test_a_short_training_run_learns_and_teacher_forced_exact_match_is_greedy_ex
 
 
 def test_alignment_heatmaps_are_drawn_from_the_decoded_output(tmp_path):
-    from experiments import attention_plot
+    from tests.conftest import import_experiment
+    attention_plot = import_experiment("attention_plot")
 
     task = numbers_task(max_digits=3)
     model = models.build(ml_collections.ConfigDict({"name": "seq2seq", "attention": "bahdanau", "hidden_size": 8,
