@@ -125,7 +125,8 @@ def recurrent_model(config: ml_collections.ConfigDict, task: Task) -> RecurrentM
 recurrent_model.config_keys = (
     "cell", "hidden_size", "num_layers", "bidirectional", "merge", "dropout_rate",
     "learn_initial_carry", "implementation", "unroll", "forget_bias", "identity_scale",
-    "head", "embed_size")
+    "head", "embed_size", "pretrained_embeddings", "pretrained_format", "freeze_embedding",
+    "freeze_embedding_steps")
 
 
 # Transformers: the fields of seqjax.nn.transformer.TransformerConfig that a
@@ -182,6 +183,9 @@ transformer_lm.config_keys = TRANSFORMER_KEYS
 def transformer_seq2seq(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerSeq2Seq:
     """Encoder-decoder for translation-like tasks; the target vocabulary is
     `task.target_vocab_size` (else `task.output_size`)."""
+    if getattr(task, "tf_ratio", 1.0) < 1.0:
+        raise ValueError("transformer_seq2seq trains with full teacher forcing (all target positions at once); "
+                         "scheduled sampling (config.task.teacher_forcing_ratio < 1) is for RNN decoders")
     target_vocab = getattr(task, "target_vocab_size", task.output_size)
     return transformer.TransformerSeq2Seq(transformer_config(config, task.vocab_size), target_vocab,
                                           num_decoder_layers=config.get("num_decoder_layers", 0) or None)

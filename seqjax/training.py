@@ -24,7 +24,9 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from seqjax import (checkpoint, config as config_lib, feeds, metrics, models, optim, parallel, provenance, tasks,
+from absl import logging
+
+from seqjax import (checkpoint, config as config_lib, embeddings, feeds, metrics, models, optim, parallel, provenance, tasks,
                     tbptt, transfer)
 
 Batch = dict[str, Any]
@@ -179,6 +181,7 @@ class Trainer:
         self.tx = optim.build_optimizer(config.optimizer, config.train.num_steps * self.updates_per_batch)
         if config.train.get("freeze_steps", 0):
             self.tx = transfer.frozen(self.tx, config.train.freeze_steps, self._init_modules())
+        self.tx = embeddings.optimizer_from_config(config.model, self.tx)  # freeze_embedding(_steps)
         self.dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.train_step = self._compile_train_step(update)
         self.eval_step = jax.jit(make_eval_step(self.task),
@@ -213,6 +216,15 @@ class Trainer:
         if self.config.train.get("init_from", ""):
             pretrained = transfer.latest_params(self.config.train.init_from)
             params = transfer.transfer(state.params, pretrained, self._init_modules())
+            state = state.replace(params=jax.device_put(params, parallel.replicated(self.mesh)))
+        word_index = getattr(getattr(self.task, "tokenizer", None), "word_index", None)
+        if self.config.model.get("pretrained_embeddings", ""):
+            if word_index is None:
+                raise ValueError("config.model.pretrained_embeddings needs a task with a word tokenizer "
+                                 "(config.data.tokenizer='word')")
+            params, report = embeddings.init_from_config(self.config.model, state.params, word_index,
+                                                         seed=self.config.seed)
+            logging.info("pretrained embeddings: %s", report.summary())
             state = state.replace(params=jax.device_put(params, parallel.replicated(self.mesh)))
         return state
 

@@ -151,3 +151,21 @@ def test_tinyshakespeare_by_tfds_name_trains_on_mock_data(tmp_path):
     with tfds.testing.mock_data(num_examples=30):
         final = training.train_and_evaluate(config, str(tmp_path))
     assert final["step"] == 10 and final["test_perplexity"] > 1.0
+
+
+def test_pretrained_embeddings_from_a_vectors_file_land_at_tokenizer_ids(tmp_path, data_dir):
+    from seqjax import embeddings, runs
+
+    vectors = {"great": np.full(16, 0.5, np.float32), "dull": np.full(16, -0.5, np.float32)}
+    path = tmp_path / "vectors.txt"
+    embeddings.WordVectors(list(vectors), np.stack(list(vectors.values()))).save(str(path), "word2vec")
+    config = smoke("sst2", data_dir)
+    config.model.pretrained_embeddings = str(path)
+    config.model.freeze_embedding = True
+    config.train.num_steps = 10
+    training.train_and_evaluate(config, str(tmp_path / "run"))
+    run = runs.load_run(str(tmp_path / "run"))
+    table = np.asarray(run.params["embed"]["embedding"])
+    index = run.trainer.task.tokenizer.word_index
+    np.testing.assert_array_equal(table[index["great"]], vectors["great"])
+    np.testing.assert_array_equal(table[index["dull"]], vectors["dull"])
