@@ -20,10 +20,11 @@ arbitrary boolean `mask` or additive `bias` is accepted too, but only the
            the only path that can return the weights or apply dropout.
   'cudnn'  jax.nn.dot_product_attention(implementation='cudnn'): fused
            cuDNN flash attention; GPU with float16/bfloat16 only.
-  'pallas' the Pallas flash-attention kernel (kernels/flash_attention.py);
-           not wired in yet, so it raises.
-  'auto'   'cudnn' where it is valid for the backend, dtypes and masks,
-           else 'xla'.
+  'pallas' the Pallas flash-attention kernel (kernels/flash_attention.py):
+           compiled on GPU, interpret mode (slow, exact) on CPU; masks as
+           causal + kv_lengths + segment_ids.
+  'auto'   'pallas' where the compiled kernel supports the shapes and dtypes
+           (GPU), else 'cudnn' where valid, else 'xla'.
 """
 
 from __future__ import annotations
@@ -36,15 +37,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels import flash_attention
+
 Array = jax.Array
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
 _CUDNN_DTYPES = (jnp.float16, jnp.bfloat16)
 
-PALLAS_NOT_WIRED = (
-    "attention implementation='pallas' is not wired in yet: the Pallas flash-attention kernel "
-    "(kernels/flash_attention.py) is connected by the kernel issue; use implementation='xla' "
-    "or 'auto' until then")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +117,15 @@ def resolve_implementation(implementation: str, query: Array, key: Array, vis: V
                          f"choose one of {', '.join(IMPLEMENTATIONS)}")
     if implementation == "xla":
         return "xla"
+    pallas_problem = pallas_unsupported_reason(query, key, vis, needs_weights)
     if implementation == "pallas":
-        raise NotImplementedError(PALLAS_NOT_WIRED)
+        if pallas_problem:
+            raise ValueError(f"attention implementation='pallas' cannot run here: {pallas_problem}; "
+                             "use implementation='xla' or 'auto'")
+        return "pallas"
+    if implementation == "auto" and pallas_problem is None and flash_attention.is_supported(
+            query.shape, key.shape, query.dtype):
+        return "pallas"  # compiled GPU kernel for supported shapes and dtypes
     problem = cudnn_unsupported_reason(query, key, vis, needs_weights)
     if implementation == "cudnn" and problem:
         raise ValueError(f"attention implementation='cudnn' cannot run here: {problem}; "
@@ -144,6 +150,21 @@ def cudnn_unsupported_reason(query: Array, key: Array, vis: Visibility, needs_we
         return "it takes masks only as causal + kv_lengths here (no explicit mask, bias or segment_ids)"
     if vis.causal and vis.q_offset is not None:
         return "its causal mask has no query offset (KV-cache prefill after position 0)"
+    return None
+
+
+def pallas_unsupported_reason(query: Array, key: Array, vis: Visibility, needs_weights: bool = False) -> str | None:
+    """Why the Pallas flash-attention kernel cannot compute this call, or None.
+    (On CPU it runs in interpret mode: correct, slow, for tests.)"""
+    del query, key
+    if needs_weights:
+        return "it neither returns the attention weights nor applies attention dropout"
+    if vis.mask is not None or vis.bias is not None:
+        return "it takes masks as causal + kv_lengths + segment_ids (no explicit mask or bias)"
+    if vis.causal and vis.q_offset is not None:
+        return "its causal mask has no query offset (KV-cache prefill after position 0)"
+    if jax.default_backend() == "tpu":
+        return "the kernel is not lowered for TPU"
     return None
 
 
@@ -265,9 +286,12 @@ def cudnn_attention(query: Array, key: Array, value: Array, vis: Visibility, sca
 
 
 def pallas_attention(query: Array, key: Array, value: Array, vis: Visibility, scale: float) -> Array:
-    """Where kernels.flash_attention.flash_attention(q, k, v, causal=, segment_ids=,
-    kv_lengths=, sm_scale=) plugs in (mask and bias route to 'xla' before this)."""
-    raise NotImplementedError(PALLAS_NOT_WIRED)
+    """kernels.flash_attention (compiled on GPU, interpret mode on CPU).
+
+    Rows that see no key give 0, as the 'xla' path does."""
+    lengths = None if vis.kv_lengths is None else jnp.asarray(vis.kv_lengths, jnp.int32)
+    return flash_attention.flash_attention(query, key, value, causal=vis.causal, segment_ids=vis.segment_ids,
+                                           kv_lengths=lengths, sm_scale=scale)
 
 
 # ----------------------------------------------------------------------------- rotary

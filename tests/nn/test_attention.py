@@ -176,12 +176,28 @@ def test_cudnn_matches_xla_in_bfloat16():
     np.testing.assert_allclose(cudnn.astype(jnp.float32), xla.astype(jnp.float32), atol=2e-2)
 
 
+def test_pallas_kernel_matches_xla_with_segments_lengths_and_gradients():
+    q, k, v = qkv(q_len=7, kv_len=7)
+    lengths = jnp.array([7, 5])
+    segments = jnp.array([[0] * 4 + [1] * (q.shape[1] - 4), [0] * q.shape[1]])
+
+    def loss(implementation, q, k, v):
+        out = attend(q, k, v, causal=True, kv_lengths=lengths, segment_ids=segments, implementation=implementation)
+        return jnp.sum(out * jnp.cos(out))
+
+    for argnum in (1, 2, 3):
+        xla = jax.grad(loss, argnums=argnum)("xla", q, k, v)
+        pallas = jax.grad(loss, argnums=argnum)("pallas", q, k, v)
+        np.testing.assert_allclose(pallas, xla, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss("pallas", q, k, v), loss("xla", q, k, v), rtol=1e-5)
+
+
 def test_auto_is_xla_on_cpu_and_cudnn_or_pallas_refuse_clearly():
     q, k, v = qkv()
     assert attention.resolve_implementation("auto", q, k, attention.Visibility()) == (
         "cudnn" if jax.default_backend() == "gpu" else "xla")
-    with pytest.raises(NotImplementedError, match="'pallas' is not wired in yet"):
-        attend(q, k, v, implementation="pallas")
+    with pytest.raises(ValueError, match="implementation='pallas' cannot run here: it takes masks as causal"):
+        attend(q, k, v, mask=jnp.ones((1, 1, q.shape[1], k.shape[1]), bool), implementation="pallas")
     if jax.default_backend() != "gpu":
         with pytest.raises(ValueError, match="implementation='cudnn' cannot run here: it needs a GPU"):
             attend(q, k, v, implementation="cudnn")
