@@ -281,7 +281,8 @@ def test_corpora_from_files_and_sources(tmp_path):
 
 def test_experiment_smoke_run_writes_vectors_and_report(tmp_path):
     from configs import word2vec as config_file
-    from experiments import word2vec as experiment
+    from tests.conftest import import_experiment
+    experiment = import_experiment("word2vec")
     from seqjax import embeddings
 
     text = tmp_path / "corpus.txt"
