@@ -11,16 +11,26 @@ Command:
   python -m experiments.train --config=configs/transformer_synthetic.py --workdir=runs/copy_transformer
 
 Variants (comma-separated): lm (the default: transformer_lm on copy),
-classifier (transformer_classifier on adding, T=100), pre_ln, rotary,
-smoke (a few steps with tiny sizes, for tests).
+classifier (transformer_classifier on adding, T=100), seq2seq
+(transformer_seq2seq on synthetic translation, numbers in digits -> words),
+pre_ln, rotary, smoke (a few steps with tiny sizes, for tests).
 Any field can be overridden: `--config.model.num_layers=4`.
 
-Results: see docs/transformer.md.
+Results on 2 shared CPU cores (seed 0, 1000 steps, batch 64):
+
+  variant     task                      test metric                   wall
+  lm          copy, delay 20, 10 symbols  copy_accuracy 1.0, loss 2.9e-4  2.1 min  (accuracy 1.0 by step 250)
+  classifier  adding, T=100               mse 1.1e-4                      7.6 min  (LSTM default: 0.0030)
+  seq2seq     numbers -> words, 9 digits  exact match 1.0, loss 0.0024    0.9 min  (1500 steps; eval exact
+              0.60 / 0.94 / 0.99 at steps 250 / 500 / 1000; see configs/seq2seq_synthetic.py for RNNs)
+
+  python -m experiments.train --config=configs/transformer_synthetic.py:<variant> --workdir=runs/<variant>
+  python -m experiments.attention_maps --workdir=runs/lm    # heatmaps of the trained heads
 """
 
 import ml_collections
 
-VARIANTS = ("lm", "classifier", "pre_ln", "rotary", "smoke")
+VARIANTS = ("lm", "classifier", "seq2seq", "pre_ln", "rotary", "smoke")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -83,6 +93,12 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.task = ml_collections.ConfigDict({"name": "adding", "seq_len": 100, "min_seq_len": 0})
         config.model.name = "transformer_classifier"
         config.model.pooling = "cls"  # cls | mean
+    elif name == "seq2seq":
+        # Synthetic translation (seqjax.tasks.translation): "40,017" -> "forty thousand seventeen".
+        config.task = ml_collections.ConfigDict({"name": "translation", "kind": "numbers", "max_digits": 9})
+        config.model.name = "transformer_seq2seq"
+        config.model.num_decoder_layers = 2  # decoder blocks (0 = num_layers)
+        config.train.num_steps = 1500
     elif name == "pre_ln":
         config.model.norm_position = "pre"
     elif name == "rotary":
@@ -92,7 +108,10 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.model.d_ff = 32
         config.model.num_heads = 2
         config.model.num_layers = 1
-        config.task.seq_len = min(config.task.seq_len, 10)
+        if "seq_len" in config.task:
+            config.task.seq_len = min(config.task.seq_len, 10)
+        if "max_digits" in config.task:
+            config.task.max_digits = 3
         if "copy_len" in config.task:
             config.task.copy_len = 3
         config.train.batch_size = 8

@@ -14,7 +14,15 @@ the median over --repeats is reported as training tokens/s
   python -m experiments.benchmark_transformer --dtype bfloat16
 
 stdout: one JSON object (ratio = seqjax / flax tokens/s); stderr: a table.
-Numbers and the command that produced them: docs/transformer.md.
+Measured on 2 shared CPU cores (AMD EPYC, load ~3), defaults (batch 32 x 128
+tokens, d_model 128, 4 layers, 4 heads, pre-LN, GELU, tied embeddings):
+
+  command                                                  seqjax tok/s  flax tok/s  ratio (median / best)
+  python -m experiments.benchmark_transformer                      6999        7032  0.995 / 1.011
+  python -m experiments.benchmark_transformer --dtype bfloat16 \
+      --repeats 5                                                  6706        6753  0.993 / 1.025
+
+i.e. parity: on XLA:CPU both are the same einsum + softmax program.
 """
 
 from __future__ import annotations

@@ -131,3 +131,19 @@ def test_transformer_models_refuse_tasks_of_the_wrong_shape():
         transformer_model("classifier,smoke", name="transformer_lm")
     with pytest.raises(ValueError, match="'transformer_classifier' does not fit the per-step"):
         transformer_model(name="transformer_classifier")
+
+
+def test_transformer_seq2seq_reads_decoder_inputs_from_translation_batches():
+    from seqjax import training
+
+    model, task, config = transformer_model("seq2seq,smoke")
+    batch = task.batch("train", 0, 2, config.seed)
+    extra = training.model_kwargs(model.apply, batch)
+    assert set(extra) == {"decoder_inputs"}
+    inputs, lengths = jnp.asarray(batch["inputs"]), jnp.asarray(batch["lengths"])
+    variables = jax.eval_shape(model.init, jax.random.key(0), inputs, lengths, **extra)
+    shape = jax.eval_shape(model.apply, variables, inputs, lengths, **extra).shape
+    assert shape == batch["decoder_inputs"].shape + (task.target_vocab_size,)
+    config.task.teacher_forcing_ratio = 0.5
+    with pytest.raises(ValueError, match="transformer_seq2seq trains with full teacher forcing"):
+        models.build(config.model, tasks.get(config.task))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax
@@ -414,6 +414,9 @@ class TransformerSeq2Seq(nn.Module):
     config: TransformerConfig
     target_vocab_size: int
     num_decoder_layers: int | None = None
+
+    # Batch entries seqjax.training passes as keyword arguments.
+    batch_inputs: ClassVar[tuple[str, ...]] = ("decoder_inputs",)
 
     def setup(self):
         cfg = self.config
