@@ -160,8 +160,8 @@ def test_implementations_available_on_cpu_agree():
     for name in attention.IMPLEMENTATIONS:
         try:
             out = attend(q, k, v, causal=True, kv_lengths=lengths, implementation=name)
-        except (NotImplementedError, ValueError) as error:
-            assert name in ("cudnn", "pallas") and jax.default_backend() == "cpu", error
+        except ValueError as error:  # cuDNN cannot run on CPU
+            assert name == "cudnn" and jax.default_backend() == "cpu", error
             continue
         np.testing.assert_allclose(out, xla, rtol=2e-2, atol=2e-2)
 
