@@ -34,7 +34,7 @@ import ml_collections
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
-VARIANTS = ("smoke", "imdb", "lm_pretrain", "finetune")
+VARIANTS = ("smoke", "imdb", "lm_pretrain", "finetune", "transformer")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -92,14 +92,22 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 2
     config.train.progress = True
 
-    for name in (variant or "").split(","):
-        if name == "smoke":
+    names = [name for name in (variant or "").split(",") if name]
+    if "transformer" in names:  # the model first, so `smoke` can shrink it
+        names = ["transformer"] + [name for name in names if name != "transformer"]
+    for name in names:
+        if name == "transformer":
+            _use_transformer(config)
+        elif name == "smoke":
             if config.data.source.name.startswith("local/"):
                 config.data.source.paths = ml_collections.ConfigDict(dict(
                     train=os.path.join(HERE, "samples", "sentiment_train.tsv"),
                     validation=os.path.join(HERE, "samples", "sentiment_dev.tsv")))
-            config.model.hidden_size = 16
-            config.model.embed_size = 16
+            if config.model.name == "transformer_classifier":
+                config.model.update(d_model=16, d_ff=32, num_heads=2, num_layers=1)
+            else:
+                config.model.hidden_size = 16
+                config.model.embed_size = 16
             config.train.batch_size = 8
             config.train.num_steps = 20
             config.train.log_every = 10
@@ -125,3 +133,27 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         elif name:
             raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
     return config
+
+
+def _use_transformer(config: ml_collections.ConfigDict) -> None:
+    """An encoder-only Transformer classifier in place of the BiLSTM."""
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "transformer_classifier"
+    config.model.pooling = "mean"  # mean over real tokens | cls (a learned [CLS] token prepended)
+    config.model.d_model = 128
+    config.model.num_heads = 4
+    config.model.num_kv_heads = 0  # 0 = num_heads
+    config.model.num_layers = 2
+    config.model.d_ff = 256
+    config.model.dropout_rate = 0.1
+    config.model.attention_dropout_rate = 0.1
+    config.model.positional = "sinusoidal"  # sinusoidal | learned | rotary | none
+    config.model.max_len = config.data.max_len + 1  # room for [CLS]
+    config.model.norm = "layer"  # layer | rms | batch (the LN vs BN ablation)
+    config.model.norm_position = "pre"
+    config.model.activation = "gelu"
+    config.model.tie_embeddings = False
+    config.model.attention_implementation = "auto"
+    config.model.dtype = "float32"
+    config.optimizer.learning_rate = 5e-4
+    config.optimizer.weight_decay = 0.01

@@ -31,7 +31,7 @@ import ml_collections
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
-VARIANTS = ("smoke", "stateful")
+VARIANTS = ("smoke", "stateful", "gpt")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -78,23 +78,62 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 2
     config.train.progress = True
 
-    for name in (variant or "").split(","):
+    names = [name for name in (variant or "").split(",") if name]
+    if "gpt" in names:  # the model first, so `smoke` can shrink it
+        names = ["gpt"] + [name for name in names if name != "gpt"]
+    for name in names:
         if name == "smoke":
             config.data.source = ml_collections.ConfigDict(dict(
                 name="local/text", data_dir="", paths=os.path.join(HERE, "samples", "corpus.txt"),
                 fractions=(("train", 0.8), ("validation", 0.1), ("test", 0.1))))
             config.data.seq_len = 32
-            config.model.hidden_size = 32
-            config.model.embed_size = 16
+            if config.model.name == "transformer_lm":
+                config.model.d_model = 16
+                config.model.d_ff = 32
+                config.model.num_heads = 2
+                config.model.num_layers = 1
+            else:
+                config.model.hidden_size = 32
+                config.model.embed_size = 16
             config.train.batch_size = 8
             config.train.num_steps = 20
             config.train.log_every = 10
             config.train.eval_every = 10
             config.train.checkpoint_every = 10
             config.train.progress = False
+        elif name == "gpt":
+            _use_gpt(config)
         elif name == "stateful":
             config.train.stateful = True
             config.train.tbptt_len = config.data.seq_len
         elif name:
             raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
     return config
+
+
+def _use_gpt(config: ml_collections.ConfigDict) -> None:
+    """A decoder-only Transformer (GPT-like: pre-LN, GELU, learned positions,
+    tied embeddings) in place of the LSTM."""
+    config.data.seq_len = 128
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "transformer_lm"
+    config.model.d_model = 128
+    config.model.num_heads = 4
+    config.model.num_kv_heads = 0  # 0 = num_heads
+    config.model.num_layers = 4
+    config.model.d_ff = 512
+    config.model.dropout_rate = 0.0  # a few epochs on CPU do not overfit
+    config.model.attention_dropout_rate = 0.0
+    config.model.positional = "learned"
+    config.model.max_len = config.data.seq_len
+    config.model.norm = "layer"
+    config.model.norm_position = "pre"
+    config.model.activation = "gelu"
+    config.model.tie_embeddings = True
+    config.model.attention_implementation = "auto"
+    config.model.dtype = "float32"
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.weight_decay = 0.1
+    config.optimizer.warmup_steps = 200
+    config.train.num_steps = 4000  # about 16 epochs of the 1M training characters

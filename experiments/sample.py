@@ -6,6 +6,11 @@
 Temperature 0 decodes greedily; otherwise tokens are sampled from
 softmax(logits / temperature), optionally restricted to the top-k tokens or
 the top-p nucleus. Each sample is printed as prompt + continuation.
+
+Recurrent LMs carry their state through any length. Transformer LMs decode
+with a KV cache over windows of the training length (config.data.seq_len):
+when a window fills up, decoding goes on from its last half
+(seqjax.decoding.generate_windowed).
 """
 
 import jax
@@ -13,6 +18,7 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 
 from seqjax import decoding, runs
+from seqjax.nn import transformer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a language-model training run.")
 _PROMPT = flags.DEFINE_string("prompt", "\n", "Text to continue.")
@@ -36,13 +42,24 @@ def main(argv):
     if not prompt_ids:
         raise app.UsageError(f"the prompt {_PROMPT.value!r} has no tokens the model knows")
     prompt = jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (_NUM_SAMPLES.value, 1))
-    prefill, tokens_to_logits = decoding.recurrent_decoder(run.trainer.model, run.params)
-    generate = jax.jit(lambda cache, first, rng: decoding.decode(
-        tokens_to_logits, cache, first, _LENGTH.value, rng, temperature=_TEMPERATURE.value,
-        top_k=_TOP_K.value, top_p=_TOP_P.value)[0])
-    generated = generate(prefill(prompt), prompt[:, -1], jax.random.key(_SEED.value))
+    generated = continue_prompts(run, prompt, jax.random.key(_SEED.value))
     for row in tokenizer.decode_batch(jax.device_get(generated)):
         print(_PROMPT.value + row)
+
+
+def continue_prompts(run: runs.Run, prompt: jax.Array, rng: jax.Array) -> jax.Array:
+    """[B, P] prompts -> [B, --length] generated token ids."""
+    sampling = dict(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+    model = run.trainer.model
+    if isinstance(model, transformer.TransformerLM):
+        context = run.config.data.get("seq_len", 0) or model.config.max_len
+        prefill, tokens_to_logits = transformer.lm_decoder(model, run.variables, context)
+        return decoding.generate_windowed(jax.jit(prefill), tokens_to_logits, prompt, _LENGTH.value, context,
+                                          rng, **sampling)
+    prefill, tokens_to_logits = decoding.recurrent_decoder(model, run.params)
+    generate = jax.jit(lambda cache, first, key: decoding.decode(
+        tokens_to_logits, cache, first, _LENGTH.value, key, **sampling)[0])
+    return generate(prefill(prompt), prompt[:, -1], rng)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,42 @@ def decode(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.Array
     return generated.T, cache
 
 
+def generate_windowed(prefill: Callable[[jax.Array], Any], tokens_to_logits: TokensToLogits, prompt: jax.Array,
+                      num_tokens: int, context: int, rng: jax.Array | None = None, **sampling) -> jax.Array:
+    """Continues prompts [B, P] by `num_tokens` tokens [B, num_tokens] with a
+    decoder that sees at most `context` positions (a Transformer LM whose
+    cache holds `context` tokens, as `prefill` builds it).
+
+    Decoding runs in rounds: prefill the cache with the most recent tokens,
+    then decode until the cache is full; the next round keeps the last
+    context // 2 tokens (so every new token still sees at least half a
+    window) and prefills again. Each round is one compiled `decode`, and
+    there are at most three distinct round shapes, so compiling stays cheap.
+    `sampling`: temperature, top_k, top_p (as in `decode`).
+    """
+    if context < 2:
+        raise ValueError(f"context must be >= 2 positions, got {context}")
+    if num_tokens < 1:
+        raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+    rng = jax.random.key(0) if rng is None else rng
+    tokens = jnp.asarray(prompt, jnp.int32)
+    if tokens.ndim != 2 or tokens.shape[1] < 1:
+        raise ValueError(f"prompt must be [batch, length >= 1] token ids, got shape {tokens.shape}")
+    run = jax.jit(lambda cache, first, key, steps: decode(tokens_to_logits, cache, first, steps, key, **sampling)[0],
+                  static_argnums=3)
+    produced = []
+    keep = min(tokens.shape[1], context)  # the first round reads as much of the prompt as fits
+    while sum(piece.shape[1] for piece in produced) < num_tokens:
+        window = tokens[:, -keep:]
+        # The cache takes the window minus its last token, then one entry per decoded step.
+        steps = min(num_tokens - sum(piece.shape[1] for piece in produced), context - window.shape[1] + 1)
+        new = run(prefill(window), window[:, -1], jax.random.fold_in(rng, len(produced)), steps)
+        produced.append(new)
+        tokens = jnp.concatenate([tokens, new], axis=1)
+        keep = context // 2
+    return jnp.concatenate(produced, axis=1)
+
+
 def recurrent_decoder(model, params) -> tuple[Callable[[jax.Array], Any], TokensToLogits]:
     """(prefill, tokens_to_logits) for a seqjax recurrent language model
     (`seqjax.models.RecurrentModel` with the per-step head); the cache is

@@ -21,6 +21,12 @@ class Run:
     trainer: training.Trainer
     params: Any
     step: int
+    model_state: dict = dataclasses.field(default_factory=dict)  # e.g. {'batch_stats': ...} for BatchNorm
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """{'params': ..., plus the model's other collections}, for model.apply."""
+        return {"params": self.params, **self.model_state}
 
 
 def load_run(workdir: str) -> Run:
@@ -38,4 +44,9 @@ def load_run(workdir: str) -> Run:
     step = ckpt.latest_step()
     ckpt.close()
     trainer.feed.close()
-    return Run(config, trainer, state.params, step)
+    return Run(config, trainer, state.params, step, model_state=_model_state(state))
+
+
+def _model_state(state: training.TrainState) -> dict:
+    variables = training.model_variables(state)
+    return {name: value for name, value in variables.items() if name != "params"}

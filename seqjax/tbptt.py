@@ -213,7 +213,7 @@ def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.
 
     def apply(state, grads):
         grads = _add(grads, penalty_grad(state.params)) if (l1 or l2) else grads
-        return state.apply_gradients(grads=grads), optax.global_norm(grads)
+        return state.apply_gradients(grads=grads), optax.tree.norm(grads)
 
     def train_step(state, chunks, rng):
         advance = chunk_len or chunks["step_mask"].shape[-1]
@@ -277,7 +277,7 @@ def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0,
         if l1 or l2:
             grads = _add(grads, penalty_grad(state.params))
         metrics = _metrics(sums)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return state.apply_gradients(grads=grads).replace(stream_carry=carry), metrics
 
     return train_step

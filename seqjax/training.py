@@ -40,6 +40,24 @@ class StreamTrainState(TrainState):
     stream_carry: Any = None
 
 
+class NormStatsTrainState(TrainState):
+    """TrainState of a model with BatchNorm: also holds the running
+    statistics (the 'batch_stats' collection), updated by every train step
+    and used by evaluation, and checkpointed with the parameters."""
+
+    batch_stats: Any = None
+
+
+def model_variables(state: TrainState, params: Any | None = None) -> dict[str, Any]:
+    """The variables to apply the model with: {'params': ...}, plus
+    'batch_stats' for models with BatchNorm. `params` overrides state.params
+    (the differentiated copy inside a train step)."""
+    variables = {"params": state.params if params is None else params}
+    if isinstance(state, NormStatsTrainState):
+        variables["batch_stats"] = state.batch_stats
+    return variables
+
+
 def model_inputs(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
     """(inputs, lengths or None) as every seqjax model takes them."""
     return batch["inputs"], batch.get("lengths")
@@ -63,23 +81,29 @@ def make_train_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Calla
         dropout_rng = jax.random.fold_in(rng, state.step)
         inputs, lengths = model_inputs(batch)
 
-        def objective(params):
-            predictions = state.apply_fn({"params": params}, inputs, lengths, deterministic=False,
-                                         rngs={"dropout": dropout_rng}, **model_kwargs(state.apply_fn, batch))
-            loss, step_metrics = task.loss_and_metrics(predictions, batch)
-            return loss + optim.weight_penalty(params, l1, l2), step_metrics
+        norm_stats = isinstance(state, NormStatsTrainState)
 
-        (objective_value, step_metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        def objective(params):
+            # BatchNorm normalises with this batch's statistics and returns
+            # updated running averages in the mutable 'batch_stats'.
+            outputs = state.apply_fn(model_variables(state, params), inputs, lengths, deterministic=False,
+                                     rngs={"dropout": dropout_rng}, mutable=["batch_stats"] if norm_stats else False,
+                                     **model_kwargs(state.apply_fn, batch))
+            predictions, updated = outputs if norm_stats else (outputs, {})
+            loss, step_metrics = task.loss_and_metrics(predictions, batch)
+            return loss + optim.weight_penalty(params, l1, l2), (step_metrics, updated)
+
+        (objective_value, (step_metrics, updated)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         step_metrics = dict(step_metrics, objective=objective_value,
-                            grad_norm=optax.global_norm(grads))
-        return state.apply_gradients(grads=grads), step_metrics
+                            grad_norm=optax.tree.norm(grads))
+        return state.apply_gradients(grads=grads, **updated), step_metrics
 
     return train_step
 
 
 def _predict(state: TrainState, batch: Batch) -> jax.Array:
     inputs, lengths = model_inputs(batch)
-    return state.apply_fn({"params": state.params}, inputs, lengths, deterministic=True,
+    return state.apply_fn(model_variables(state), inputs, lengths, deterministic=True,
                           **model_kwargs(state.apply_fn, batch))
 
 
@@ -109,7 +133,8 @@ def make_sums_step(task: tasks.Task) -> Callable:
 def state_initializer(model: nn.Module, task: tasks.Task, tx, config: ml_collections.ConfigDict,
                       example: Batch | None = None) -> tuple[Callable, jax.Array]:
     """(init(rng) -> fresh TrainState, the rng it is called with). The state
-    holds a zero stream carry [B, ...] when `config.train.stateful`.
+    holds a zero stream carry [B, ...] when `config.train.stateful`, and the
+    BatchNorm running statistics when the model has any.
     `example` is a small batch for shapes (default: the task's train batch 0)."""
     example = task.batch("train", 0, 2, config.seed) if example is None else example
     inputs, lengths = model_inputs(example)
@@ -117,7 +142,14 @@ def state_initializer(model: nn.Module, task: tasks.Task, tx, config: ml_collect
     stateful = config.train.get("stateful", False)
 
     def init(rng):
-        params = model.init(rng, inputs, lengths, **extra)["params"]
+        variables = model.init(rng, inputs, lengths, **extra)
+        params = variables["params"]
+        if "batch_stats" in variables:
+            if stateful:
+                raise ValueError("config.train.stateful=True is not supported for models with BatchNorm "
+                                 "(config.model.norm='batch')")
+            return NormStatsTrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                                              batch_stats=variables["batch_stats"])
         if not stateful:
             return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         carry = tbptt.zero_carry(model, params, config.train.batch_size, inputs)

@@ -90,3 +90,53 @@ def test_recurrent_decoder_greedy_equals_argmax_of_a_full_forward_pass():
     logits = model.apply({"params": params}, full[:, :-1])
     # Each generated token is the argmax of the full model's prediction at the step before it.
     np.testing.assert_array_equal(jnp.argmax(logits[:, 2:], -1), generated)
+
+
+def _tiny_transformer_lm(max_len):
+    from seqjax.nn import transformer
+
+    config = transformer.TransformerConfig(vocab_size=VOCAB + 4, d_model=16, num_heads=2, num_layers=2, d_ff=32,
+                                           dropout_rate=0.0, positional="learned", max_len=max_len)
+    model = transformer.TransformerLM(config, VOCAB + 4)
+    variables = model.init(jax.random.key(0), jnp.zeros((2, max_len), jnp.int32))
+    # Larger output weights: sharp logits, so argmax ties cannot flip between the two computations.
+    variables = jax.tree.map(lambda x: 3 * x, variables)
+    return model, variables
+
+
+def windowed_reference(model, variables, prompt, num_tokens, context):
+    """Greedy decoding by full forward passes over each round's window: the
+    rounds of generate_windowed (first the whole prompt, then the last
+    context // 2 tokens), every token recomputed from scratch."""
+    tokens = [list(row) for row in np.asarray(prompt)]
+    produced, keep = 0, min(len(tokens[0]), context)
+    while produced < num_tokens:
+        start = len(tokens[0]) - keep
+        for _ in range(min(num_tokens - produced, context - keep + 1)):
+            logits = model.apply(variables, jnp.asarray([row[start:] for row in tokens]))[:, -1]
+            for row, token in zip(tokens, np.asarray(jnp.argmax(logits, -1))):
+                row.append(int(token))
+            produced += 1
+        keep = context // 2
+    return np.asarray([row[-num_tokens:] for row in tokens])
+
+
+@pytest.mark.parametrize("prompt_len", [1, 3, 8])
+def test_windowed_generation_equals_full_forward_passes_over_each_window(prompt_len):
+    from seqjax.nn import transformer
+
+    context, num_tokens = 8, 19
+    model, variables = _tiny_transformer_lm(context)
+    prompt = jax.random.randint(jax.random.key(1), (2, prompt_len), 4, VOCAB + 4)
+    prefill, tokens_to_logits = transformer.lm_decoder(model, variables, context)
+    generated = decoding.generate_windowed(prefill, tokens_to_logits, prompt, num_tokens, context)
+    assert generated.shape == (2, num_tokens)
+    np.testing.assert_array_equal(generated, windowed_reference(model, variables, prompt, num_tokens, context))
+
+
+def test_windowed_generation_refuses_bad_arguments():
+    step = markov_step(jnp.zeros((VOCAB, VOCAB)))
+    with pytest.raises(ValueError, match="context must be >= 2"):
+        decoding.generate_windowed(lambda p: 0, step, jnp.zeros((1, 2), jnp.int32), 4, context=1)
+    with pytest.raises(ValueError, match="num_tokens must be >= 1"):
+        decoding.generate_windowed(lambda p: 0, step, jnp.zeros((1, 2), jnp.int32), 0, context=4)

@@ -51,6 +51,26 @@ def test_language_model_smoke_reports_perplexity_and_samples(tmp_path, data_dir)
     assert len(samples) == 2 and all(len(s) >= len("The river") + 1 for s in samples)
 
 
+def test_char_gpt_smoke_trains_and_samples_past_its_context(tmp_path, data_dir):
+    config = smoke("tinyshakespeare", data_dir, "gpt,smoke")
+    assert config.model.name == "transformer_lm" and config.model.d_model == 16  # smoke shrinks the GPT
+    final = training.train_and_evaluate(config, str(tmp_path))
+    assert final["step"] == 20 and final["test_perplexity"] == pytest.approx(np.exp(final["test_loss"]), rel=1e-5)
+    length = 3 * config.data.seq_len  # several windows of the learned position table
+    command = [sys.executable, "-m", "experiments.sample", f"--workdir={tmp_path}", "--prompt=The river",
+               f"--length={length}", "--temperature=0"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("The river") and len(result.stdout.rstrip("\n")) >= len("The river") + length // 2
+
+
+def test_sst2_transformer_smoke_with_batch_norm_trains(tmp_path, data_dir):
+    config = smoke("sst2", data_dir, "transformer,smoke")
+    config.model.norm = "batch"  # BatchNorm statistics skip the padded positions of real sentences
+    final = training.train_and_evaluate(config, str(tmp_path))
+    assert final["step"] == 20 and 0.0 <= final["test_accuracy"] <= 1.0 and np.isfinite(final["test_loss"])
+
+
 def test_stateful_language_model_smoke_trains(tmp_path, data_dir):
     final = training.train_and_evaluate(smoke("tinyshakespeare", data_dir, "smoke,stateful"), str(tmp_path))
     assert np.isfinite(final["test_loss"]) and final["step"] == 20
