@@ -1,23 +1,26 @@
-"""Decode with a trained encoder-decoder: greedy or beam search, exact match
-and corpus BLEU.
+"""Decode with a trained encoder-decoder (RNN seq2seq or Transformer): greedy
+or beam search, exact match and corpus BLEU.
 
   python -m experiments.decode --workdir=runs/s2s_bahdanau [--beam_size=4] [--alpha=0.6] \
-      [--split=test] [--num_batches=8] [--batch_size=64]
+      [--split=test] [--num_batches=0] [--batch_size=64]
   python -m experiments.decode --workdir=runs/s2s_bahdanau --source="40,017" --source="1,234,567"
-  python -m experiments.decode --workdir=runs/s2s_bahdanau --input_file=sources.txt --output_file=hyps.txt
+  python -m experiments.decode --workdir=runs/multi30k_transformer --input_file=sources.txt --output_file=hyps.txt
 
-Without sources it decodes `num_batches` batches of the run's held-out
-`split`, prints a few examples, exact match and BLEU with the sacrebleu
-signature, writes them to W/decode_<split>_<greedy|beamK>.json, and prints
-the metrics as the last stdout line (one JSON object). With --source or
---input_file (one source per line, '-' for stdin) it writes one hypothesis
-per line (stdout or --output_file); source characters the task does not know
-become <unk>, and their count is reported on stderr.
+Without sources it decodes the run's held-out `split` (synthetic tasks:
+`num_batches` generated batches, 8 when 0; dataset tasks such as Multi30k:
+every sentence of the split, or the first `num_batches` batches), prints a
+few examples, exact match and BLEU with the sacrebleu signature, writes them
+to W/decode_<split>_<greedy|beamK>.json, and prints the metrics as the last
+stdout line (one JSON object). With --source or --input_file (one source per
+line, '-' for stdin) it writes one hypothesis per line (stdout or
+--output_file); source tokens the run's vocabulary does not know become
+<unk>, and their count is reported on stderr.
 """
 
 import json
 import os
 import sys
+import time
 
 import jax
 import numpy as np
@@ -30,7 +33,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a seq2seq / vector_t
 _BEAM = flags.DEFINE_integer("beam_size", 0, "0 = greedy; k >= 1 = beam search with k beams.")
 _ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam search length-penalty exponent (GNMT).")
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "eval", "test"], "Split to evaluate on.")
-_NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Batches to evaluate.")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches to evaluate (0: the whole split of a dataset task, "
+                                   "8 batches of a synthetic one).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
 _SOURCES = flags.DEFINE_multi_string("source", [], "Source sentences to translate (repeatable).")
 _INPUT = flags.DEFINE_string("input_file", None, "File of source sentences, one per line ('-' = stdin).")
@@ -53,16 +57,16 @@ def read_sources() -> list[str]:
 
 
 def translate(run: runs.Run, sources: list[str], beam_size: int, alpha: float) -> list[str]:
-    """Hypotheses for source texts (TranslationTask runs only)."""
+    """Hypotheses for source texts (translation runs: synthetic or real pairs)."""
     task = run.trainer.task
-    if not isinstance(task, translation.TranslationTask):
+    if not hasattr(task, "encode_texts"):
         raise app.UsageError(f"--source needs a translation run; {_WORKDIR.value} trained {type(task).__name__}")
     try:
         inputs, lengths, unknown = task.encode_texts(sources)
     except ValueError as error:  # empty or too long: the message names the source
         raise app.UsageError(str(error)) from error
-    if unknown:
-        print(f"{unknown} source character(s) outside the task's alphabet became <unk>", file=sys.stderr)
+    unit = "character" if isinstance(task, translation.TranslationTask) else "token"
+    print(f"{unknown} source {unit}(s) outside the run's vocabulary became <unk>", file=sys.stderr)
     tokens = jax.jit(lambda p, x, n: translation.generate(run.trainer.model, p, x, n, max_len=task.target_len,
                                                           beam_size=beam_size, alpha=alpha))(run.params, inputs,
                                                                                               lengths)
@@ -85,6 +89,7 @@ def main(argv):
         else:
             sys.stdout.write(text)
         return
+    started = time.monotonic()
     result = translation.evaluate_decoding(run.trainer.task, run.trainer.model, run.params, _SPLIT.value,
                                            num_batches=_NUM_BATCHES.value, batch_size=_BATCH.value,
                                            seed=run.config.seed, beam_size=_BEAM.value, alpha=_ALPHA.value)
@@ -93,8 +98,8 @@ def main(argv):
         mark = "=" if hypothesis == reference else "x"
         print(f"{mark} {source!r} -> {hypothesis!r} (reference {reference!r})", file=sys.stderr)
     print(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}", file=sys.stderr)
-    result.update(step=run.step, split=_SPLIT.value, search=search, alpha=_ALPHA.value,
-                  sentences=_NUM_BATCHES.value * _BATCH.value)
+    result.update(step=run.step, split=_SPLIT.value, search=search, alpha=_ALPHA.value, beam_size=_BEAM.value,
+                  seconds=round(time.monotonic() - started, 2))
     metrics.write_json_atomic(os.path.join(_WORKDIR.value, f"decode_{_SPLIT.value}_{search}.json"), result)
     print(json.dumps({k: (float(v) if isinstance(v, np.floating) else v) for k, v in result.items()},
                      sort_keys=True), flush=True)

@@ -8,6 +8,7 @@ import ml_collections
 
 from seqjax.tasks.base import SPLITS, Task
 from seqjax.tasks.forecasting import ForecastTask
+from seqjax.tasks.parallel import ParallelTranslationTask
 from seqjax.tasks.synthetic import AddingTask, CopyTask
 from seqjax.tasks.translation import CaptioningTask, TranslationTask
 from seqjax.tasks.text import ClassificationTask, LanguageModelTask, TaggingTask
@@ -55,5 +56,6 @@ register("captioning", CaptioningTask)
 register("classification", ClassificationTask)
 register("language_model", LanguageModelTask)
 register("tagging", TaggingTask)
+register("parallel_translation", ParallelTranslationTask)
 
 __all__ = ["SPLITS", "Task", "config_keys", "get", "names", "needs_data", "register"]

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from seqjax.data.tokenizers.base import EOS_ID, PAD_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID
-from seqjax.nn import seq2seq
+from seqjax.nn import seq2seq, transformer
 from seqjax.tasks.base import SPLITS, Task
 
 Batch = dict[str, np.ndarray]
@@ -153,14 +153,16 @@ class Vocabulary:
         return tokens
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> tuple[float, str]:
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a",
+                lowercase: bool = False) -> tuple[float, str]:
     """(corpus BLEU, sacrebleu signature) of detokenised hypotheses against
-    one reference each."""
+    one reference each; `lowercase` scores case-insensitively (the signature
+    then says case:lc)."""
     from sacrebleu.metrics import BLEU
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    bleu = BLEU(tokenize=tokenize)
+    bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
     score = bleu.corpus_score(list(hypotheses), [list(references)])
     return float(score.score), str(bleu.get_signature())
 
@@ -168,24 +170,33 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: 
 # ----------------------------------------------------------------------------- tasks
 
 
-class SequenceGenerationTask(Task):
-    """Shared target side: batches of (source, target text) pairs, masked
-    cross-entropy, token accuracy, exact match, detokenisation and BLEU.
+def shift_right(targets: np.ndarray) -> np.ndarray:
+    """Teacher-forced decoder inputs [B, T] of targets [B, T] (ids + <eos> +
+    <pad>): <sos> + targets[:, :-1], with <eos> (the last valid target,
+    which the decoder never reads as input) replaced by <pad>."""
+    targets = np.asarray(targets, np.int32)
+    shifted = np.concatenate([np.full((len(targets), 1), SOS_ID, np.int32), targets[:, :-1]], axis=1)
+    return np.where(shifted == EOS_ID, PAD_ID, shifted)
 
-    Subclasses set `target_vocab`, `target_separator` (how target tokens join
-    into text), `bleu_tokenize`, `max_source_len`, `max_target_len` (tokens
-    without <eos>) and implement `sample(rng, held_out) -> (source, target)`
-    and `encode_sources(sources) -> (inputs, lengths)`.
+
+class GenerationObjective:
+    """The target side every sequence generation task shares (a mixin for
+    `Task` subclasses): teacher forcing configuration, masked cross-entropy,
+    token accuracy, teacher-forced exact match, perplexity.
+
+    Subclasses set `target_vocab_size`, `max_target_len` (tokens without
+    <eos>), `bleu_tokenize` / `bleu_lowercase` (how sacrebleu scores their
+    detokenised text) and implement `detokenize(ids) -> texts` and
+    `reference_batches(...)` (what `evaluate_decoding` decodes).
+    Batches may carry 'weights' [B] (0 for a loader's filler rows).
     """
 
     head = "per_step"
-    target_separator = " "
     bleu_tokenize = "13a"
+    bleu_lowercase = False
     config_keys = ("teacher_forcing_ratio", "teacher_forcing_schedule", "teacher_forcing_decay_steps")
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.target_vocab_size = self.output_size = len(self.target_vocab)
+    def init_teacher_forcing(self, config) -> None:
         self.tf_ratio = config.get("teacher_forcing_ratio", 1.0)
         self.tf_schedule = config.get("teacher_forcing_schedule", "constant")
         self.tf_decay_steps = config.get("teacher_forcing_decay_steps", 1000)
@@ -193,14 +204,66 @@ class SequenceGenerationTask(Task):
 
     @property
     def target_len(self) -> int:
-        """T, the padded target length (room for <eos>)."""
+        """T, the longest padded target (room for <eos>); also how many
+        tokens decoding generates."""
         return self.max_target_len + 1
+
+    def tf_ratio_at(self, step: int) -> float:
+        return seq2seq.teacher_forcing_ratio(step, self.tf_schedule, self.tf_ratio, self.tf_decay_steps)
+
+    def metric_sums(self, predictions, batch) -> dict[str, tuple]:
+        """{name: (sum, count)} over valid target steps (loss, token accuracy)
+        and rows (exact match); predictions [B, T, V] logits. Rows with
+        weight 0 count nowhere."""
+        targets = batch["targets"]
+        rows = batch["weights"] > 0 if "weights" in batch else jnp.ones(targets.shape[:1], bool)
+        valid = (jnp.arange(targets.shape[1])[None, :] < batch["target_lengths"][:, None]) & rows[:, None]
+        xent = optax.softmax_cross_entropy_with_integer_labels(predictions.astype(jnp.float32), targets)
+        correct = (predictions.argmax(-1) == targets) | ~valid
+        tokens = valid.sum()
+        return {"loss": ((xent * valid).sum(), tokens),
+                "token_accuracy": ((correct & valid).sum(), tokens),
+                "exact_match": ((correct.all(axis=1) & rows).sum(), rows.sum())}
+
+    def loss_and_metrics(self, predictions, batch):
+        """Mean cross-entropy per target token. `exact_match` is the fraction
+        of rows whose every teacher-forced argmax is right, which is exactly
+        the fraction that greedy decoding reproduces (by induction over the
+        steps, greedy then reads the true prefix)."""
+        sums = self.metric_sums(predictions, batch)
+        metrics = {name: total / jnp.maximum(count, 1) for name, (total, count) in sums.items()}
+        return metrics["loss"], self.finalize_metrics(metrics)
+
+    def finalize_metrics(self, metrics):
+        return dict(metrics, perplexity=jnp.exp(metrics["loss"]))
+
+
+class SequenceGenerationTask(GenerationObjective, Task):
+    """Generated (source, target text) pairs: batches as a pure function of
+    (seed, split, index), target vocabulary, detokenisation.
+
+    Subclasses set `target_vocab`, `target_separator` (how target tokens join
+    into text), `bleu_tokenize`, `max_source_len`, `max_target_len` (tokens
+    without <eos>) and implement `sample(rng, held_out) -> (source, target)`
+    and `encode_sources(sources) -> (inputs, lengths)`.
+    """
+
+    target_separator = " "
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.target_vocab_size = self.output_size = len(self.target_vocab)
+        self.init_teacher_forcing(config)
 
     def sample(self, rng: np.random.Generator, held_out: bool) -> tuple[Any, str]:
         raise NotImplementedError  # abstract: each task draws its own (source, target) pairs
 
     def encode_sources(self, sources: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError  # abstract: token ids or features, per task
+
+    def source_texts(self, inputs: np.ndarray) -> list[str]:
+        """Printable sources of a batch's inputs (for decoding reports)."""
+        return ["<features>"] * len(inputs)
 
     def pairs(self, rng: np.random.Generator, count: int, held_out: bool) -> list[tuple[Any, str]]:
         return [self.sample(rng, held_out) for _ in range(count)]
@@ -221,16 +284,17 @@ class SequenceGenerationTask(Task):
         self.validate_batch(batch)
         return batch
 
-    def tf_ratio_at(self, step: int) -> float:
-        return seq2seq.teacher_forcing_ratio(step, self.tf_schedule, self.tf_ratio, self.tf_decay_steps)
+    def reference_batches(self, split: str, batch_size: int, num_batches: int = 0, seed: int = 0):
+        """Yields (batch, source texts, reference texts) for `num_batches`
+        (0: 8) generated batches of `split`."""
+        for index in range(num_batches or 8):
+            batch = self.batch(split, index, batch_size, seed)
+            yield batch, self.source_texts(batch["inputs"]), self.detokenize(batch["targets"])
 
     def encode_pairs(self, pairs: Sequence[tuple[Any, str]], ratio: float) -> Batch:
         inputs, lengths = self.encode_sources([source for source, _ in pairs])
         targets, target_lengths = self.encode_targets([target for _, target in pairs])
-        decoder_inputs = np.concatenate([np.full((len(pairs), 1), SOS_ID, np.int32), targets[:, :-1]], axis=1)
-        # <eos> is the last valid target; the decoder never reads it as input.
-        decoder_inputs = np.where(decoder_inputs == EOS_ID, PAD_ID, decoder_inputs)
-        batch = {"inputs": inputs, "decoder_inputs": decoder_inputs, "targets": targets,
+        batch = {"inputs": inputs, "decoder_inputs": shift_right(targets), "targets": targets,
                  "target_lengths": target_lengths,
                  "teacher_forcing_ratio": np.full((len(pairs),), ratio, np.float32)}
         if lengths is not None:
@@ -263,30 +327,6 @@ class SequenceGenerationTask(Task):
             ids = batch[name]
             if ids.min(initial=0) < 0 or ids.max(initial=0) >= self.target_vocab_size:
                 raise ValueError(f"{name}: token id out of range [0, {self.target_vocab_size})")
-
-    def metric_sums(self, predictions, batch) -> dict[str, tuple]:
-        """{name: (sum, count)} over valid target steps (loss, token accuracy)
-        and rows (exact match); predictions [B, T, V] logits."""
-        targets = batch["targets"]
-        valid = jnp.arange(targets.shape[1])[None, :] < batch["target_lengths"][:, None]
-        xent = optax.softmax_cross_entropy_with_integer_labels(predictions.astype(jnp.float32), targets)
-        correct = (predictions.argmax(-1) == targets) | ~valid
-        tokens = valid.sum()
-        return {"loss": ((xent * valid).sum(), tokens),
-                "token_accuracy": ((correct & valid).sum(), tokens),
-                "exact_match": (correct.all(axis=1).sum(), targets.shape[0])}
-
-    def loss_and_metrics(self, predictions, batch):
-        """Mean cross-entropy per target token. `exact_match` is the fraction
-        of rows whose every teacher-forced argmax is right, which is exactly
-        the fraction that greedy decoding reproduces (by induction over the
-        steps, greedy then reads the true prefix)."""
-        sums = self.metric_sums(predictions, batch)
-        metrics = {name: total / count for name, (total, count) in sums.items()}
-        return metrics["loss"], self.finalize_metrics(metrics)
-
-    def finalize_metrics(self, metrics):
-        return dict(metrics, perplexity=jnp.exp(metrics["loss"]))
 
     def texts(self, split: str, count: int, seed: int) -> list[tuple[Any, str]]:
         """`count` (source, target) pairs of `split`, as in its batches."""
@@ -347,6 +387,9 @@ class TranslationTask(SequenceGenerationTask):
     def encode_sources(self, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         inputs, lengths, _ = self.encode_texts(sources)
         return inputs, lengths
+
+    def source_texts(self, inputs):
+        return ["".join(self.source_vocab.decode(row)) for row in np.asarray(inputs)]
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
         """Source texts -> (ids [B, max_source_len], lengths [B], how many
@@ -419,11 +462,18 @@ class CaptioningTask(SequenceGenerationTask):
 
 
 def generate(model, params, inputs, lengths=None, *, max_len: int, beam_size: int = 0, alpha: float = 0.6):
-    """Token ids [B, max_len] from `model` (Seq2Seq or VectorToSequence):
-    greedy when beam_size == 0, else the best beam-search hypothesis."""
+    """Token ids [B, max_len] from `model` (Seq2Seq, VectorToSequence or
+    TransformerSeq2Seq): greedy when beam_size == 0, else the best
+    beam-search hypothesis. Rows end with <eos> and <pad> after it (or are
+    cut at max_len). jit-able."""
     from seqjax import decoding
 
-    start, tokens_to_logits = seq2seq.incremental_decoder(model, params)
+    if beam_size < 0:
+        raise ValueError(f"beam_size must be 0 (greedy) or >= 1, got {beam_size}")
+    if isinstance(model, transformer.TransformerSeq2Seq):
+        start, tokens_to_logits = transformer.seq2seq_decoder(model, {"params": params}, max_len)
+    else:
+        start, tokens_to_logits = seq2seq.incremental_decoder(model, params)
     cache = start(inputs, lengths)
     first = jnp.full((jnp.shape(inputs)[0],), SOS_ID, jnp.int32)
     if beam_size == 0:
@@ -434,24 +484,24 @@ def generate(model, params, inputs, lengths=None, *, max_len: int, beam_size: in
     return result.tokens[:, 0]
 
 
-def evaluate_decoding(task: SequenceGenerationTask, model, params, split: str = "test", *, num_batches: int = 8,
+def evaluate_decoding(task: GenerationObjective, model, params, split: str = "test", *, num_batches: int = 0,
                       batch_size: int = 64, seed: int = 0, beam_size: int = 0, alpha: float = 0.6) -> dict:
-    """Decodes `num_batches` batches of `split` (greedy or beam search) and
-    returns {'exact_match', 'bleu', 'bleu_signature', 'examples': [(source,
-    reference, hypothesis), ...] (the first 5)}."""
+    """Decodes `split` (greedy or beam search) and scores it against the
+    references. Generated tasks decode `num_batches` batches (0: 8); dataset
+    tasks every example of the split (or the first `num_batches` batches).
+
+    Returns {'exact_match', 'bleu', 'bleu_signature', 'sentences',
+    'examples': [(source, reference, hypothesis), ...] (the first 5)}.
+    """
     run = jax.jit(lambda p, x, n: generate(model, p, x, n, max_len=task.target_len, beam_size=beam_size,
                                            alpha=alpha))
     hypotheses, references, sources = [], [], []
-    for index in range(num_batches):
-        batch = task.batch(split, index, batch_size, seed)
+    for batch, batch_sources, batch_references in task.reference_batches(split, batch_size, num_batches, seed):
         tokens = run(params, batch["inputs"], batch.get("lengths"))
-        hypotheses += task.detokenize(jax.device_get(tokens))
-        references += task.detokenize(batch["targets"])
-        if isinstance(task, TranslationTask):
-            sources += ["".join(task.source_vocab.decode(row)) for row in batch["inputs"]]
-        else:
-            sources += ["<features>"] * len(batch["targets"])
-    bleu, signature = corpus_bleu(hypotheses, references, task.bleu_tokenize)
+        hypotheses += task.detokenize(jax.device_get(tokens))[:len(batch_references)]
+        references += batch_references
+        sources += batch_sources
+    bleu, signature = corpus_bleu(hypotheses, references, task.bleu_tokenize, task.bleu_lowercase)
     exact = float(np.mean([h == r for h, r in zip(hypotheses, references)]))
-    return {"exact_match": exact, "bleu": bleu, "bleu_signature": signature,
+    return {"exact_match": exact, "bleu": bleu, "bleu_signature": signature, "sentences": len(hypotheses),
             "examples": list(zip(sources, references, hypotheses))[:5]}
