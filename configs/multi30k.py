@@ -153,6 +153,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.data.vocab_size = 0
         config.data.lower = False
         config.task.max_source_len = config.task.max_target_len = 16
+        config.data.fixed_length = True  # every batch [8, 16]: one compiled shape
         if config.model.name == "transformer_seq2seq":
             config.model.update(d_model=16, num_heads=2, num_layers=1, num_decoder_layers=1, d_ff=32)
         else:

@@ -208,17 +208,22 @@ def test_transformer_greedy_decoding_equals_argmax_over_the_full_prefix():
     model, params, inputs, lengths = tiny_transformer()
     max_len = 7
     tokens = np.asarray(translation.generate(model, params, inputs, lengths, max_len=max_len))
-    # Reference: rerun the whole decoder on the growing prefix (no KV cache) and take the argmax.
-    prefix = np.full((3, 1), SOS_ID, np.int32)
+    # Reference: rerun the whole teacher-forced model (no KV cache) on the prefix so far and take
+    # the argmax at its last position. The prefix is padded to max_len so one compiled shape
+    # serves every step; the decoder is causal, so the padding cannot reach position t.
+    forward = jax.jit(lambda prefix: model.apply({"params": params}, inputs, lengths, decoder_inputs=prefix))
+    prefix = np.full((3, max_len), PAD_ID, np.int32)
+    prefix[:, 0] = SOS_ID
     expected, finished = [], np.zeros(3, bool)
-    for _ in range(max_len):
-        logits = model.apply({"params": params}, inputs, lengths, decoder_inputs=jnp.asarray(prefix))
-        new = np.asarray(logits[:, -1].argmax(-1), np.int32)
+    for t in range(max_len):
+        new = np.asarray(forward(jnp.asarray(prefix))[:, t].argmax(-1), np.int32)
         new = np.where(finished, PAD_ID, new)
         finished |= new == EOS_ID
         expected.append(new)
-        prefix = np.concatenate([prefix, new[:, None]], axis=1)
+        if t + 1 < max_len:
+            prefix[:, t + 1] = new
     np.testing.assert_array_equal(tokens, np.stack(expected, axis=1))
+    assert finished.any()  # <eos> was reached, and the rows after it are padding
     beam_one = translation.generate(model, params, inputs, lengths, max_len=max_len, beam_size=1)
     np.testing.assert_array_equal(np.asarray(beam_one), tokens)
     with pytest.raises(ValueError, match="beam_size must be 0"):
