@@ -260,3 +260,18 @@ def test_decode_script_scores_the_test_split_and_translates_sources(trained_runs
 
     with pytest.raises(app.UsageError, match="source 0 is empty"):
         run_decode([f"--workdir={workdir}", "--source= "])
+
+
+def test_a_tfds_translation_dataset_by_name_takes_its_languages_from_the_supervised_keys(tmp_path):
+    import tensorflow_datasets as tfds
+
+    data = ml_collections.ConfigDict({"source": {"name": "ted_hrlr_translate/pt_to_en", "data_dir": ""},
+                                      "splits": {"train": "train", "eval": "validation", "test": "test"},
+                                      "tokenizer": "char", "pad_to_multiple": 8})
+    with tfds.testing.mock_data(num_examples=6):
+        task = make_task(tmp_path, workdir=str(tmp_path), data=data, max_source_len=200, max_target_len=200)
+        batch = next(iter(task.eval_loader("test", 8)))
+    assert task.languages == ("pt", "en")
+    assert batch["weights"].tolist() == [1.0] * 6 + [0.0] * 2
+    assert (batch["decoder_inputs"][:, 0] == SOS_ID).all() and batch["inputs"].max() < task.vocab_size
+    assert (tmp_path / "source_tokenizer.json").exists() and (tmp_path / "target_tokenizer.json").exists()
