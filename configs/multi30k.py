@@ -130,6 +130,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.optimizer.weight_decay = 0.01
         # A CPU budget: ~1000 steps of 64 pairs (2.2 epochs) fit in about half an hour on 2 cores.
         config.train.num_steps = 1000
+        config.train.log_every = 50
         config.train.eval_every = 500
         config.train.checkpoint_every = 250
     elif name == "anki":
