@@ -135,9 +135,12 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.train.checkpoint_every = 250
     elif name == "anki":
         config.task.source_language, config.task.target_language = "en", "es"
-        config.data.source.languages = ["en", "es"]  # spa.txt columns: English<TAB>Spanish
-        config.data.source.paths = os.path.join(DATA, "anki_spa_eng", "spa.txt")
-        config.data.source.fractions = ml_collections.ConfigDict(dict(train=0.8, validation=0.1, test=0.1))
+        config.data.source = ml_collections.ConfigDict(dict(
+            name="local/parallel", data_dir=config.data.source.data_dir,
+            languages=["en", "es"],  # spa.txt columns: English<TAB>Spanish
+            paths=os.path.join(DATA, "anki_spa_eng", "spa.txt"),
+            # One file cut 80/10/10 after a seeded permutation (the file is sorted by length).
+            fractions=ml_collections.ConfigDict(dict(train=0.8, validation=0.1, test=0.1))))
         config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="validation", test="test"))
     elif name == "reverse":
         config.task.source_language, config.task.target_language = (config.task.target_language,
