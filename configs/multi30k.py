@@ -21,12 +21,37 @@ tokenizers instead of subwords, lower-cased; BLEU is then case-insensitive),
 smoke (the tiny made-up pairs in configs/samples/parallel_*, seconds; used by
 the tests).
 
-Results (2 CPU cores shared with other jobs; seed 0):
-  RESULTS_PLACEHOLDER
+Results (2 CPU cores shared with other jobs, seed 0, 1000 steps of 64 pairs =
+2.2 epochs, subword vocabularies of 5000 pieces per side; cased sacrebleu BLEU
+on all 1,000 sentences of test_2016_flickr, signature
+nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0):
+
+  variant      train wall   val loss @500  test loss / ppl   greedy BLEU   beam-4 BLEU
+  transformer  24.6 min     2.41           2.08 / 8.0        30.99         32.02
+  luong        15.9 min     3.78           3.37 / 29.0        7.04          7.18
+
+  python -m experiments.train --config=configs/multi30k.py:transformer --workdir=runs/multi30k_transformer
+  python -m experiments.decode --workdir=runs/multi30k_transformer [--beam_size=4]
+      (greedy 37 s, beam 4 143 s for the 1,000 sentences, compilation included)
+  python -m experiments.train --config=configs/multi30k.py --workdir=runs/multi30k_luong
+  python -m experiments.decode --workdir=runs/multi30k_luong [--beam_size=4]
+
+Per CPU minute the Transformer is far ahead here: it runs 0.68 steps/s overall
+against the LSTM's 1.05, but after 250 steps its training loss (3.23) is already below
+the LSTM's after 1000 (3.33); the Luong model is badly undertrained at this
+budget (its greedy output is fluent but mostly unrelated to the source:
+"Ein Boston Terrier läuft über saftig-grünes Gras ..." -> "A dog is sitting on
+a red chair with a white dog."), while the Transformer's is usually close
+("Fünf Leute in Winterjacken und mit Helmen stehen im Schnee ..." -> "Five
+people in winter attire and helmets are standing in the snow with snow in the
+background.").
 
 For scale: published small models (e.g. a 3-layer d=256 Transformer or a
-1-layer attention LSTM trained for ~10 epochs on a GPU) reach about 35 BLEU
-on test_2016_flickr; the numbers above are what a CPU budget of minutes buys.
+1-layer attention LSTM trained for ~10 epochs with GPU budgets) reach about 35
+BLEU on test_2016_flickr; the numbers above are what a CPU budget of half an
+hour buys (2.2 epochs, one seed, no checkpoint averaging or tuning). The anki
+variants were only checked to load, tokenise and batch (95,169 of 95,171
+Spanish -> English training pairs fit the limits); they have not been trained here.
 """
 
 import os
