@@ -163,6 +163,7 @@ def smoke_config(model: str, tmp_path, steps: int = 10):
     config.train.num_steps = steps
     config.optimizer.learning_rate = 1e-2
     config.optimizer.warmup_steps = 0
+    config.train.eval_every = config.train.checkpoint_every = steps  # one evaluation, one save: fast
     config_lib.validate(config)
     return config
 
