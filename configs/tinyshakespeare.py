@@ -11,7 +11,20 @@ Command:
 
 Variants: `smoke` (the tiny sample corpus in configs/samples, seconds; used
 by tests), `stateful` (contiguous streams with the carry passed from batch to
-batch, truncated BPTT over config.train.tbptt_len characters).
+batch, truncated BPTT over config.train.tbptt_len characters), `gpt` (a
+decoder-only Transformer, see below; `gpt,smoke` for tests).
+
+Char GPT (`gpt`: 4 pre-LN blocks, d_model 128, 4 heads, GELU, learned
+positions, tied embeddings, 0.8M parameters; 4000 steps of 32 x 128
+characters, about 16 epochs), 2 CPU cores shared with other jobs, 35 min wall:
+  python -m experiments.train --config=configs/tinyshakespeare.py:gpt --workdir=runs/shakespeare_gpt
+  eval loss 1.781 nats/char at step 1000, 1.599 at 2000, 1.539 at 3000;
+  final test loss 1.644 (2.37 bits/char, perplexity 5.17; the LSTM below:
+  1.711). The 1.6 target is met on validation, not on the test split.
+  `experiments.sample --workdir=runs/shakespeare_gpt --prompt="ROMEO:"
+  --temperature=0.8` (windowed KV-cache decoding past 128 characters) gives e.g.
+    POMPEY:
+    Now fares this on that, sin.
 
 Result (2 CPU cores shared with other jobs, 2500 steps, 28 min wall):
   eval loss 1.733 nats/char at step 1000, 1.638 at step 2000; final test

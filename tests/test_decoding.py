@@ -121,7 +121,7 @@ def windowed_reference(model, variables, prompt, num_tokens, context):
     return np.asarray([row[-num_tokens:] for row in tokens])
 
 
-@pytest.mark.parametrize("prompt_len", [1, 3, 8])
+@pytest.mark.parametrize("prompt_len", [3])  # 19 tokens: three rounds of an 8-position cache
 def test_windowed_generation_equals_full_forward_passes_over_each_window(prompt_len):
     from seqjax.nn import transformer
 

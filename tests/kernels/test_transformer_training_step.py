@@ -11,7 +11,7 @@ from seqjax import parallel, training
 from seqjax.nn import attention
 
 
-def train(variant, implementation, num_steps=2):
+def train(variant, implementation, num_steps=1):
     config = transformer_synthetic.get_config(f"{variant},smoke")
     config.model.attention_implementation = implementation
     trainer = training.Trainer(config, parallel.make_mesh(jax.devices()[:1]))
@@ -23,9 +23,11 @@ def train(variant, implementation, num_steps=2):
     return losses, jax.device_get(state.params)
 
 
-# lm: causal self-attention; seq2seq: source padding (kv_lengths) in the
-# encoder and in cross-attention with T != S, causal decoder self-attention.
-@pytest.mark.parametrize("variant", ["lm", "seq2seq"])
+# seq2seq covers every mask the kernel takes in a Transformer: source padding
+# (kv_lengths) in the encoder and in cross-attention with T != S, and causal
+# decoder self-attention. Interpret mode is slow, so one update: the
+# parameters after it compare the gradients.
+@pytest.mark.parametrize("variant", ["seq2seq"])
 def test_pallas_training_steps_match_the_xla_path(variant, monkeypatch):
     xla_losses, xla_params = train(variant, "xla")
     traced = []
