@@ -3,18 +3,14 @@ or beam search, exact match and corpus BLEU.
 
   python -m experiments.decode --workdir=runs/s2s_bahdanau [--beam_size=4] [--alpha=0.6] \
       [--split=test] [--num_batches=0] [--batch_size=64]
-  python -m experiments.decode --workdir=runs/s2s_bahdanau --source="40,017" --source="1,234,567"
-  python -m experiments.decode --workdir=runs/multi30k_transformer --input_file=sources.txt --output_file=hyps.txt
 
-Without sources it decodes the run's held-out `split` (synthetic tasks:
-`num_batches` generated batches, 8 when 0; dataset tasks such as Multi30k:
-every sentence of the split, or the first `num_batches` batches), prints a
-few examples, exact match and BLEU with the sacrebleu signature, writes them
-to W/decode_<split>_<greedy|beamK>.json, and prints the metrics as the last
-stdout line (one JSON object). With --source or --input_file (one source per
-line, '-' for stdin) it writes one hypothesis per line (stdout or
---output_file); source tokens the run's vocabulary does not know become
-<unk>, and their count is reported on stderr.
+It decodes the run's held-out `split` (synthetic tasks: `num_batches`
+generated batches, 8 when 0; dataset tasks such as Multi30k: every sentence
+of the split, or the first `num_batches` batches), prints a few examples,
+exact match and BLEU with the sacrebleu signature, writes them to
+W/decode_<split>_<greedy|beamK>.json, and prints the metrics as the last
+stdout line (one JSON object). To translate your own sentences (a file,
+stdin, references, alignment heatmaps), use experiments/translate.py.
 """
 
 import json
@@ -22,7 +18,6 @@ import os
 import sys
 import time
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 
@@ -36,9 +31,6 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["train", "eval", "test"], "Split to
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches to evaluate (0: the whole split of a dataset task, "
                                    "8 batches of a synthetic one).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
-_SOURCES = flags.DEFINE_multi_string("source", [], "Source sentences to translate (repeatable).")
-_INPUT = flags.DEFINE_string("input_file", None, "File of source sentences, one per line ('-' = stdin).")
-_OUTPUT = flags.DEFINE_string("output_file", None, "Where hypotheses of --source / --input_file go.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -47,48 +39,12 @@ def check_beam_size(beam_size: int) -> None:
         raise app.UsageError(f"--beam_size must be 0 (greedy) or >= 1, got {beam_size}")
 
 
-def read_sources() -> list[str]:
-    sources = list(_SOURCES.value)
-    if _INPUT.value:
-        stream = sys.stdin if _INPUT.value == "-" else open(_INPUT.value)
-        with stream:
-            sources += [line.rstrip("\n") for line in stream]
-    return sources
-
-
-def translate(run: runs.Run, sources: list[str], beam_size: int, alpha: float) -> list[str]:
-    """Hypotheses for source texts (translation runs: synthetic or real pairs)."""
-    task = run.trainer.task
-    if not hasattr(task, "encode_texts"):
-        raise app.UsageError(f"--source needs a translation run; {_WORKDIR.value} trained {type(task).__name__}")
-    try:
-        inputs, lengths, unknown = task.encode_texts(sources)
-    except ValueError as error:  # empty or too long: the message names the source
-        raise app.UsageError(str(error)) from error
-    unit = "character" if isinstance(task, translation.TranslationTask) else "token"
-    print(f"{unknown} source {unit}(s) outside the run's vocabulary became <unk>", file=sys.stderr)
-    tokens = jax.jit(lambda p, x, n: translation.generate(run.trainer.model, p, x, n, max_len=task.target_len,
-                                                          beam_size=beam_size, alpha=alpha))(run.params, inputs,
-                                                                                              lengths)
-    return task.detokenize(jax.device_get(tokens))
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     check_beam_size(_BEAM.value)
     run = runs.load_run(_WORKDIR.value)
-    sources = read_sources()
-    if sources:
-        hypotheses = translate(run, sources, _BEAM.value, _ALPHA.value)
-        text = "".join(h + "\n" for h in hypotheses)
-        if _OUTPUT.value:
-            with open(_OUTPUT.value, "w") as f:
-                f.write(text)
-        else:
-            sys.stdout.write(text)
-        return
     started = time.monotonic()
     result = translation.evaluate_decoding(run.trainer.task, run.trainer.model, run.params, _SPLIT.value,
                                            num_batches=_NUM_BATCHES.value, batch_size=_BATCH.value,

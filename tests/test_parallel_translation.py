@@ -5,6 +5,7 @@ encoder-decoders through the Trainer, Transformer decoding, decode.py."""
 import io
 import json
 import os
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import jax
@@ -231,36 +232,68 @@ def test_transformer_greedy_decoding_equals_argmax_over_the_full_prefix():
         translation.generate(model, params, inputs, lengths, max_len=max_len, beam_size=-1)
 
 
-def run_decode(argv):
+def run_experiment(name, argv, stdin=""):
+    """(stdout, stderr) of experiments.<name>.main under the flags `argv`."""
     from absl import flags
 
     from tests.conftest import import_experiment
 
-    decode = import_experiment("decode")
+    script = import_experiment(name)
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["decode"] + argv)
+    flags.FLAGS([name] + argv)
     out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        decode.main(["decode"])
+    old_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            script.main([name])
+    finally:
+        sys.stdin = old_stdin
     return out.getvalue(), err.getvalue()
 
 
-def test_decode_script_scores_the_test_split_and_translates_sources(trained_runs, tmp_path):
+def test_decode_script_scores_the_test_split(trained_runs):
     workdir, _ = trained_runs["transformer"]
-    out, err = run_decode([f"--workdir={workdir}", "--beam_size=2", "--batch_size=8"])
+    out, err = run_experiment("decode", [f"--workdir={workdir}", "--beam_size=2", "--batch_size=8"])
     result = json.loads(out.strip().splitlines()[-1])
     assert result["search"] == "beam2" and result["sentences"] == 8  # every pair of the sample test split
     assert 0.0 <= result["bleu"] <= 100.0 and "case:mixed" in result["bleu_signature"]
     assert "tok:13a" in result["bleu_signature"] and "BLEU = " in err
     assert os.path.exists(os.path.join(workdir, "decode_test_beam2.json"))
-    sources = tmp_path / "sources.txt"
-    sources.write_text("Ein Zebra läuft im Park.\nDie Katze schläft.\n", encoding="utf-8")
-    out, err = run_decode([f"--workdir={workdir}", f"--input_file={sources}"])
-    assert len(out.splitlines()) == 2 and "1 source token(s) outside the run's vocabulary" in err
+
+
+@pytest.mark.parametrize("model", ["luong", "transformer"])
+def test_translate_script_writes_hypotheses_scores_references_and_plots_alignments(trained_runs, model,
+                                                                                    tmp_path):
     from absl import app
 
+    workdir, _ = trained_runs[model]
+    sources = ["Ein Zebra läuft im Park.", "Die Katze schläft.", "Ein Mann liest ein Buch."]
+    (tmp_path / "de.txt").write_text("".join(s + "\n" for s in sources), encoding="utf-8")
+    references = ["A zebra runs in the park.", "The cat sleeps.", "A man reads a book."]
+    (tmp_path / "en.txt").write_text("".join(r + "\n" for r in references), encoding="utf-8")
+    hyps = tmp_path / "hyps.txt"
+    out, err = run_experiment("translate", [
+        f"--workdir={workdir}", f"--input={tmp_path / 'de.txt'}", f"--output={hyps}",
+        f"--references={tmp_path / 'en.txt'}", "--batch_size=2", "--plot=0,2", f"--plot_dir={tmp_path / 'maps'}"])
+    hypotheses = hyps.read_text(encoding="utf-8").splitlines()
+    assert len(hypotheses) == 3 and "1 source token(s) outside the run's vocabulary" in err  # "Zebra"
+    result = json.loads(out.strip().splitlines()[-1])
+    bleu, _ = translation.corpus_bleu(hypotheses, references)
+    assert result["bleu"] == pytest.approx(bleu) and result["sentences"] == 3 and "BLEU = " in err
+    for index in (0, 2):
+        assert (tmp_path / "maps" / f"alignment_{index}.png").read_bytes()[:4] == b"\x89PNG"
+    # Batches of 2 with a filled-up last batch decode exactly as one batch of 3, and stdin works.
+    out, _ = run_experiment("translate", [f"--workdir={workdir}", "--batch_size=3"], stdin=(tmp_path / "de.txt")
+                            .read_text(encoding="utf-8"))
+    assert out.splitlines() == hypotheses
     with pytest.raises(app.UsageError, match="source 0 is empty"):
-        run_decode([f"--workdir={workdir}", "--source= "])
+        run_experiment("translate", [f"--workdir={workdir}", "--source= "])
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    with pytest.raises(app.UsageError, match="2 references for 1 sources"):
+        run_experiment("translate", [f"--workdir={workdir}", "--source=Ein Hund.",
+                                     f"--references={tmp_path / 'two.txt'}"])
+    with pytest.raises(app.UsageError, match="beam_size must be 0"):
+        run_experiment("translate", [f"--workdir={workdir}", "--source=Ein Hund.", "--beam_size=-1"])
 
 
 def test_a_tfds_translation_dataset_by_name_takes_its_languages_from_the_supervised_keys(tmp_path):

@@ -258,7 +258,7 @@ def test_a_short_training_run_learns_and_teacher_forced_exact_match_is_greedy_ex
 
 def test_alignment_heatmaps_are_drawn_from_the_decoded_output(tmp_path):
     from tests.conftest import import_experiment
-    attention_plot = import_experiment("attention_plot")
+    translate = import_experiment("translate")
 
     task = numbers_task(max_digits=3)
     model = models.build(ml_collections.ConfigDict({"name": "seq2seq", "attention": "bahdanau", "hidden_size": 8,
@@ -268,13 +268,26 @@ def test_alignment_heatmaps_are_drawn_from_the_decoded_output(tmp_path):
                             decoder_inputs=example["decoder_inputs"])["params"]
     rng = np.random.default_rng(0)  # some weights, without compiling an init
     params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.5, s.shape), s.dtype), shapes)
-    results = attention_plot.alignments(model, params, task, ["417", "9"])
-    for (source, outputs, alpha), text in zip(results, ["417", "9"]):
-        assert source == list(text) and alpha.shape == (len(outputs), len(text))
-        np.testing.assert_allclose(alpha.sum(-1), 1.0, rtol=1e-5)
-        assert len(outputs) == task.target_len or outputs[-1] == "<eos>"
-    attention_plot.save_heatmap(*results[0], str(tmp_path / "a.png"), "title")
+    inputs, lengths, _ = task.encode_texts(["417", "9"])
+    outputs = np.asarray(translation.generate(model, params, inputs, lengths, max_len=task.target_len))
+    alpha = np.asarray(translation.source_attention(model, params, inputs, lengths, outputs))
+    # The weights are the ones the decoder used: its teacher-forced logits on its own output pick that output.
+    decoder_inputs = translation.shift_right(outputs)
+    logits = model.apply({"params": params}, inputs, lengths, decoder_inputs=jnp.asarray(decoder_inputs))
+    for row, text in enumerate(["417", "9"]):
+        steps = translate.emitted_steps(outputs[row])
+        np.testing.assert_array_equal(np.asarray(logits[row, :steps]).argmax(-1), outputs[row, :steps])
+        np.testing.assert_allclose(alpha[row, :steps].sum(-1), 1.0, rtol=1e-5)
+        assert (alpha[row, :, len(text):] == 0).all()  # padded source positions get no weight
+        assert task.token_strings(inputs[row, :lengths[row]]) == list(text)
+        assert steps == task.target_len or outputs[row, steps - 1] == EOS_ID
+    translate.save_heatmap(list("417"), task.token_strings(outputs[0, :3], "target"), alpha[0, :3, :3],
+                           str(tmp_path / "a.png"), "title")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    no_attention = models.build(ml_collections.ConfigDict({"name": "seq2seq", "attention": "none",
+                                                           "hidden_size": 8, "embed_size": 4}), task)
+    with pytest.raises(ValueError, match="has no attention over the source"):
+        translation.source_attention(no_attention, params, inputs, lengths, outputs)
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ from absl import logging
 
 from seqjax.data import loader as loader_lib
 from seqjax.data import tokenizers
-from seqjax.data.tokenizers.base import EOS_ID, PAD_ID, SOS_ID, UNK_ID
+from seqjax.data.tokenizers.base import EOS_ID, PAD_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID
 from seqjax.nn import seq2seq
 from seqjax.tasks.text import TOKENIZERS, DatasetTask, as_text
 from seqjax.tasks.translation import GenerationObjective, shift_right
@@ -390,6 +390,13 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
         """Target texts of the rows of an id array [B, T] (cut at <eos>)."""
         self._require_setup()
         return [decode_side(self.target_tokenizer, row) for row in np.asarray(ids)]
+
+    def token_strings(self, ids: Sequence[int], side: str = "source") -> list[str]:
+        """One label per id (special tokens by name; a subword piece without
+        its word-boundary mark), e.g. for plot axes."""
+        self._require_setup()
+        tokenizer = self.source_tokenizer if side == "source" else self.target_tokenizer
+        return [SPECIAL_TOKENS[i] if i < len(SPECIAL_TOKENS) else tokenizer.decode([i]) for i in map(int, ids)]
 
     def source_texts(self, inputs) -> list[str]:
         return [decode_side(self.source_tokenizer, row) for row in np.asarray(inputs)]

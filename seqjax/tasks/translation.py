@@ -27,6 +27,7 @@ Special ids follow seqjax.data.tokenizers: <pad>=0, <unk>=1, <sos>=2, <eos>=3.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import zlib
 from typing import Any, Sequence
@@ -388,6 +389,11 @@ class TranslationTask(SequenceGenerationTask):
         inputs, lengths, _ = self.encode_texts(sources)
         return inputs, lengths
 
+    def token_strings(self, ids: Sequence[int], side: str = "source") -> list[str]:
+        """One label per id (special tokens by name), e.g. for plot axes."""
+        vocab = self.source_vocab if side == "source" else self.target_vocab
+        return [vocab.tokens[int(i)] for i in ids]
+
     def source_texts(self, inputs):
         return ["".join(self.source_vocab.decode(row)) for row in np.asarray(inputs)]
 
@@ -505,3 +511,29 @@ def evaluate_decoding(task: GenerationObjective, model, params, split: str = "te
     exact = float(np.mean([h == r for h, r in zip(hypotheses, references)]))
     return {"exact_match": exact, "bleu": bleu, "bleu_signature": signature, "sentences": len(hypotheses),
             "examples": list(zip(sources, references, hypotheses))[:5]}
+
+
+def source_attention(model, params, inputs, lengths, outputs) -> jax.Array:
+    """α [B, T, S]: how each output step attended over the source positions
+    when the decoder emitted `outputs` [B, T] (e.g. `generate`'s tokens).
+
+    The decoder is run teacher-forced on its own output, which reproduces the
+    weights the search used (incremental and teacher-forced decoding share
+    one step). RNN models give their attention α (Bahdanau / Luong); a
+    TransformerSeq2Seq gives the cross-attention of its last decoder layer,
+    averaged over heads. Rows sum to 1 over each row's valid source; padded
+    source positions get 0.
+    """
+    decoder_inputs = jnp.asarray(shift_right(np.asarray(outputs)))
+    if isinstance(model, transformer.TransformerSeq2Seq):
+        sowing = model.clone(config=dataclasses.replace(model.config, sow_attention_weights=True))
+        _, state = sowing.apply({"params": params}, inputs, lengths, decoder_inputs=decoder_inputs,
+                                mutable=["intermediates"])
+        decoder = state["intermediates"]["decoder"]
+        last = decoder[f"layer_{len(decoder) - 1}"]["cross_attention"]["attention_weights"][0]  # [B, H, T, S]
+        return jnp.mean(last.astype(jnp.float32), axis=1)
+    if getattr(model, "attention", "none") == "none":
+        raise ValueError(f"{type(model).__name__} with attention='none' has no attention over the source")
+    _, alpha = model.apply({"params": params}, inputs, lengths, decoder_inputs=decoder_inputs,
+                           return_attention=True)
+    return alpha
