@@ -50,10 +50,12 @@ group); see experiments/attention_plot.py. Captioning generalises worse to
 held-out colour/shape/count combinations (train exact 0.97, test 0.68).
 """
 
+import os
+
 import ml_collections
 
 ATTENTION_VARIANTS = ("none", "bahdanau", "luong_dot", "luong_general", "luong_concat")
-VARIANTS = ATTENTION_VARIANTS + ("reverse", "scheduled", "dates", "captioning", "smoke")
+VARIANTS = ATTENTION_VARIANTS + ("transformer", "reverse", "scheduled", "dates", "captioning", "smoke")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -67,6 +69,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.task.teacher_forcing_ratio = 1.0  # final probability of reading the true previous token
     config.task.teacher_forcing_schedule = "constant"  # constant | linear | exponential | inverse_sigmoid
     config.task.teacher_forcing_decay_steps = 1000  # time scale of the decay (see seq2seq.teacher_forcing_ratio)
+    config.task.decode_test = True  # greedy-decode the test batches at the end: test_bleu, test_greedy_exact_match
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "seq2seq"  # seq2seq | vector_to_sequence (captioning) | transformer_seq2seq
@@ -105,18 +108,40 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.keep_checkpoints = 2
     config.train.progress = True
 
-    for name in filter(None, (variant or "").split(",")):
+    names = [name for name in (variant or "").split(",") if name]
+    for name in names:
         if name not in VARIANTS:
             raise ValueError(f"unknown variant {name!r} of configs/seq2seq_synthetic.py; "
                              f"choose from {', '.join(VARIANTS)}")
+    # smoke shrinks whichever model the other variants chose, so it goes last.
+    for name in sorted(names, key=lambda n: n == "smoke"):
         _apply_variant(config, name)
     return config
+
+
+def get_sweep(name: str | None = None):
+    """Sweeps of this config (`python -m experiments.sweep --config=configs/seq2seq_synthetic.py --sweep=NAME`).
+
+    attention_ablation (the default): numbers -> words with no attention,
+      Bahdanau, Luong (general) and the Transformer, 3 seeds each (12 runs);
+      report test_bleu, test_greedy_exact_match and the eval curves.
+    """
+    from seqjax import sweeps
+
+    if name in (None, "attention_ablation"):
+        return sweeps.product(sweeps.variants(["none", "bahdanau", "luong_general", "transformer"]),
+                              sweeps.seeds(3))
+    raise ValueError(f"unknown sweep {name!r} of configs/seq2seq_synthetic.py; choose attention_ablation")
 
 
 def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
     if name in ATTENTION_VARIANTS:
         config.model.attention = name
         config.model.bidirectional_encoder = name == "bahdanau"
+    elif name == "transformer":
+        # The encoder-decoder Transformer of configs/transformer_synthetic.py:seq2seq, with its optimiser.
+        reference = _sibling_config("transformer_synthetic.py", "seq2seq")
+        config.model, config.optimizer = reference.model, reference.optimizer
     elif name == "reverse":
         config.model.reverse_source = True
     elif name == "scheduled":
@@ -135,8 +160,11 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.model = ml_collections.ConfigDict({key: config.model[key] for key in keep})
         config.model.name = "vector_to_sequence"
     elif name == "smoke":
-        config.model.hidden_size = 16
-        config.model.embed_size = 8
+        if config.model.name == "transformer_seq2seq":
+            config.model.update(d_model=16, d_ff=32, num_heads=2, num_layers=1, num_decoder_layers=1)
+        else:
+            config.model.hidden_size = 16
+            config.model.embed_size = 8
         if "max_digits" in config.task:
             config.task.max_digits = 3
         config.train.batch_size = 8
@@ -146,3 +174,11 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.train.eval_batches = 2
         config.train.checkpoint_every = 10
         config.train.progress = False
+
+
+def _sibling_config(file_name: str, variant: str) -> ml_collections.ConfigDict:
+    """get_config(variant) of another config file in this directory."""
+    from seqjax import sweep_runner
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), file_name)
+    return sweep_runner.load_config_module(path).get_config(variant)

@@ -53,7 +53,7 @@ def main(argv):
         return
     sweep_runner.write_sweep_record(sweep_dir, config, _SWEEP.value, runs)
     if _MODE.value == "vmap":
-        result = sweep_runner.run_vmap(sweep_runner.base_config(config), runs, sweep_dir)
+        result = sweep_runner.run_vmap(config, runs, sweep_dir)
     else:
         slots = sweep_runner.detect_slots(_DEVICES.value, _PARALLEL.value)
         result = sweep_runner.LocalRunner(config, sweep_dir, slots).run(runs)

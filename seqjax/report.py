@@ -49,7 +49,7 @@ SEED_KEY = "seed"
 # A metric name is split on "_" and each word looked up here; see metric_direction.
 LOWER_IS_BETTER = frozenset({"loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl",
                              "cer", "wer", "time"})
-HIGHER_IS_BETTER = frozenset({"accuracy", "acc", "bleu", "f1", "precision", "recall", "auc"})
+HIGHER_IS_BETTER = frozenset({"accuracy", "acc", "bleu", "f1", "precision", "recall", "auc", "match"})
 UNDEFINED_MD, UNDEFINED_TEX = "–", "--"
 
 

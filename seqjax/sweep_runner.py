@@ -57,7 +57,9 @@ def plan(config_spec: str, sweep_name: str | None,
     if extra_overrides:
         sweep = sweeps.product(sweep, sweeps.fixed(extra_overrides))
     runs = sweeps.expand(sweep)
-    sweeps.validate_runs(base_config(config_spec), runs)
+    for spec in dict.fromkeys(sweeps.config_spec_of(config_spec, r.overrides) for r in runs):
+        sweeps.validate_runs(base_config(spec),
+                             [r for r in runs if sweeps.config_spec_of(config_spec, r.overrides) == spec])
     return runs
 
 
@@ -85,7 +87,8 @@ def run_status(directory: str) -> str:
 
 def train_command(config_spec: str, directory: str, run: sweeps.Run,
                   python: str = sys.executable) -> list[str]:
-    return [python, "-m", "experiments.train", f"--config={config_spec}", f"--workdir={directory}",
+    spec = sweeps.config_spec_of(config_spec, run.overrides)
+    return [python, "-m", "experiments.train", f"--config={spec}", f"--workdir={directory}",
             *sweeps.override_flags(run.overrides)]
 
 
@@ -201,11 +204,12 @@ def summary_line(result: dict[str, list[str]]) -> str:
     return json.dumps({k: len(v) for k, v in result.items()} | {"failed_runs": result["failed"]})
 
 
-def run_vmap(config: ml_collections.ConfigDict, runs: Sequence[sweeps.Run], sweep_dir: str,
+def run_vmap(config_spec: str, runs: Sequence[sweeps.Run], sweep_dir: str,
              report: Callable[[str], None] | None = None) -> dict[str, list[str]]:
     """Trains each group of shape-compatible runs in one vmapped program
     (`seqjax.ensemble`), in this process. Groups whose runs all finished are
-    skipped; a group that raises is recorded as failed and the others go on."""
+    skipped; a group that raises is recorded as failed and the others go on.
+    A group's runs share one config variant (the variant is not vmappable)."""
     import traceback
 
     from seqjax import ensemble
@@ -221,7 +225,8 @@ def run_vmap(config: ml_collections.ConfigDict, runs: Sequence[sweeps.Run], swee
             continue
         report(f"group {index + 1}/{len(groups)}: {len(group)} replicas in one program")
         try:
-            ensemble.train_group(config, group, directories)
+            ensemble.train_group(base_config(sweeps.config_spec_of(config_spec, group[0].overrides)), group,
+                                 directories)
             result["finished"] += names
         except Exception:  # one bad group must not stop the sweep
             tail = traceback.format_exc()

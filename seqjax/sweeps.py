@@ -27,6 +27,7 @@ import ml_collections
 from seqjax import config as config_lib
 
 Overrides = dict[str, Any]
+VARIANT = "variant"  # not a config key: the config variant a run adds to the sweep's config spec
 
 
 def values(key: str, choices: Iterable[Any]) -> list[Overrides]:
@@ -38,6 +39,14 @@ def seeds(count_or_list: int | Sequence[int]) -> list[Overrides]:
     """The seed axis: `seeds(3)` is seeds 0, 1, 2; or an explicit list."""
     chosen = range(count_or_list) if isinstance(count_or_list, int) else count_or_list
     return values("seed", chosen)
+
+
+def variants(names: Iterable[str]) -> list[Overrides]:
+    """An axis over the config file's own variants (`get_config(variant)`),
+    for ablations whose arms differ in more than a few keys, e.g. an RNN
+    encoder-decoder against a Transformer. Run `variant=transformer` of
+    `configs/x.py:base` trains `configs/x.py:base,transformer`."""
+    return values(VARIANT, names)
 
 
 def fixed(overrides: Overrides) -> list[Overrides]:
@@ -127,6 +136,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> 
     of the wrong type raise ConfigError naming the key."""
     config = ml_collections.ConfigDict(config.to_dict())  # deep copy, type-safe
     for key, value in overrides.items():
+        if key == VARIANT:  # chosen through the config spec (config_spec_of), not a key of the config
+            continue
         *path, leaf = key.split(".")
         section = config
         for part in path:
@@ -153,6 +164,18 @@ def validate_runs(config: ml_collections.ConfigDict, runs: Iterable[Run]) -> Non
             raise config_lib.ConfigError(f"run {run.name}: {error}") from error
 
 
+def config_spec_of(config_spec: str, overrides: Overrides) -> str:
+    """The `path[:variants]` a run trains: the sweep's spec plus the run's
+    variant, if it has one ('configs/x.py:smoke' + bahdanau ->
+    'configs/x.py:smoke,bahdanau')."""
+    variant = overrides.get(VARIANT)
+    if not variant:
+        return config_spec
+    path, _, base = config_spec.partition(":")
+    return f"{path}:{','.join(filter(None, (base, str(variant))))}"
+
+
 def override_flags(overrides: Overrides) -> list[str]:
-    """`--config.key=value` flags for `experiments.train` (seed is `--config.seed`)."""
-    return [f"--config.{key}={value}" for key, value in overrides.items()]
+    """`--config.key=value` flags for `experiments.train` (seed is
+    `--config.seed`); the variant goes into the config spec instead."""
+    return [f"--config.{key}={value}" for key, value in overrides.items() if key != VARIANT]

@@ -322,6 +322,15 @@ class Trainer:
             results.update(self.task.corpus_metrics(collected))
         return self._finalize(results)
 
+    def final_metrics(self, state: TrainState) -> dict[str, float]:
+        """What the task measures once at the end, beyond its test evaluation
+        (e.g. BLEU of decoded output; `task.final_metrics`), else {}."""
+        if not hasattr(self.task, "final_metrics"):
+            return {}
+        train = self.config.train
+        return self.task.final_metrics(self.model, state.params, batch_size=train.batch_size,
+                                       num_batches=train.get("eval_batches", 0), seed=self.config.seed)
+
     def _finalize(self, results: dict[str, float]) -> dict[str, float]:
         """Metrics computed from the totals (RMSE, perplexity), if the task has any."""
         if hasattr(self.task, "finalize_metrics"):
@@ -377,6 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         ckpt.save(step, state, force=step == train.num_steps, data_iterator=trainer.feed.iterator)
     progress.close()
     final = {"step": trainer.batches_done(state), **{f"test_{k}": v for k, v in trainer.evaluate(state, "test").items()}}
+    final.update({f"test_{k}": v for k, v in trainer.final_metrics(state).items()})
     writer.write(final["step"], final)
     writer.close()
     ckpt.close()

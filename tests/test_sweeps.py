@@ -63,6 +63,42 @@ def test_unknown_key_or_wrong_type_fails_before_any_run_naming_the_key():
         sweeps.validate_runs(config, sweeps.expand(sweeps.values("model.cell", ["lstm", "lstmm"])))
 
 
+def test_a_variant_axis_trains_each_config_variant_and_validates_each_against_its_own_config():
+    runs = sweep_runner.plan("configs/seq2seq_synthetic.py:smoke", "attention_ablation")
+    assert [r.name for r in runs[::3]] == ["variant=none,seed=0", "variant=bahdanau,seed=0",
+                                           "variant=luong_general,seed=0", "variant=transformer,seed=0"]
+    command = sweep_runner.train_command("configs/seq2seq_synthetic.py:smoke", "/tmp/w", runs[-1])
+    assert command[3:] == ["--config=configs/seq2seq_synthetic.py:smoke,transformer", "--workdir=/tmp/w",
+                           "--config.seed=2"]
+    assert sweeps.config_spec_of("configs/default.py", {"variant": "gru", "seed": 1}) == "configs/default.py:gru"
+    assert sweeps.config_spec_of("configs/default.py:copy", {"seed": 1}) == "configs/default.py:copy"
+    # A key that exists in one variant only is accepted there and refused, naming the run, in the other.
+    ablation = sweeps.product(sweeps.variants(["none", "transformer"]), sweeps.fixed({"model.d_model": 32}))
+    transformer_run = sweeps.expand(ablation)[1]
+    sweeps.validate_runs(sweep_runner.base_config("configs/seq2seq_synthetic.py:transformer"), [transformer_run])
+    with pytest.raises(config_lib.ConfigError, match="run variant=none: .*unknown config key 'model.d_model'"):
+        sweeps.validate_runs(sweep_runner.base_config("configs/seq2seq_synthetic.py:none"),
+                             sweeps.expand(ablation)[:1])
+
+
+@pytest.mark.slow
+def test_vmap_mode_trains_each_variant_with_its_own_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config_file = tmp_path / "cells.py"
+    config_file.write_text(TINY_SWEEP.format(default=os.path.join(REPO, "configs/default.py")).replace(
+        'return sweeps.values("task.seq_len", [6, 1])',
+        'return sweeps.product(sweeps.variants(["rnn", "gru"]), sweeps.seeds(2))').replace(
+        'config = base.get_config("smoke")', 'config = base.get_config(",".join(["smoke", variant or ""]))'))
+    runs = sweep_runner.plan(str(config_file), None)
+    sweep_dir = str(tmp_path / "sweep")
+    result = sweep_runner.run_vmap(str(config_file), runs, sweep_dir, report=lambda line: None)
+    assert result["finished"] == ["variant=rnn,seed=0", "variant=rnn,seed=1", "variant=gru,seed=0",
+                                  "variant=gru,seed=1"]
+    for run in runs:
+        saved = json.loads((tmp_path / "sweep/runs" / run.name / "config.json").read_text())
+        assert saved["model"]["cell"] == run.overrides["variant"] and saved["seed"] == run.overrides["seed"]
+
+
 def test_print_mode_emits_one_train_command_per_run_and_nothing_else():
     result = subprocess.run(
         [sys.executable, "-m", "experiments.sweep", "--config=configs/default.py",

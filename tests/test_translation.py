@@ -204,7 +204,8 @@ def test_every_config_variant_validates_and_builds(variant):
     batch = task.batch("train", 0, 2, config.seed)
     kwargs = {name: batch[name] for name in model.batch_inputs}
     shapes = jax.eval_shape(model.init, jax.random.key(0), batch["inputs"], batch.get("lengths"), **kwargs)
-    assert shapes["params"]["decoder"]["embedding"].shape[0] == task.target_vocab_size
+    logits = jax.eval_shape(model.apply, shapes, batch["inputs"], batch.get("lengths"), **kwargs)
+    assert logits.shape == batch["targets"].shape + (task.target_vocab_size,)
 
 
 def test_models_refuse_tasks_they_do_not_fit():
@@ -298,6 +299,9 @@ def test_train_and_decode_entry_points(tmp_path):
     assert train.returncode == 0, train.stderr[-2000:]
     final = json.loads(train.stdout.strip().splitlines()[-1])
     assert final["step"] == 10 and 0.0 <= final["test_exact_match"] <= 1.0 and np.isfinite(final["test_loss"])
+    # config.task.decode_test: greedy decoding of the same test batches; on them teacher-forced exact
+    # match is greedy exact match (see the short training run above).
+    assert final["test_greedy_exact_match"] == final["test_exact_match"] and 0.0 <= final["test_bleu"] <= 100.0
     decode = subprocess.run([sys.executable, "-m", "experiments.decode", f"--workdir={tmp_path}", "--beam_size=2",
                              "--num_batches=1", "--batch_size=8"], cwd=REPO, capture_output=True, text=True,
                             timeout=300)

@@ -220,7 +220,7 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
 
     def __init__(self, config: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
         super().__init__(config, data)
-        self.init_teacher_forcing(config)
+        self.init_generation(config)
         for key in ("max_source_len", "max_target_len"):
             value = config.get(key, 64)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

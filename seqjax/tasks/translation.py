@@ -195,13 +195,31 @@ class GenerationObjective:
     head = "per_step"
     bleu_tokenize = "13a"
     bleu_lowercase = False
-    config_keys = ("teacher_forcing_ratio", "teacher_forcing_schedule", "teacher_forcing_decay_steps")
+    config_keys = ("teacher_forcing_ratio", "teacher_forcing_schedule", "teacher_forcing_decay_steps",
+                   "decode_test")
 
-    def init_teacher_forcing(self, config) -> None:
+    def init_generation(self, config) -> None:
+        """Reads the config keys every generation task shares: teacher forcing,
+        and `decode_test` (greedy-decode the test split at the end of training)."""
         self.tf_ratio = config.get("teacher_forcing_ratio", 1.0)
         self.tf_schedule = config.get("teacher_forcing_schedule", "constant")
         self.tf_decay_steps = config.get("teacher_forcing_decay_steps", 1000)
         seq2seq.teacher_forcing_ratio(0, self.tf_schedule, self.tf_ratio, self.tf_decay_steps)  # validates
+        self.decode_test = config.get("decode_test", False)
+        if not isinstance(self.decode_test, bool):
+            raise ValueError(f"config.task.decode_test must be True or False, got {self.decode_test!r}")
+
+    def final_metrics(self, model, params, *, batch_size: int, num_batches: int, seed: int) -> dict[str, float]:
+        """With config.task.decode_test: {'bleu', 'greedy_exact_match'} of
+        greedy decoding on the test split (the batches the test evaluation
+        reads), which the trainer adds to final_metrics.json as test_*;
+        else {}. Unlike the teacher-forced metrics, these score the model's
+        own output, so sweeps can tabulate BLEU."""
+        if not self.decode_test:
+            return {}
+        result = evaluate_decoding(self, model, params, "test", num_batches=num_batches, batch_size=batch_size,
+                                   seed=seed)
+        return {"bleu": result["bleu"], "greedy_exact_match": result["exact_match"]}
 
     @property
     def target_len(self) -> int:
@@ -254,7 +272,7 @@ class SequenceGenerationTask(GenerationObjective, Task):
     def __init__(self, config):
         super().__init__(config)
         self.target_vocab_size = self.output_size = len(self.target_vocab)
-        self.init_teacher_forcing(config)
+        self.init_generation(config)
 
     def sample(self, rng: np.random.Generator, held_out: bool) -> tuple[Any, str]:
         raise NotImplementedError  # abstract: each task draws its own (source, target) pairs
