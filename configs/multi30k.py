@@ -11,7 +11,7 @@ Commands:
   python -m experiments.train --config=configs/multi30k.py:transformer --workdir=runs/multi30k_transformer
   python -m experiments.decode --workdir=runs/multi30k_transformer                  # greedy, test_2016_flickr
   python -m experiments.decode --workdir=runs/multi30k_transformer --beam_size=4    # beam search
-  echo "Ein Hund läuft im Park." | python -m experiments.decode --workdir=runs/multi30k_transformer --input_file=-
+  echo "Ein Hund läuft im Park." | python -m experiments.translate --workdir=runs/multi30k_transformer
 
 Variants (comma-separated): luong (the default: LSTM encoder-decoder with
 Luong 'general' attention and input feeding), transformer (a small

@@ -9,7 +9,7 @@ Bahdanau and Luong attention read every source position at every step.
 Command:
   python -m experiments.train --config=configs/seq2seq_synthetic.py:bahdanau --workdir=runs/s2s_bahdanau
   python -m experiments.decode --workdir=runs/s2s_bahdanau --beam_size=4
-  python -m experiments.attention_plot --workdir=runs/s2s_bahdanau --source="40,017"
+  python -m experiments.translate --workdir=runs/s2s_bahdanau --source="40,017" --plot=0
 
 Variants (comma-separated, e.g. `--config=configs/seq2seq_synthetic.py:luong_general,reverse`):
   none (the default: no attention), bahdanau, luong_dot, luong_general,
@@ -46,7 +46,7 @@ how fast (at step 250 the attention models are at 0.69-0.93 on numbers, 1.00
 on dates, against 0.57 and 0.24 without) and in the last 1.6% of numbers the
 no-attention model still gets wrong. The alignments are monotone,
 digit-to-word ("hundred" and "thousand" attend to the digit that opens their
-group); see experiments/attention_plot.py. Captioning generalises worse to
+group); see experiments/translate.py --plot. Captioning generalises worse to
 held-out colour/shape/count combinations (train exact 0.97, test 0.68).
 """
 

@@ -188,6 +188,25 @@ def length_penalty(length: jax.Array | int, alpha: float) -> jax.Array:
     return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
+@jax.tree_util.register_pytree_node_class
+class Static:
+    """Wraps the part of a decoding cache that no step changes and that every
+    beam of a row shares (an encoded source, its projected attention keys):
+    beam search tiles it to the beams once and never reorders it. A
+    tokens_to_logits reads it as `.value` and returns it unchanged."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def tree_flatten(self):
+        return (self.value,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        del aux
+        return cls(children[0])
+
+
 def tile_beams(cache: Any, batch: int, beam_size: int) -> Any:
     """Repeats every [B, ...] cache leaf beam_size times -> [B * k, ...] (row b's
     beams are rows b*k .. b*k + k - 1); scalar leaves are shared."""
@@ -206,10 +225,16 @@ def tile_beams(cache: Any, batch: int, beam_size: int) -> Any:
 
 def gather_beams(cache: Any, parents: jax.Array, beam_size: int) -> Any:
     """Reorders the [B * k, ...] leaves of `cache` so that beam j of row b takes
-    the state of beam parents[b, j] of the same row."""
+    the state of beam parents[b, j] of the same row (`Static` parts stay)."""
     batch = parents.shape[0]
     rows = (jnp.arange(batch)[:, None] * beam_size + parents).reshape(-1)
-    return jax.tree.map(lambda leaf: leaf if jnp.ndim(leaf) == 0 else jnp.take(leaf, rows, axis=0), cache)
+
+    def reorder(leaf):
+        if isinstance(leaf, Static) or jnp.ndim(leaf) == 0:  # shared by the row's beams, or by all rows
+            return leaf
+        return jnp.take(leaf, rows, axis=0)
+
+    return jax.tree.map(reorder, cache, is_leaf=lambda node: isinstance(node, Static))
 
 
 def _check_beam_arguments(beam_size, num_return, max_new_tokens, alpha) -> None:

@@ -190,3 +190,24 @@ def test_beam_hypotheses_of_a_seq2seq_model_score_their_teacher_forced_log_proba
                                rtol=1e-6)
     for row, n in zip(hypotheses, hypothesis_lengths):  # ends at EOS (or at the length limit), padded after
         assert (row[n - 1] == eos or n == length) and eos not in row[:n - 1] and np.all(row[n:] == 0)
+
+
+def test_static_cache_parts_are_tiled_once_and_never_reordered():
+    cache = {"state": jnp.arange(2.0), "memory": decoding.Static(jnp.arange(2.0) * 10)}
+    tiled = decoding.tile_beams(cache, batch=2, beam_size=3)
+    np.testing.assert_array_equal(tiled["memory"].value, [0, 0, 0, 10, 10, 10])
+    moved = decoding.gather_beams(dict(tiled, state=jnp.arange(6.0)), jnp.array([[2, 0, 0], [1, 1, 2]]), 3)
+    np.testing.assert_array_equal(moved["state"], [2, 0, 0, 4, 4, 5])
+    assert moved["memory"] is tiled["memory"]
+    # Inside jit'd beam search every step sees the memory as tiled (row b's beams: b's value), else NaN.
+    table = jnp.asarray(chain_table())
+
+    def tokens_to_logits(tokens, cache):
+        expected = 10.0 * (jnp.arange(tokens.shape[0]) // 2)
+        poison = jnp.where(cache["memory"].value == expected, 0.0, jnp.nan)
+        return table[tokens] + poison[:, None], cache
+
+    start = {"memory": decoding.Static(jnp.array([0.0, 10.0]))}
+    result = jax.jit(lambda c: decoding.beam_search(tokens_to_logits, c, jnp.array([START, START]), 4, 2,
+                                                    eos_id=EOS))(start)
+    assert np.isfinite(result.scores).all()

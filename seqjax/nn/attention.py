@@ -374,13 +374,24 @@ class MultiHeadAttention(nn.Module):
         return nn.DenseGeneral((heads, width), use_bias=self.use_bias, kernel_init=self.kernel_init,
                                dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
 
+    def _project_kv(self, inputs_kv: Array, width: int) -> tuple[Array, Array]:
+        return (self._project(inputs_kv, self.kv_heads, width, "key"),
+                self._project(inputs_kv, self.kv_heads, width, "value"))
+
     @nn.compact
-    def __call__(self, inputs_q: Array, inputs_kv: Array | None = None, *, causal: bool = False,
+    def __call__(self, inputs_q: Array, inputs_kv: Array | tuple[Array, Array] | None = None, *,
+                 causal: bool = False,
                  kv_lengths: Array | None = None, segment_ids: Array | None = None,
                  mask: Array | None = None, bias: Array | None = None, positions: Array | None = None,
                  deterministic: bool = True, decode: bool = False,
-                 decode_lengths: Array | None = None) -> Array:
+                 decode_lengths: Array | None = None, project_kv_only: bool = False) -> Array:
         """inputs_q [B, T, F] (and inputs_kv [B, S, F_kv]) -> [B, T, out_features].
+
+        Cross-attention keys and values can be projected once and reused
+        (decoding reads the same encoder output at every step):
+        `project_kv_only=True` returns (key, value) [B, S, K, D] of
+        inputs_kv (inputs_q only gives the query width F), and passing that
+        tuple as inputs_kv skips the projection.
 
         kv_lengths [B]: keys at s >= kv_lengths[b] are padding. positions
         [B, T] or [T]: token positions for RoPE (default 0..T-1).
@@ -391,15 +402,20 @@ class MultiHeadAttention(nn.Module):
         `decode_lengths` [B] says how many of the T tokens are real per row
         (default all T): the cache of row b advances by that many.
         """
-        width = self.head_dim(inputs_q.shape[-1])
         self_attention = inputs_kv is None
+        if project_kv_only:
+            if self_attention or isinstance(inputs_kv, tuple):
+                raise ValueError("project_kv_only=True projects the cross-attention inputs_kv [B, S, F_kv]")
+            return self._project_kv(inputs_kv, self.head_dim(inputs_q.shape[-1]))
+        width = self.head_dim(inputs_q.shape[-1])
         if decode and not self_attention:
             raise ValueError("decode=True caches self-attention only; cross-attention keys are "
                              "the encoder outputs, passed whole at every step")
-        inputs_kv = inputs_q if self_attention else inputs_kv
         query = self._project(inputs_q, self.num_heads, width, "query")
-        key = self._project(inputs_kv, self.kv_heads, width, "key")
-        value = self._project(inputs_kv, self.kv_heads, width, "value")
+        if isinstance(inputs_kv, tuple):  # projected by project_kv_only
+            key, value = inputs_kv
+        else:
+            key, value = self._project_kv(inputs_q if self_attention else inputs_kv, width)
         q_offset = None
         if decode and not self.is_initializing():
             if kv_lengths is not None:

@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import decoding
 from seqjax.nn import cells as cells_lib
 from seqjax.nn import recurrent
 from seqjax.nn import rnn_attention
@@ -548,9 +549,15 @@ def incremental_decoder(model: nn.Module, params: Any):
     start(inputs, lengths=None) -> cache; feed <sos> as the first token."""
 
     def start(inputs: Array, lengths: Array | None = None) -> dict:
-        return model.apply({"params": params}, inputs, lengths, method="encode")
+        cache = model.apply({"params": params}, inputs, lengths, method="encode")
+        if "memory" in cache:  # the attention memory is fixed and shared by beams: never reordered
+            cache["memory"] = decoding.Static(cache["memory"])
+        return cache
 
     def tokens_to_logits(tokens: Array, cache: dict) -> tuple[Array, dict]:
-        return model.apply({"params": params}, tokens, cache, method="decode_step")
+        memory = cache.get("memory")
+        inner = cache if memory is None else {**cache, "memory": memory.value}
+        logits, inner = model.apply({"params": params}, tokens, inner, method="decode_step")
+        return logits, inner if memory is None else {**inner, "memory": memory}
 
     return start, tokens_to_logits

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import decoding
 from seqjax.nn import heads
 from seqjax.nn.attention import IMPLEMENTATIONS, MultiHeadAttention, init_cache
 
@@ -251,10 +252,15 @@ class DecoderBlock(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, valid: Array | None, deterministic: bool, *, encoded: Array | None = None,
+    def __call__(self, x: Array, valid: Array | None, deterministic: bool, *, encoded: Any = None,
                  encoded_lengths: Array | None = None, decode: bool = False,
-                 decode_lengths: Array | None = None) -> Array:
+                 decode_lengths: Array | None = None, project_memory: bool = False) -> Any:
+        """x [B, T, d] -> [B, T, d]. `encoded`: the encoder output [B, S, d], or
+        this block's cross-attention (key, value) from project_memory=True,
+        which returns them for encoded [B, S, d] (x is ignored)."""
         cfg = self.config
+        if project_memory:
+            return _attention(cfg, "cross_attention", rotary=False)(encoded, encoded, project_kv_only=True)
         self_attend = _attention(cfg, "self_attention", cfg.positional == "rotary")
         x = residual(cfg, x, lambda h: self_attend(h, causal=True, deterministic=deterministic, decode=decode,
                                                    decode_lengths=decode_lengths),
@@ -302,11 +308,18 @@ class Decoder(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, lengths: Array | None, deterministic: bool, **block_kwargs) -> Array:
+    def __call__(self, x: Array, lengths: Array | None, deterministic: bool, *, encoded: Any = None,
+                 project_memory: bool = False, **block_kwargs) -> Any:
+        """`encoded`: the encoder output [B, S, d], or the per-layer list of
+        cross-attention (key, value) that project_memory=True returns for it."""
         cfg = self.config
+        blocks = [DecoderBlock(cfg, self.cross_attention, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        if project_memory:
+            return [block(x, None, deterministic, encoded=encoded, project_memory=True) for block in blocks]
         valid = _valid(lengths, x.shape[1])
-        for i in range(cfg.num_layers):
-            x = DecoderBlock(cfg, self.cross_attention, name=f"layer_{i}")(x, valid, deterministic, **block_kwargs)
+        for i, block in enumerate(blocks):
+            layer_encoded = encoded[i] if isinstance(encoded, list) else encoded
+            x = block(x, valid, deterministic, encoded=layer_encoded, **block_kwargs)
         if cfg.norm_position == "pre":
             x = Norm(cfg.norm, cfg.compute_dtype, name="final_norm")(x, valid, deterministic)
         return x
@@ -436,10 +449,17 @@ class TransformerSeq2Seq(nn.Module):
         x = self.source_embedder(inputs, jnp.arange(inputs.shape[1]), deterministic)
         return self.encoder(x, lengths, deterministic)
 
-    def decode(self, decoder_inputs: Array, encoded: Array, lengths: Array | None = None, *,
+    def cross_memory(self, encoded: Array) -> list[tuple[Array, Array]]:
+        """Encoder outputs [B, S, d] -> every decoder layer's cross-attention
+        (key, value) [B, S, K, D], projected once for a whole decoding run;
+        `decode` takes the list in place of `encoded`."""
+        return self.decoder(encoded, None, True, encoded=encoded, project_memory=True)
+
+    def decode(self, decoder_inputs: Array, encoded: Any, lengths: Array | None = None, *,
                decoder_lengths: Array | None = None, deterministic: bool = True, decode: bool = False,
                decode_lengths: Array | None = None) -> Array:
-        """Shifted targets [B, T] attending to encoded [B, S, d] -> logits [B, T, V_target]."""
+        """Shifted targets [B, T] attending to encoded [B, S, d] (or its
+        `cross_memory`) -> logits [B, T, V_target]."""
         batch, time = decoder_inputs.shape[:2]
         positions = self.positions(batch, time, decode, decode_lengths)
         y = self.target_embedder(decoder_inputs, positions, deterministic)
@@ -517,12 +537,15 @@ def seq2seq_decoder(model: TransformerSeq2Seq, variables: dict, max_len: int) ->
         if lengths is None:
             lengths = jnp.full(inputs.shape[:1], inputs.shape[1], jnp.int32)
         kv = init_decoding_cache(model, inputs.shape[0], max_len, encoded, lengths)
-        return {"kv": kv, "encoded": encoded, "lengths": jnp.asarray(lengths, jnp.int32)}
+        # The cross-attention keys and values are projected once here, not at every step, and beams
+        # share them: Static keeps beam search from reordering them.
+        memory = model.apply(variables, encoded, method=TransformerSeq2Seq.cross_memory)
+        return {"kv": kv, "source": decoding.Static((memory, jnp.asarray(lengths, jnp.int32)))}
 
     def tokens_to_logits(tokens: Array, cache: dict) -> tuple[Array, dict]:
-        logits, state = model.apply({**variables, "cache": cache["kv"]}, tokens[:, None], cache["encoded"],
-                                    cache["lengths"], decode=True, mutable=["cache"],
-                                    method=TransformerSeq2Seq.decode)
+        memory, lengths = cache["source"].value
+        logits, state = model.apply({**variables, "cache": cache["kv"]}, tokens[:, None], memory, lengths,
+                                    decode=True, mutable=["cache"], method=TransformerSeq2Seq.decode)
         return logits[:, 0], {**cache, "kv": state["cache"]}
 
     return start, tokens_to_logits
