@@ -108,14 +108,15 @@ def plot_alignments(run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, outp
     except ValueError as error:  # a model without attention
         raise app.UsageError(str(error)) from error
     os.makedirs(plot_dir, exist_ok=True)
+    attention = run.config.model.get("attention")
+    model_label = f"{run.config.model.name} ({attention})" if attention else run.config.model.name
     paths = []
     for row, index in enumerate(indices):
         steps = emitted_steps(outputs[index])
         source = task.token_strings(inputs[index, :lengths[index]], "source")
         emitted = task.token_strings(outputs[index, :steps], "target")
         path = os.path.join(plot_dir, f"alignment_{index}.png")
-        save_heatmap(source, emitted, alpha[row, :steps, :lengths[index]], path,
-                     f"{run.config.model.name}: source {index}")
+        save_heatmap(source, emitted, alpha[row, :steps, :lengths[index]], path, f"{model_label}: source {index}")
         paths.append(path)
     return paths
 

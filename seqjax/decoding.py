@@ -232,7 +232,7 @@ def gather_beams(cache: Any, parents: jax.Array, beam_size: int) -> Any:
     def reorder(leaf):
         if isinstance(leaf, Static) or jnp.ndim(leaf) == 0:  # shared by the row's beams, or by all rows
             return leaf
-        return jnp.take(leaf, rows, axis=0)
+        return jnp.take(leaf, rows, axis=0, mode="clip")  # rows are in range: no fill mask (2x faster on CPU)
 
     return jax.tree.map(reorder, cache, is_leaf=lambda node: isinstance(node, Static))
 
