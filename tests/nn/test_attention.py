@@ -300,6 +300,19 @@ def test_module_matches_flax_multi_head_dot_product_attention():
     np.testing.assert_allclose(causal_self, flax_causal_self, rtol=1e-5, atol=1e-5)
 
 
+def test_cross_attention_keys_and_values_projected_once_give_the_same_output():
+    x, kv = jax.random.normal(jax.random.key(0), (B, T, 16)), jax.random.normal(jax.random.key(1), (B, S, 16))
+    module = mha(num_kv_heads=K, qkv_features=32)
+    params = init(module, x, kv)
+    lengths = jnp.array([7, 4])
+    key, value = run(module, params, x, kv, project_kv_only=True)
+    assert key.shape == value.shape == (B, S, K, 32 // H)
+    np.testing.assert_allclose(run(module, params, x, (key, value), kv_lengths=lengths),
+                               run(module, params, x, kv, kv_lengths=lengths), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="project_kv_only=True projects the cross-attention inputs_kv"):
+        module.apply(params, x, project_kv_only=True)
+
+
 def test_module_width_not_divisible_by_heads_is_a_clear_error():
     with pytest.raises(ValueError, match="attention width 10 is not divisible by num_heads=4"):
         init(mha(), jnp.zeros((B, T, 10)))
