@@ -49,9 +49,15 @@ background.").
 For scale: published small models (e.g. a 3-layer d=256 Transformer or a
 1-layer attention LSTM trained for ~10 epochs with GPU budgets) reach about 35
 BLEU on test_2016_flickr; the numbers above are what a CPU budget of half an
-hour buys (2.2 epochs, one seed, no checkpoint averaging or tuning). The anki
-variants were only checked to load, tokenise and batch (95,169 of 95,171
-Spanish -> English training pairs fit the limits); they have not been trained here.
+hour buys (2.2 epochs, one seed, no checkpoint averaging or tuning).
+
+Anki Spanish -> English with the same Transformer (95,169 of 95,171 training
+pairs fit the limits; 1000 steps = 0.7 epochs, 17.5 min on 2 CPU cores, seed 0):
+test loss 2.02 (ppl 7.5); cased BLEU on all 11,896 test pairs 26.34 greedy,
+27.84 beam 4 (decoding 238 s / 379 s, compilation included).
+
+  python -m experiments.train --config=configs/multi30k.py:transformer,anki,reverse --workdir=runs/anki_transformer
+  python -m experiments.decode --workdir=runs/anki_transformer [--beam_size=4]
 """
 
 import os
