@@ -83,7 +83,7 @@ def decode_all(run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, beam_size
     task = run.trainer.task
     search = jax.jit(lambda p, x, n: translation.generate(run.trainer.model, p, x, n, max_len=task.target_len,
                                                           beam_size=beam_size, alpha=alpha))
-    outputs = []
+    outputs, batch_size = [], min(batch_size, len(inputs))
     for start in range(0, len(inputs), batch_size):
         rows = np.arange(start, start + batch_size).clip(max=len(inputs) - 1)
         tokens = search(run.params, inputs[rows], lengths[rows])
