@@ -191,14 +191,15 @@ class Ensemble:
         """Every replica initialised as its sequential run is; leaves [R, ...]."""
         example = self._stacked(lambda seed: self.task.batch("train", 0, 2, seed))
         inputs, lengths = training.model_inputs(example)
+        extra = training.model_kwargs(self.model.apply, example)  # e.g. an encoder-decoder's decoder_inputs
         rngs = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in self.seeds])
 
-        def init(rng, inputs, lengths, learning_rate):
-            params = self.model.init(rng, inputs, lengths)["params"]
+        def init(rng, inputs, lengths, extra, learning_rate):
+            params = self.model.init(rng, inputs, lengths, **extra)["params"]
             return ReplicaTrainState.create(apply_fn=self.model.apply, params=params, tx=self.tx,
                                             learning_rate=learning_rate)
 
-        return jax.jit(jax.vmap(init))(rngs, inputs, lengths, self.learning_rates)
+        return jax.jit(jax.vmap(init))(rngs, inputs, lengths, extra, self.learning_rates)
 
     def _stacked(self, batch_of_seed) -> dict[str, jax.Array]:
         per_replica = [batch_of_seed(seed) for seed in self.seeds]
@@ -221,6 +222,15 @@ class Ensemble:
                                     for i in range(self.train.eval_batches)])
         return [{k: float(np.mean([m[k][r] for m in per_batch])) for k in per_batch[0]}
                 for r in range(self.size)]
+
+    def final_metrics(self, state: ReplicaTrainState, replica: int) -> dict[str, float]:
+        """Replica `replica`'s `task.final_metrics` (e.g. BLEU of decoded
+        test output), as `Trainer.final_metrics` computes it; {} if none."""
+        if not hasattr(self.task, "final_metrics"):
+            return {}
+        params = jax.tree.map(lambda leaf: leaf[replica], state.params)
+        return self.task.final_metrics(self.model, params, batch_size=self.train.batch_size,
+                                       num_batches=self.train.eval_batches, seed=self.seeds[replica])
 
 
 def mean_per_replica(window: list[dict]) -> list[dict[str, float]]:
@@ -303,7 +313,8 @@ def train_group(base_config: ml_collections.ConfigDict, runs: Sequence[sweeps.Ru
     outputs = [RunOutput(d, c) for d, c in zip(run_dirs, configs)]
     state = _train_loop(ensemble, outputs)
     steps = jax.device_get(state.step)
-    finals = [{"step": int(steps[r]), **{f"test_{k}": v for k, v in evaluated.items()}}
+    finals = [{"step": int(steps[r]), **{f"test_{k}": v for k, v in evaluated.items()},
+               **{f"test_{k}": v for k, v in ensemble.final_metrics(state, r).items()}}
               for r, evaluated in enumerate(ensemble.evaluate(state, "test"))]
     seconds = time.monotonic() - started
     group = {"mode": "vmap", "size": len(runs), "chunk_size": ensemble.chunk_size, "wall_time_s": seconds,

@@ -117,3 +117,21 @@ def test_a_group_with_different_shapes_is_refused(tmp_path):
     runs = [sweeps.Run("a", {"model.hidden_size": 8}), sweeps.Run("b", {"model.hidden_size": 16})]
     with pytest.raises(ValueError, match="run b differs from run a"):
         ensemble.train_group(base_config(), runs, [str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+@pytest.mark.slow
+def test_encoder_decoder_seeds_train_together_and_report_decoded_bleu(tmp_path):
+    """vmap mode for an encoder-decoder (its decoder_inputs reach init and the
+    steps) with config.task.decode_test: each replica's final metrics are its
+    sequential run's, BLEU of greedy decoding included."""
+    from configs import seq2seq_synthetic
+
+    config = seq2seq_synthetic.get_config("luong_general,smoke")
+    config.train.num_steps = config.train.checkpoint_every = config.train.eval_every = 10
+    runs = sweeps.expand(sweeps.seeds([0, 1]))
+    finals = ensemble.train_group(config, runs, [str(tmp_path / r.name) for r in runs])
+    sequential = training.train_and_evaluate(sweeps.apply_overrides(config, runs[1].overrides),
+                                             str(tmp_path / "sequential"), parallel.make_mesh(jax.devices()[:1]))
+    for key in ("test_loss", "test_bleu", "test_greedy_exact_match"):
+        np.testing.assert_allclose(finals[1][key], sequential[key], rtol=1e-4, atol=1e-6)
+    assert 0.0 <= finals[0]["test_bleu"] <= 100.0
