@@ -57,9 +57,11 @@ def plan(config_spec: str, sweep_name: str | None,
     if extra_overrides:
         sweep = sweeps.product(sweep, sweeps.fixed(extra_overrides))
     runs = sweeps.expand(sweep)
-    for spec in dict.fromkeys(sweeps.config_spec_of(config_spec, r.overrides) for r in runs):
-        sweeps.validate_runs(base_config(spec),
-                             [r for r in runs if sweeps.config_spec_of(config_spec, r.overrides) == spec])
+    by_spec = collections.defaultdict(list)  # each config variant validates its own runs
+    for run in runs:
+        by_spec[sweeps.config_spec_of(config_spec, run.overrides)].append(run)
+    for spec, spec_runs in by_spec.items():
+        sweeps.validate_runs(base_config(spec), spec_runs)
     return runs
 
 
