@@ -37,9 +37,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.source = ml_collections.ConfigDict()
     config.data.source.name = "local/conll"
     config.data.source.data_dir = ""
-    config.data.source.paths = ml_collections.ConfigDict(dict(
-        train=os.path.join(DATA, "conll2003", "eng.train"), validation=os.path.join(DATA, "conll2003", "eng.testa"),
-        test=os.path.join(DATA, "conll2003", "eng.testb")))
+    config.data.source.paths = ml_collections.ConfigDict(
+        dict(
+            train=os.path.join(DATA, "conll2003", "eng.train"),
+            validation=os.path.join(DATA, "conll2003", "eng.testa"),
+            test=os.path.join(DATA, "conll2003", "eng.testb"),
+        )
+    )
     config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="validation", test="test"))
     config.data.tokenizer = "word"  # one id per token
     config.data.vocab_size = 0  # every training word
@@ -76,9 +80,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     for name in (variant or "").split(","):
         if name == "smoke":
-            config.data.source.paths = ml_collections.ConfigDict(dict(
-                train=os.path.join(HERE, "samples", "ner_train.conll"),
-                validation=os.path.join(HERE, "samples", "ner_dev.conll")))
+            config.data.source.paths = ml_collections.ConfigDict(
+                dict(
+                    train=os.path.join(HERE, "samples", "ner_train.conll"),
+                    validation=os.path.join(HERE, "samples", "ner_dev.conll"),
+                )
+            )
             config.data.splits.test = "validation"
             config.model.hidden_size = 16
             config.model.embed_size = 16

@@ -102,8 +102,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
     elif name == "long":
         config.task.seq_len = 400
     elif name == "copy":
-        config.task = ml_collections.ConfigDict(
-            {"name": "copy", "seq_len": 100, "num_symbols": 8, "copy_len": 10})
+        config.task = ml_collections.ConfigDict({"name": "copy", "seq_len": 100, "num_symbols": 8, "copy_len": 10})
     elif name == "smoke":
         config.model.hidden_size = 16
         config.task.seq_len = min(config.task.seq_len, 20)
@@ -141,20 +140,40 @@ def get_sweep(name: str | None = None):
     if name == "cell_by_length_cpu":
         return sweeps.product(
             sweeps.fixed({"train.num_steps": 1500, "model.hidden_size": 64}),
-            cells, sweeps.values("task.seq_len", [10, 30, 60]), sweeps.seeds(3))
+            cells,
+            sweeps.values("task.seq_len", [10, 30, 60]),
+            sweeps.seeds(3),
+        )
     if name == "adding_cell_by_T_cpu":
         return sweeps.product(
             sweeps.fixed({"model.hidden_size": 64, "train.batch_size": 32, "train.eval_batches": 4}),
             sweeps.values("model.cell", ["rnn", "irnn", "lstm", "gru", "mingru"]),
-            sweeps.zip_(sweeps.values("task.seq_len", [50, 100, 200, 400, 1000]),
-                        sweeps.values("train.num_steps", [1000, 1000, 1000, 1000, 400])),
-            sweeps.seeds([0]))
+            sweeps.zip_(
+                sweeps.values("task.seq_len", [50, 100, 200, 400, 1000]),
+                sweeps.values("train.num_steps", [1000, 1000, 1000, 1000, 400]),
+            ),
+            sweeps.seeds([0]),
+        )
     if name == "copy_tbptt_cpu":
         return sweeps.product(
-            sweeps.fixed({"task.seq_len": 50, "task.copy_len": 5, "model.cell": "gru", "model.hidden_size": 64,
-                          "train.batch_size": 32, "train.num_steps": 3000, "train.eval_batches": 4}),
-            sweeps.zip_(sweeps.values("train.tbptt_len", [0, 50, 10, 50, 10]),
-                        sweeps.values("train.tbptt_backprop_len", [0, 0, 0, 60, 60])),
-            sweeps.seeds([0]))
-    raise ValueError(f"unknown sweep {name!r} of configs/default.py; choose cell_by_length, cell_by_length_cpu, "
-                     "adding_cell_by_T_cpu or copy_tbptt_cpu")
+            sweeps.fixed(
+                {
+                    "task.seq_len": 50,
+                    "task.copy_len": 5,
+                    "model.cell": "gru",
+                    "model.hidden_size": 64,
+                    "train.batch_size": 32,
+                    "train.num_steps": 3000,
+                    "train.eval_batches": 4,
+                }
+            ),
+            sweeps.zip_(
+                sweeps.values("train.tbptt_len", [0, 50, 10, 50, 10]),
+                sweeps.values("train.tbptt_backprop_len", [0, 0, 0, 60, 60]),
+            ),
+            sweeps.seeds([0]),
+        )
+    raise ValueError(
+        f"unknown sweep {name!r} of configs/default.py; choose cell_by_length, cell_by_length_cpu, "
+        "adding_cell_by_T_cpu or copy_tbptt_cpu"
+    )

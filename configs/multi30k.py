@@ -90,8 +90,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.source.name = "local/parallel"  # or a TFDS translation dataset, e.g. wmt14_translate/de-en
     config.data.source.data_dir = ""  # where prepared datasets live ('' = TFDS default)
     config.data.source.languages = ["de", "en"]  # feature names of the two files
-    config.data.source.paths = ml_collections.ConfigDict({
-        split: os.path.join(DATA, "multi30k", f"{split}.{{lang}}.gz") for split in ("train", "val", "test_2016_flickr")})
+    config.data.source.paths = ml_collections.ConfigDict(
+        {
+            split: os.path.join(DATA, "multi30k", f"{split}.{{lang}}.gz")
+            for split in ("train", "val", "test_2016_flickr")
+        }
+    )
     config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="val", test="test_2016_flickr"))
     config.data.tokenizer = "subword"  # word | char | subword (sentencepiece unigram), one per side
     config.data.vocab_size = 5000  # per side: sentencepiece pieces (word: most frequent words; 0 = all)
@@ -144,41 +148,51 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
     if name == "luong":
         return
     if name == "transformer":
-        config.model = ml_collections.ConfigDict(dict(
-            name="transformer_seq2seq",
-            d_model=256,  # residual stream width
-            num_heads=4,
-            num_layers=3,  # encoder blocks
-            num_decoder_layers=3,  # decoder blocks
-            d_ff=512,  # feed-forward hidden width
-            dropout_rate=0.1,
-            positional="sinusoidal",
-            norm_position="pre",  # pre-LN trains stably at a high learning rate without long warm-up
-            tie_embeddings=False,
-            attention_implementation="auto"))
+        config.model = ml_collections.ConfigDict(
+            dict(
+                name="transformer_seq2seq",
+                d_model=256,  # residual stream width
+                num_heads=4,
+                num_layers=3,  # encoder blocks
+                num_decoder_layers=3,  # decoder blocks
+                d_ff=512,  # feed-forward hidden width
+                dropout_rate=0.1,
+                positional="sinusoidal",
+                norm_position="pre",  # pre-LN trains stably at a high learning rate without long warm-up
+                tie_embeddings=False,
+                attention_implementation="auto",
+            )
+        )
         config.optimizer.name = "adamw"
         config.optimizer.learning_rate = 1e-3
         config.optimizer.warmup_steps = 100
         config.optimizer.weight_decay = 0.01
     elif name == "anki":
         config.task.source_language, config.task.target_language = "en", "es"
-        config.data.source = ml_collections.ConfigDict(dict(
-            name="local/parallel", data_dir=config.data.source.data_dir,
-            languages=["en", "es"],  # spa.txt columns: English<TAB>Spanish
-            paths=os.path.join(DATA, "anki_spa_eng", "spa.txt"),
-            # One file cut 80/10/10 after a seeded permutation (the file is sorted by length).
-            fractions=ml_collections.ConfigDict(dict(train=0.8, validation=0.1, test=0.1))))
+        config.data.source = ml_collections.ConfigDict(
+            dict(
+                name="local/parallel",
+                data_dir=config.data.source.data_dir,
+                languages=["en", "es"],  # spa.txt columns: English<TAB>Spanish
+                paths=os.path.join(DATA, "anki_spa_eng", "spa.txt"),
+                # One file cut 80/10/10 after a seeded permutation (the file is sorted by length).
+                fractions=ml_collections.ConfigDict(dict(train=0.8, validation=0.1, test=0.1)),
+            )
+        )
         config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="validation", test="test"))
     elif name == "reverse":
-        config.task.source_language, config.task.target_language = (config.task.target_language,
-                                                                    config.task.source_language)
+        config.task.source_language, config.task.target_language = (
+            config.task.target_language,
+            config.task.source_language,
+        )
     elif name == "word":
         config.data.tokenizer = "word"
         config.data.vocab_size = 10000
         config.data.lower = True
     elif name == "smoke":
-        config.data.source.paths = ml_collections.ConfigDict({
-            split: os.path.join(SAMPLES, f"parallel_{split}.{{lang}}") for split in ("train", "val", "test")})
+        config.data.source.paths = ml_collections.ConfigDict(
+            {split: os.path.join(SAMPLES, f"parallel_{split}.{{lang}}") for split in ("train", "val", "test")}
+        )
         config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="val", test="test"))
         config.data.tokenizer = "word"  # sentencepiece needs more text than a few dozen sentences
         config.data.vocab_size = 0

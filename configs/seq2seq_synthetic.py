@@ -130,8 +130,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     names = [name for name in (variant or "").split(",") if name]
     for name in names:
         if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r} of configs/seq2seq_synthetic.py; "
-                             f"choose from {', '.join(VARIANTS)}")
+            raise ValueError(
+                f"unknown variant {name!r} of configs/seq2seq_synthetic.py; choose from {', '.join(VARIANTS)}"
+            )
     # smoke shrinks whichever model the other variants chose, so it goes last.
     for name in sorted(names, key=lambda n: n == "smoke"):
         _apply_variant(config, name)
@@ -148,8 +149,7 @@ def get_sweep(name: str | None = None):
     from seqjax import sweeps
 
     if name in (None, "attention_ablation"):
-        return sweeps.product(sweeps.variants(["none", "bahdanau", "luong_general", "transformer"]),
-                              sweeps.seeds(3))
+        return sweeps.product(sweeps.variants(["none", "bahdanau", "luong_general", "transformer"]), sweeps.seeds(3))
     raise ValueError(f"unknown sweep {name!r} of configs/seq2seq_synthetic.py; choose attention_ablation")
 
 
@@ -171,11 +171,26 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.task.kind = "dates"
         del config.task.max_digits
     elif name == "captioning":
-        config.task = ml_collections.ConfigDict({
-            "name": "captioning", "feature_size": 32, "noise": 0.05, "teacher_forcing_ratio": 1.0,
-            "teacher_forcing_schedule": "constant", "teacher_forcing_decay_steps": 1000})
-        keep = ("name", "cell", "hidden_size", "embed_size", "decoder_layers", "tie_embeddings", "dropout_rate",
-                "forget_bias")
+        config.task = ml_collections.ConfigDict(
+            {
+                "name": "captioning",
+                "feature_size": 32,
+                "noise": 0.05,
+                "teacher_forcing_ratio": 1.0,
+                "teacher_forcing_schedule": "constant",
+                "teacher_forcing_decay_steps": 1000,
+            }
+        )
+        keep = (
+            "name",
+            "cell",
+            "hidden_size",
+            "embed_size",
+            "decoder_layers",
+            "tie_embeddings",
+            "dropout_rate",
+            "forget_bias",
+        )
         config.model = ml_collections.ConfigDict({key: config.model[key] for key in keep})
         config.model.name = "vector_to_sequence"
     elif name == "smoke":

@@ -50,8 +50,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.data.source = ml_collections.ConfigDict()
     config.data.source.name = "local/classification"  # TFDS name or local/<kind> (docs/datasets.md)
     config.data.source.data_dir = ""  # where prepared datasets live ('' = TFDS default)
-    config.data.source.paths = ml_collections.ConfigDict(dict(
-        train=os.path.join(DATA, "sst2", "train.tsv"), validation=os.path.join(DATA, "sst2", "dev.tsv")))
+    config.data.source.paths = ml_collections.ConfigDict(
+        dict(train=os.path.join(DATA, "sst2", "train.tsv"), validation=os.path.join(DATA, "sst2", "dev.tsv"))
+    )
     config.data.splits = ml_collections.ConfigDict(dict(train="train", eval="validation", test="validation"))
     config.data.tokenizer = "word"  # word | char | subword
     config.data.vocab_size = 20000  # most frequent words kept (0 = all)
@@ -100,9 +101,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             _use_transformer(config)
         elif name == "smoke":
             if config.data.source.name.startswith("local/"):
-                config.data.source.paths = ml_collections.ConfigDict(dict(
-                    train=os.path.join(HERE, "samples", "sentiment_train.tsv"),
-                    validation=os.path.join(HERE, "samples", "sentiment_dev.tsv")))
+                config.data.source.paths = ml_collections.ConfigDict(
+                    dict(
+                        train=os.path.join(HERE, "samples", "sentiment_train.tsv"),
+                        validation=os.path.join(HERE, "samples", "sentiment_dev.tsv"),
+                    )
+                )
             if config.model.name == "transformer_classifier":
                 config.model.update(d_model=16, d_ff=32, num_heads=2, num_layers=1)
             else:
@@ -116,8 +120,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             config.train.progress = False
         elif name == "imdb":
             config.data.source = ml_collections.ConfigDict(dict(name="imdb_reviews", data_dir="", manual_dir=""))
-            config.data.splits = ml_collections.ConfigDict(dict(train="train[:90%]", eval="train[90%:]",
-                                                                test="test"))
+            config.data.splits = ml_collections.ConfigDict(dict(train="train[:90%]", eval="train[90%:]", test="test"))
             config.data.max_len = 256
         elif name == "lm_pretrain":
             config.task = ml_collections.ConfigDict(dict(name="language_model"))

@@ -96,9 +96,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         names = ["gpt"] + [name for name in names if name != "gpt"]
     for name in names:
         if name == "smoke":
-            config.data.source = ml_collections.ConfigDict(dict(
-                name="local/text", data_dir="", paths=os.path.join(HERE, "samples", "corpus.txt"),
-                fractions=(("train", 0.8), ("validation", 0.1), ("test", 0.1))))
+            config.data.source = ml_collections.ConfigDict(
+                dict(
+                    name="local/text",
+                    data_dir="",
+                    paths=os.path.join(HERE, "samples", "corpus.txt"),
+                    fractions=(("train", 0.8), ("validation", 0.1), ("test", 0.1)),
+                )
+            )
             config.data.seq_len = 32
             if config.model.name == "transformer_lm":
                 config.model.d_model = 16

@@ -82,8 +82,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     for name in filter(None, (variant or "").split(",")):
         if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r} of configs/transformer_synthetic.py; "
-                             f"choose from {', '.join(VARIANTS)}")
+            raise ValueError(
+                f"unknown variant {name!r} of configs/transformer_synthetic.py; choose from {', '.join(VARIANTS)}"
+            )
         _apply_variant(config, name)
     return config
 

@@ -108,8 +108,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.eval.analogy_file = ""  # questions-words file ('' skips)
     config.eval.similarity_file = ""  # word<TAB>word<TAB>score file ('' skips)
     config.eval.restrict_vocab = 30000  # analogy candidates: the most frequent words
-    config.eval.plot_words = ("man,woman,boy,girl,men,women,dog,dogs,cat,horse,red,blue,green,black,white,"
-                              "playing,running,walking,sitting,standing")  # pca.png ('' skips)
+    config.eval.plot_words = (
+        "man,woman,boy,girl,men,women,dog,dogs,cat,horse,red,blue,green,black,white,"
+        "playing,running,walking,sitting,standing"
+    )  # pca.png ('' skips)
     config.eval.formats = "word2vec,word2vec_binary"  # vector files written: word2vec, word2vec_binary, glove
 
     for name in filter(None, (variant or "").split(",")):
@@ -127,8 +129,10 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
     elif name == "shakespeare":
         config.data.files = SHAKESPEARE
         config.eval.probe_words = "king,love,lord,good,night,romeo,sword,death"
-        config.eval.plot_words = ("king,queen,prince,duke,lord,lady,father,mother,son,daughter,brother,sister,"
-                                  "love,hate,death,life,sword,blood,heaven,hell")
+        config.eval.plot_words = (
+            "king,queen,prince,duke,lord,lady,father,mother,son,daughter,brother,sister,"
+            "love,hate,death,life,sword,blood,heaven,hell"
+        )
     elif name == "smoke":
         config.model.dim = 16
         config.model.min_count = 1

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +54,7 @@ def trained_model(workdir: str):
         raise ValueError(f"{workdir} holds no config.json; is it an experiments.train workdir?")
     trainer = training.Trainer(ml_collections.ConfigDict(saved))
     train = trainer.config.train
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every,
-                                   train.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every, train.keep_checkpoints)
     if ckpt.latest_step() is None:
         raise ValueError(f"{workdir} holds no checkpoint")
     state = ckpt.restore_latest(trainer.init_state())
@@ -68,7 +68,7 @@ def example(task, split: str, index: int, seed: int, tokens: Sequence[int] = ())
         ids = np.asarray([int(t) for t in tokens], np.int32)[None]
         return {"inputs": ids}
     batch = task.batch(split, 0, index + 1, seed)
-    return {name: value[index:index + 1] for name, value in batch.items()}
+    return {name: value[index : index + 1] for name, value in batch.items()}
 
 
 def attention_weights(model, variables: dict, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,7 +79,8 @@ def attention_weights(model, variables: dict, batch: dict[str, np.ndarray]) -> d
     extra = {name: jnp.asarray(batch[name]) for name in ("decoder_inputs", "decoder_lengths") if name in batch}
     lengths = batch.get("lengths")
     _, state = jax.jit(lambda v, x, n: sowing.apply(v, x, n, mutable=["intermediates"], **extra))(
-        variables, jnp.asarray(batch["inputs"]), None if lengths is None else jnp.asarray(lengths))
+        variables, jnp.asarray(batch["inputs"]), None if lengths is None else jnp.asarray(lengths)
+    )
     flat = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
     maps = {}
     for path, value in flat:
@@ -105,8 +106,9 @@ def token_labels(task, model, batch: dict[str, np.ndarray]) -> list[str]:
     return labels
 
 
-def plot_layer(weights: np.ndarray, query_labels: Sequence[str], key_labels: Sequence[str], title: str,
-               path: str) -> None:
+def plot_layer(
+    weights: np.ndarray, query_labels: Sequence[str], key_labels: Sequence[str], title: str, path: str
+) -> None:
     """One PNG: a heatmap per head of weights [H, T, S]."""
     import matplotlib
 
@@ -123,8 +125,14 @@ def plot_layer(weights: np.ndarray, query_labels: Sequence[str], key_labels: Seq
             ax.axis("off")
             continue
         # Each head on its own scale: untrained heads spread thinly and would all look blank on [0, 1].
-        image = ax.imshow(weights[h], vmin=0.0, vmax=float(weights[h].max()) or 1.0, cmap="viridis",
-                          aspect="auto", interpolation="nearest")
+        image = ax.imshow(
+            weights[h],
+            vmin=0.0,
+            vmax=float(weights[h].max()) or 1.0,
+            cmap="viridis",
+            aspect="auto",
+            interpolation="nearest",
+        )
         fig.colorbar(image, ax=ax, shrink=0.8)
         ax.set_title(f"head {h}", fontsize=9)
         _set_ticks(ax.set_xticks, key_labels, rotation=90)
@@ -143,8 +151,15 @@ def _set_ticks(set_ticks, labels: Sequence[str], **kwargs) -> None:
     set_ticks(positions, [labels[i] for i in positions], fontsize=6, **kwargs)
 
 
-def run(out_dir: str, *, workdir: str | None = None, config_spec: str | None = None, split: str = "test",
-        index: int = 0, tokens: Sequence[int] = ()) -> dict[str, Any]:
+def run(
+    out_dir: str,
+    *,
+    workdir: str | None = None,
+    config_spec: str | None = None,
+    split: str = "test",
+    index: int = 0,
+    tokens: Sequence[int] = (),
+) -> dict[str, Any]:
     """Writes one PNG per attention layer into `out_dir`; returns what
     attention_maps.json records."""
     if (workdir is None) == (config_spec is None):
@@ -180,8 +195,14 @@ def main(argv):
     out_dir = _OUT_DIR.value or (os.path.join(_WORKDIR.value, "attention_maps") if _WORKDIR.value else None)
     if out_dir is None:
         raise app.UsageError("--out_dir is needed with --config")
-    record = run(out_dir, workdir=_WORKDIR.value, config_spec=_CONFIG.value, split=_SPLIT.value,
-                 index=_INDEX.value, tokens=_TOKENS.value)
+    record = run(
+        out_dir,
+        workdir=_WORKDIR.value,
+        config_spec=_CONFIG.value,
+        split=_SPLIT.value,
+        index=_INDEX.value,
+        tokens=_TOKENS.value,
+    )
     for layer, path in record["files"].items():
         print(f"{layer}: {path}")
 

@@ -33,7 +33,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,13 +42,13 @@ import numpy as np
 from kernels.flash_attention import flash_attention
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for the fraction-of-peak column.
-PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H200": 989.0, "H100 PCIe": 756.0,
-               "A100": 312.0}
+PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H200": 989.0, "H100 PCIe": 756.0, "A100": 312.0}
 
 
 # Defaults of the full sweep and of --quick; flags given explicitly win over both.
-FULL = dict(seq_lens="512,1024,2048,4096,8192,16384", head_dims="64,128", tokens=16384, hidden=2048,
-            repeats=10, warmup=2)
+FULL = dict(
+    seq_lens="512,1024,2048,4096,8192,16384", head_dims="64,128", tokens=16384, hidden=2048, repeats=10, warmup=2
+)
 QUICK = dict(seq_lens="128,256", head_dims="64", tokens=512, hidden=128, repeats=3, warmup=1)
 
 
@@ -81,8 +81,9 @@ def implementations(baselines: list[str], causal: bool) -> dict[str, Callable]:
     for name in baselines:
         if name == "cudnn" and jax.default_backend() != "gpu":
             continue
-        impls[name] = (lambda impl: lambda q, k, v: jax.nn.dot_product_attention(
-            q, k, v, is_causal=causal, implementation=impl))(name)
+        impls[name] = (
+            lambda impl: lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=impl)
+        )(name)
     return impls
 
 
@@ -107,8 +108,9 @@ def measure_case(seq_len, head_dim, causal, mode, args) -> dict[str, dict]:
     """name -> {"seconds": median} or {"error": message} for one case."""
     batch, heads = max(1, args.tokens // seq_len), max(1, args.hidden // head_dim)
     rng = np.random.default_rng(0)
-    q, k, v, d_out = (jnp.asarray(rng.standard_normal((batch, seq_len, heads, head_dim), np.float32),
-                                  args.dtype) for _ in range(4))
+    q, k, v, d_out = (
+        jnp.asarray(rng.standard_normal((batch, seq_len, heads, head_dim), np.float32), args.dtype) for _ in range(4)
+    )
     steps, results = {}, {}
     for name, attention in implementations(args.baselines.split(","), causal).items():
         try:
@@ -140,10 +142,19 @@ def report_case(seq_len, head_dim, causal, mode, measured, args) -> list[str]:
     results = measured["results"]
     kernel = results.get("pallas", {})
     case = f"pallas_{mode}_T{seq_len}_D{head_dim}_{'causal' if causal else 'full'}"
-    context = {"mode": mode, "seq_len": seq_len, "head_dim": head_dim, "causal": causal,
-               "batch": measured["batch"], "heads": measured["heads"], "dtype": args.dtype,
-               "device": device.device_kind, "repeats": args.repeats,
-               "seconds": kernel.get("seconds"), "meaningful": meaningful}
+    context = {
+        "mode": mode,
+        "seq_len": seq_len,
+        "head_dim": head_dim,
+        "causal": causal,
+        "batch": measured["batch"],
+        "heads": measured["heads"],
+        "dtype": args.dtype,
+        "device": device.device_kind,
+        "repeats": args.repeats,
+        "seconds": kernel.get("seconds"),
+        "meaningful": meaningful,
+    }
     if kernel.get("tflops") is not None and peak:
         context["fraction_of_peak"] = round(kernel["tflops"] / peak, 3)
     if not meaningful:
@@ -153,16 +164,25 @@ def report_case(seq_len, head_dim, causal, mode, measured, args) -> list[str]:
     for baseline in (name for name in results if name != "pallas"):
         base = results[baseline]
         value, base_value = kernel.get("tflops"), base.get("tflops")
-        line = {"benchmark": "attention", "case": case, "value": _round(value), "unit": "TFLOP/s",
-                "baseline": baseline, "baseline_value": _round(base_value),
-                "ratio": _round(value / base_value) if value and base_value else None,
-                "baseline_seconds": base.get("seconds"), **context}
+        line = {
+            "benchmark": "attention",
+            "case": case,
+            "value": _round(value),
+            "unit": "TFLOP/s",
+            "baseline": baseline,
+            "baseline_value": _round(base_value),
+            "ratio": _round(value / base_value) if value and base_value else None,
+            "baseline_seconds": base.get("seconds"),
+            **context,
+        }
         if "error" in base:
             line["baseline_error"] = base["error"]
         print(json.dumps(line), flush=True)
-    return [f"{mode:<8}{seq_len:>7}{head_dim:>5}{str(causal):>7}  {name:<7}"
-            f"{_fmt(r.get('tflops'))}{_fmt(r.get('seconds') and r['seconds'] * 1e3)}  {r.get('error', '')[:60]}"
-            for name, r in results.items()]
+    return [
+        f"{mode:<8}{seq_len:>7}{head_dim:>5}{str(causal):>7}  {name:<7}"
+        f"{_fmt(r.get('tflops'))}{_fmt(r.get('seconds') and r['seconds'] * 1e3)}  {r.get('error', '')[:60]}"
+        for name, r in results.items()
+    ]
 
 
 def _round(x):

@@ -81,12 +81,20 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build(name: str, vocab: int):
     """(model, whether it is a Transformer) at the configs/multi30k.py sizes."""
     if name == "transformer":
-        cfg = transformer.TransformerConfig(vocab_size=vocab, d_model=256, num_heads=4, num_layers=3, d_ff=512,
-                                            dropout_rate=0.0, norm_position="pre")
+        cfg = transformer.TransformerConfig(
+            vocab_size=vocab, d_model=256, num_heads=4, num_layers=3, d_ff=512, dropout_rate=0.0, norm_position="pre"
+        )
         return transformer.TransformerSeq2Seq(cfg, target_vocab_size=vocab, num_decoder_layers=3)
-    return seq2seq.Seq2Seq(source_vocab_size=vocab, target_vocab_size=vocab, hidden_size=256, embed_size=256,
-                           encoder_hidden_size=128, bidirectional_encoder=True, attention="luong_general",
-                           input_feeding=True)
+    return seq2seq.Seq2Seq(
+        source_vocab_size=vocab,
+        target_vocab_size=vocab,
+        hidden_size=256,
+        embed_size=256,
+        encoder_hidden_size=128,
+        bidirectional_encoder=True,
+        attention="luong_general",
+        input_feeding=True,
+    )
 
 
 def sources(args) -> tuple[jax.Array, jax.Array]:
@@ -115,28 +123,46 @@ def measure(name: str, args) -> dict:
     params = variables["params"]
     costs = {}
     for beam in (0, args.beam_size):
-        run = jax.jit(functools.partial(translation.generate, model, max_len=args.max_len, beam_size=beam,
-                                        alpha=args.alpha))
+        run = jax.jit(
+            functools.partial(translation.generate, model, max_len=args.max_len, beam_size=beam, alpha=args.alpha)
+        )
         costs[beam] = seconds_per_call(run, params, inputs, lengths, args.repeats) / args.batch
     beam, greedy = costs[args.beam_size], costs[0]
-    return {"benchmark": "beam_search", "case": f"{name}_beam{args.beam_size}", "value": beam,
-            "unit": "seconds/sentence", "baseline": "greedy", "baseline_value": greedy, "ratio": beam / greedy,
-            "beam_sentences_per_s": 1.0 / beam, "greedy_sentences_per_s": 1.0 / greedy,
-            "beam_size": args.beam_size, "batch": args.batch, "source_len": args.source_len,
-            "max_len": args.max_len, "vocab": args.vocab, "repeats": args.repeats, "device": describe_device()}
+    return {
+        "benchmark": "beam_search",
+        "case": f"{name}_beam{args.beam_size}",
+        "value": beam,
+        "unit": "seconds/sentence",
+        "baseline": "greedy",
+        "baseline_value": greedy,
+        "ratio": beam / greedy,
+        "beam_sentences_per_s": 1.0 / beam,
+        "greedy_sentences_per_s": 1.0 / greedy,
+        "beam_size": args.beam_size,
+        "batch": args.batch,
+        "source_len": args.source_len,
+        "max_len": args.max_len,
+        "vocab": args.vocab,
+        "repeats": args.repeats,
+        "device": describe_device(),
+    }
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.beam_size < 1:
         raise SystemExit(f"--beam_size must be >= 1, got {args.beam_size}")
-    print(f"{'model':<12} {'greedy sent/s':>14} {f'beam{args.beam_size} sent/s':>13} {'cost ratio':>11}",
-          file=sys.stderr)
+    print(
+        f"{'model':<12} {'greedy sent/s':>14} {f'beam{args.beam_size} sent/s':>13} {'cost ratio':>11}", file=sys.stderr
+    )
     for name in args.models:
         result = measure(name, args)
         print(json.dumps(result), flush=True)
-        print(f"{name:<12} {result['greedy_sentences_per_s']:>14.1f} {result['beam_sentences_per_s']:>13.1f} "
-              f"{result['ratio']:>10.2f}x", file=sys.stderr)
+        print(
+            f"{name:<12} {result['greedy_sentences_per_s']:>14.1f} {result['beam_sentences_per_s']:>13.1f} "
+            f"{result['ratio']:>10.2f}x",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

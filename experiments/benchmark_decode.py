@@ -46,7 +46,7 @@ import functools
 import json
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -74,9 +74,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model(args) -> tuple[transformer.TransformerLM, dict]:
     cfg = transformer.TransformerConfig(
-        vocab_size=args.vocab, d_model=args.d_model, num_heads=args.heads, num_layers=args.layers,
-        d_ff=4 * args.d_model, dropout_rate=0.0, positional=args.positional, norm_position="pre",
-        max_len=args.prompt + args.steps)
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        num_heads=args.heads,
+        num_layers=args.layers,
+        d_ff=4 * args.d_model,
+        dropout_rate=0.0,
+        positional=args.positional,
+        norm_position="pre",
+        max_len=args.prompt + args.steps,
+    )
     model = transformer.TransformerLM(cfg, args.vocab)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((args.batch, args.prompt), jnp.int32))
     return model, variables
@@ -135,9 +142,9 @@ def greedy_recompute(model, variables, prompt: np.ndarray, steps: int, bucket: i
         buffer = np.zeros((batch, -(-(length + steps) // bucket) * bucket), np.int32)
         buffer[:, :length] = prompt
         buffer = jnp.asarray(buffer)
-        for length in range(length, length + steps):
-            buffer = extend(variables, buffer, length, padded=-(-length // bucket) * bucket)
-        return np.asarray(buffer[:, prompt.shape[1]:prompt.shape[1] + steps])
+        for position in range(length, length + steps):
+            buffer = extend(variables, buffer, position, padded=-(-position // bucket) * bucket)
+        return np.asarray(buffer[:, prompt.shape[1] : prompt.shape[1] + steps])
 
     return generate
 
@@ -159,22 +166,41 @@ def run(args) -> list[dict]:
     """Measures, checks the three cases agree, prints and returns the JSON records."""
     model, variables = build_model(args)
     prompt = np.asarray(jax.random.randint(jax.random.key(1), (args.batch, args.prompt), 0, args.vocab), np.int32)
-    cases = {"kv_cache_scan": greedy_with_cache_scan(model, variables, prompt, args.steps),
-             "kv_cache_loop": greedy_with_cache_loop(model, variables, prompt, args.steps),
-             "recompute": greedy_recompute(model, variables, prompt, args.steps, args.bucket)}
+    cases = {
+        "kv_cache_scan": greedy_with_cache_scan(model, variables, prompt, args.steps),
+        "kv_cache_loop": greedy_with_cache_loop(model, variables, prompt, args.steps),
+        "recompute": greedy_recompute(model, variables, prompt, args.steps, args.bucket),
+    }
     seconds, outputs = measure(cases, args.repeats)
     for name, tokens in outputs.items():
         if not np.array_equal(tokens, outputs["recompute"]):
             raise AssertionError(f"{name} generated different tokens from recompute")
     rate = {name: args.batch * args.steps / s for name, s in seconds.items()}
-    common = {"batch": args.batch, "prompt": args.prompt, "steps": args.steps, "d_model": args.d_model,
-              "layers": args.layers, "heads": args.heads, "vocab": args.vocab, "repeats": args.repeats,
-              "device": describe_device()}
+    common = {
+        "batch": args.batch,
+        "prompt": args.prompt,
+        "steps": args.steps,
+        "d_model": args.d_model,
+        "layers": args.layers,
+        "heads": args.heads,
+        "vocab": args.vocab,
+        "repeats": args.repeats,
+        "device": describe_device(),
+    }
     records = []
     for case in ("kv_cache_scan", "kv_cache_loop"):
-        records.append({"benchmark": "greedy_decode", "case": case, "value": round(rate[case], 1),
-                        "unit": "tokens/s", "baseline": "recompute", "baseline_value": round(rate["recompute"], 1),
-                        "ratio": round(rate[case] / rate["recompute"], 2), **common})
+        records.append(
+            {
+                "benchmark": "greedy_decode",
+                "case": case,
+                "value": round(rate[case], 1),
+                "unit": "tokens/s",
+                "baseline": "recompute",
+                "baseline_value": round(rate["recompute"], 1),
+                "ratio": round(rate[case] / rate["recompute"], 2),
+                **common,
+            }
+        )
         print(json.dumps(records[-1]), flush=True)
     print(f"{'case':<16}{'tokens/s':>12}{'seconds':>10}", file=sys.stderr)
     for name in cases:

@@ -56,7 +56,7 @@ import os
 import sys
 import time
 import types
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -146,8 +146,9 @@ def byte_ids(raw: dict) -> np.ndarray:
 def make_train_step(vocab_size: int, output_size: int, head: str, args) -> tuple[Callable, Callable]:
     """(step(batch) -> None, running one Adam update and blocking; the keys
     of `batch` the step reads) for a seqjax LSTM with an embedding."""
-    config = ml_collections.ConfigDict({"name": "recurrent", "cell": "lstm", "hidden_size": args.hidden,
-                                        "embed_size": args.embed, "head": head})
+    config = ml_collections.ConfigDict(
+        {"name": "recurrent", "cell": "lstm", "hidden_size": args.hidden, "embed_size": args.embed, "head": head}
+    )
     task_shape = types.SimpleNamespace(output_size=output_size, vocab_size=vocab_size, head=head)
     model = models.build(config, task_shape)
     per_step = head == "per_step"
@@ -223,8 +224,11 @@ def time_train_step(step: Callable, batches: list[dict]) -> tuple[float, float, 
     for batch in batches:
         step(batch)
     seconds = time.perf_counter() - start
-    return (sum(len(b["weights"]) for b in batches) / seconds, sum(batch_tokens(b) for b in batches) / seconds,
-            sum(b["inputs"].size for b in batches) / seconds)
+    return (
+        sum(len(b["weights"]) for b in batches) / seconds,
+        sum(batch_tokens(b) for b in batches) / seconds,
+        sum(b["inputs"].size for b in batches) / seconds,
+    )
 
 
 def time_end_to_end(step: Callable, iterator: Iterator[dict], count: int) -> float:
@@ -252,8 +256,16 @@ def measure_case(name: str, data: loader.Loader, step: Callable, widths: list[in
 def text_cases(args) -> dict[str, tuple[loader.Loader, Callable, list[int]]]:
     source = text_source(args.examples, args.max_len)
     preprocess = WordIds(word_vocabulary())
-    common = dict(batch_size=args.batch, train=True, seed=0, worker_count=args.workers,
-                  read_threads=args.read_threads, prefetch=args.prefetch, process_index=0, process_count=1)
+    common = dict(
+        batch_size=args.batch,
+        train=True,
+        seed=0,
+        worker_count=args.workers,
+        read_threads=args.read_threads,
+        prefetch=args.prefetch,
+        process_index=0,
+        process_count=1,
+    )
     step, _ = make_train_step(len(word_vocabulary()) + 2, 2, "last", args)
     cases, wanted = {}, args.cases.split(",")
     if "padding" in wanted:
@@ -263,15 +275,27 @@ def text_cases(args) -> dict[str, tuple[loader.Loader, Callable, list[int]]]:
     if "bucketing" in wanted:
         boundaries = tuple(b for b in (16, 32, 64, 128, 256, 512) if b < args.max_len) + (args.max_len,)
         bucketing = loader.Bucketing(boundaries, truncate=True)
-        cases["bucketing"] = (loader.make_loader(source, preprocess, batching=bucketing, **common), step,
-                              list(boundaries))
+        cases["bucketing"] = (
+            loader.make_loader(source, preprocess, batching=bucketing, **common),
+            step,
+            list(boundaries),
+        )
     return cases
 
 
 def packing_case(args) -> dict[str, tuple[loader.Loader, Callable, list[int]]]:
     source = char_stream_source(args.chars)
-    data = loader.lm_loader(source, byte_ids, batch_size=args.batch, seq_len=args.max_len, train=True,
-                            worker_count=args.workers, prefetch=args.prefetch, process_index=0, process_count=1)
+    data = loader.lm_loader(
+        source,
+        byte_ids,
+        batch_size=args.batch,
+        seq_len=args.max_len,
+        train=True,
+        worker_count=args.workers,
+        prefetch=args.prefetch,
+        process_index=0,
+        process_count=1,
+    )
     step, _ = make_train_step(256, 256, "per_step", args)
     return {"packing": (data, step, [args.max_len])}
 
@@ -291,8 +315,11 @@ def tf_data_rate(args) -> tuple[float, float] | None:
     def generate():
         for i in order:
             example = preprocess(source[i])
-            yield example["inputs"][:args.max_len], np.int32(example["label"]), np.int32(min(
-                len(example["inputs"]), args.max_len))
+            yield (
+                example["inputs"][: args.max_len],
+                np.int32(example["label"]),
+                np.int32(min(len(example["inputs"]), args.max_len)),
+            )
 
     signature = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32))
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature).repeat()
@@ -317,28 +344,63 @@ def describe_device() -> str:
 
 
 def report(results: list[dict], tf_rate, args) -> None:
-    common = {"batch": args.batch, "max_len": args.max_len, "hidden": args.hidden, "embed": args.embed,
-              "workers": args.workers, "read_threads": args.read_threads, "prefetch": args.prefetch,
-              "device": describe_device()}
+    common = {
+        "batch": args.batch,
+        "max_len": args.max_len,
+        "hidden": args.hidden,
+        "embed": args.embed,
+        "workers": args.workers,
+        "read_threads": args.read_threads,
+        "prefetch": args.prefetch,
+        "device": describe_device(),
+    }
     for result in results:
         (examples, tokens), (step_examples, step_tokens) = result["loader"], result["train_step"]
         for unit, value, base in (("examples/s", examples, step_examples), ("tokens/s", tokens, step_tokens)):
-            print(json.dumps({"benchmark": "input", "case": f"loader_{result['case']}", "value": round(value, 1),
-                              "unit": unit, "baseline": "lstm_train_step", "baseline_value": round(base, 1),
-                              "ratio": round(value / base, 2), "end_to_end_fraction": round(result["end_to_end"], 3),
-                              **common}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "input",
+                        "case": f"loader_{result['case']}",
+                        "value": round(value, 1),
+                        "unit": unit,
+                        "baseline": "lstm_train_step",
+                        "baseline_value": round(base, 1),
+                        "ratio": round(value / base, 2),
+                        "end_to_end_fraction": round(result["end_to_end"], 3),
+                        **common,
+                    }
+                ),
+                flush=True,
+            )
     padding = next((r for r in results if r["case"] == "padding"), None)
     if tf_rate and padding:
-        print(json.dumps({"benchmark": "input", "case": "loader_padding", "value": round(padding["loader"][0], 1),
-                          "unit": "examples/s", "baseline": "tf_data_padded_batch",
-                          "baseline_value": round(tf_rate[0], 1), "ratio": round(padding["loader"][0] / tf_rate[0], 2),
-                          **common}), flush=True)
-    print(f"{'case':<12}{'loader ex/s':>13}{'loader tok/s':>14}{'step ex/s':>11}{'step tok/s':>12}"
-          f"{'ratio':>8}{'end-to-end':>12}", file=sys.stderr)
+        print(
+            json.dumps(
+                {
+                    "benchmark": "input",
+                    "case": "loader_padding",
+                    "value": round(padding["loader"][0], 1),
+                    "unit": "examples/s",
+                    "baseline": "tf_data_padded_batch",
+                    "baseline_value": round(tf_rate[0], 1),
+                    "ratio": round(padding["loader"][0] / tf_rate[0], 2),
+                    **common,
+                }
+            ),
+            flush=True,
+        )
+    print(
+        f"{'case':<12}{'loader ex/s':>13}{'loader tok/s':>14}{'step ex/s':>11}{'step tok/s':>12}"
+        f"{'ratio':>8}{'end-to-end':>12}",
+        file=sys.stderr,
+    )
     for r in results:
-        print(f"{r['case']:<12}{r['loader'][0]:>13.0f}{r['loader'][1]:>14.0f}{r['train_step'][0]:>11.0f}"
-              f"{r['train_step'][1]:>12.0f}{r['loader'][0] / r['train_step'][0]:>8.2f}{r['end_to_end']:>12.3f}",
-              file=sys.stderr)
+        print(
+            f"{r['case']:<12}{r['loader'][0]:>13.0f}{r['loader'][1]:>14.0f}{r['train_step'][0]:>11.0f}"
+            f"{r['train_step'][1]:>12.0f}{r['loader'][0] / r['train_step'][0]:>8.2f}{r['end_to_end']:>12.3f}",
+            file=sys.stderr,
+        )
     if tf_rate:
         print(f"{'tf_data':<12}{tf_rate[0]:>13.0f}{tf_rate[1]:>14.0f}", file=sys.stderr)
 

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -91,12 +91,13 @@ def build_cases(args) -> dict[str, Callable[[], None]]:
     torch_ok = not args.no_torch and torch_available()
     if torch_ok:
         import torch
+
         torch.set_num_threads(args.threads or os.cpu_count())
     for cell in args.cells.split(","):
         layer_kwargs = {} if args.unroll is None else {"unroll": args.unroll}
         cases[f"seqjax_{cell}"] = jax_case(
-            snn.Recurrent(snn.make_cell(cell, args.hidden), implementation=args.implementation,
-                          **layer_kwargs), args)
+            snn.Recurrent(snn.make_cell(cell, args.hidden), implementation=args.implementation, **layer_kwargs), args
+        )
         flax_name, flax_cell = FLAX_CELLS[cell]
         cases[flax_name] = jax_case(nn.RNN(flax_cell(args.hidden)), args)
         if torch_ok:
@@ -129,20 +130,40 @@ def measure(cases: dict[str, Callable[[], None]], args) -> dict[str, tuple[float
 
 def report(rates: dict[str, tuple[float, float]], args) -> None:
     """One JSON line per (seqjax case, baseline) on stdout (value: median); a table on stderr."""
-    common = {"batch": args.batch, "time": args.time, "input": args.input, "hidden": args.hidden,
-              "dtype": args.dtype, "device": describe_device(), "repeats": args.repeats,
-              "implementation": args.implementation}
+    common = {
+        "batch": args.batch,
+        "time": args.time,
+        "input": args.input,
+        "hidden": args.hidden,
+        "dtype": args.dtype,
+        "device": describe_device(),
+        "repeats": args.repeats,
+        "implementation": args.implementation,
+    }
     for cell in args.cells.split(","):
         case = f"seqjax_{cell}"
         for baseline in (FLAX_CELLS[cell][0], f"torch_{cell}"):
             if baseline not in rates:
                 continue
             (value, best), (base, base_best) = rates[case], rates[baseline]
-            print(json.dumps({
-                "benchmark": "rnn_fwd_bwd", "case": case, "value": round(value, 1), "unit": "tokens/s",
-                "baseline": baseline, "baseline_value": round(base, 1), "ratio": round(value / base, 3),
-                "value_best": round(best, 1), "baseline_value_best": round(base_best, 1),
-                "ratio_best": round(best / base_best, 3), **common}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "rnn_fwd_bwd",
+                        "case": case,
+                        "value": round(value, 1),
+                        "unit": "tokens/s",
+                        "baseline": baseline,
+                        "baseline_value": round(base, 1),
+                        "ratio": round(value / base, 3),
+                        "value_best": round(best, 1),
+                        "baseline_value_best": round(base_best, 1),
+                        "ratio_best": round(best / base_best, 3),
+                        **common,
+                    }
+                ),
+                flush=True,
+            )
     print(f"{'case':<22}{'median tok/s':>14}{'best tok/s':>12}", file=sys.stderr)
     for name, (median, best) in rates.items():
         print(f"{name:<22}{median:>14.0f}{best:>12.0f}", file=sys.stderr)

@@ -31,7 +31,7 @@ import json
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,10 @@ def grad_step(cell: str, implementation: str, time_steps: int, args) -> Callable
     key_x, key_p = jax.random.split(jax.random.key(0))
     x = jax.random.normal(key_x, (args.batch, time_steps, args.hidden))
     params = layer.init(key_p, x)
-    loss = lambda params, x: jnp.sum(layer.apply(params, x)[0])
+
+    def loss(params, x):
+        return jnp.sum(layer.apply(params, x)[0])
+
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
     jax.block_until_ready(grad(params, x))  # compile
     return lambda: jax.block_until_ready(grad(params, x))
@@ -87,10 +90,17 @@ def measure(cell: str, time_steps: int, args) -> dict:
     steps = {impl: grad_step(cell, impl, time_steps, args) for impl in ("parallel", "scan")}
     seconds = median_seconds(steps, args)
     return {
-        "benchmark": "scan_fwd_bwd", "case": f"parallel_{cell}", "T": time_steps,
-        "B": args.batch, "H": args.hidden, "value": seconds["parallel"], "unit": "s/step",
-        "baseline": f"sequential_{cell}", "baseline_value": seconds["scan"],
-        "ratio": seconds["scan"] / seconds["parallel"], "device": device_name(),
+        "benchmark": "scan_fwd_bwd",
+        "case": f"parallel_{cell}",
+        "T": time_steps,
+        "B": args.batch,
+        "H": args.hidden,
+        "value": seconds["parallel"],
+        "unit": "s/step",
+        "baseline": f"sequential_{cell}",
+        "baseline_value": seconds["scan"],
+        "ratio": seconds["scan"] / seconds["parallel"],
+        "device": device_name(),
     }
 
 
@@ -109,8 +119,11 @@ def main(argv=None) -> None:
         for time_steps in time_grid(args):
             record = measure(cell, time_steps, args)
             print(json.dumps(record), flush=True)
-            print(f"{record['case']:18s} {time_steps:6d} {record['value']:11.4f} "
-                  f"{record['baseline_value']:13.4f} {record['ratio']:8.2f}", file=sys.stderr)
+            print(
+                f"{record['case']:18s} {time_steps:6d} {record['value']:11.4f} "
+                f"{record['baseline_value']:13.4f} {record['ratio']:8.2f}",
+                file=sys.stderr,
+            )
 
 
 if __name__ == "__main__":

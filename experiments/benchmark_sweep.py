@@ -63,8 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--cell", default="lstm")
-    parser.add_argument("--chunk-size", type=int, default=None,
-                        help="replicas vmapped together (default: seqjax.ensemble.default_chunk_size())")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="replicas vmapped together (default: seqjax.ensemble.default_chunk_size())",
+    )
     parser.add_argument("--workdir", default=None, help="where the runs go (default: a temporary dir)")
     return parser.parse_args(argv)
 
@@ -107,9 +111,16 @@ def run_sequential(config, runs, root: str) -> tuple[float, list[str]]:
 
 
 def measurement(case: str, vmap_s: float, sequential_s: float, context: dict) -> dict:
-    return {"benchmark": "sweep_vmap", "case": case, "value": round(vmap_s, 3), "unit": "s",
-            "baseline": context["baseline"], "baseline_value": round(sequential_s, 3),
-            "ratio": round(sequential_s / vmap_s, 2), **{k: v for k, v in context.items() if k != "baseline"}}
+    return {
+        "benchmark": "sweep_vmap",
+        "case": case,
+        "value": round(vmap_s, 3),
+        "unit": "s",
+        "baseline": context["baseline"],
+        "baseline_value": round(sequential_s, 3),
+        "ratio": round(sequential_s / vmap_s, 2),
+        **{k: v for k, v in context.items() if k != "baseline"},
+    }
 
 
 def main(argv=None) -> None:
@@ -120,25 +131,44 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()[0]
     vmap_s, vmap_dirs = run_vmap(config, runs, root, args.chunk_size)
     sequential_s, sequential_dirs = run_sequential(config, runs, root)
-    context = {"baseline": f"sequential_{args.replicas}_runs", "replicas": args.replicas, "cell": args.cell,
-               "hidden": args.hidden, "seq_len": args.seq_len, "batch": args.batch, "steps": args.steps,
-               "chunk_size": args.chunk_size or ensemble.default_chunk_size(),
-               "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
-               "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-               "ratio_definition": "baseline_value / value",
-               "sequential_checkpoints_per_run": 1, "vmap_checkpoints": 0}
+    context = {
+        "baseline": f"sequential_{args.replicas}_runs",
+        "replicas": args.replicas,
+        "cell": args.cell,
+        "hidden": args.hidden,
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "steps": args.steps,
+        "chunk_size": args.chunk_size or ensemble.default_chunk_size(),
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "ratio_definition": "baseline_value / value",
+        "sequential_checkpoints_per_run": 1,
+        "vmap_checkpoints": 0,
+    }
     lines = [
-        measurement(f"vmap_{args.replicas}_seeds", vmap_s, sequential_s,
-                    dict(context, includes="compile, training, final test eval, run files")),
-        measurement(f"vmap_{args.replicas}_seeds_steady_state", steady_seconds(vmap_dirs[0]),
-                    sum(steady_seconds(d) for d in sequential_dirs),
-                    dict(context, includes=f"train steps after the first {args.log_every}-step window")),
+        measurement(
+            f"vmap_{args.replicas}_seeds",
+            vmap_s,
+            sequential_s,
+            dict(context, includes="compile, training, final test eval, run files"),
+        ),
+        measurement(
+            f"vmap_{args.replicas}_seeds_steady_state",
+            steady_seconds(vmap_dirs[0]),
+            sum(steady_seconds(d) for d in sequential_dirs),
+            dict(context, includes=f"train steps after the first {args.log_every}-step window"),
+        ),
     ]
     for line in lines:
         print(json.dumps(line), flush=True)
     for line in lines:
-        print(f"{line['case']}: vmap {line['value']:.2f} s, sequential {line['baseline_value']:.2f} s, "
-              f"{line['ratio']:.1f}x", file=sys.stderr)
+        print(
+            f"{line['case']}: vmap {line['value']:.2f} s, sequential {line['baseline_value']:.2f} s, "
+            f"{line['ratio']:.1f}x",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ class Tagger(nn.Module):
 
 def planned_bytes(compiled) -> int:
     stats = compiled.memory_analysis()
-    return stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    return (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    )
 
 
 def chunk_loss(model, params, x, y, carry):
@@ -82,8 +84,7 @@ def chunk_loss(model, params, x, y, carry):
 
 def tbptt_step(model):
     def step(params, carry, x, y):
-        (loss, carry), grads = jax.value_and_grad(
-            lambda p: chunk_loss(model, p, x, y, carry), has_aux=True)(params)
+        (loss, carry), grads = jax.value_and_grad(lambda p: chunk_loss(model, p, x, y, carry), has_aux=True)(params)
         return grads, jax.lax.stop_gradient(carry), loss
 
     return jax.jit(step)
@@ -129,8 +130,16 @@ def full_grad(model, blocks: int | None):
 
 
 def emit(case, length, value, seconds, extra):
-    record = {"benchmark": "tbptt_memory", "case": case, "T": length, "value": value, "unit": "bytes",
-              "seconds_per_sequence": seconds, "device": jax.devices()[0].device_kind, **extra}
+    record = {
+        "benchmark": "tbptt_memory",
+        "case": case,
+        "T": length,
+        "value": value,
+        "unit": "bytes",
+        "seconds_per_sequence": seconds,
+        "device": jax.devices()[0].device_kind,
+        **extra,
+    }
     print(json.dumps(record), flush=True)
     return record
 
@@ -163,11 +172,25 @@ def main(argv):
     results = []
     for length in map(int, _LENGTHS.value):
         # One compiled program serves every chunk, whatever T is.
-        results.append(emit("tbptt", length, chunk_bytes, chunk_seconds * math.ceil(length / k),
-                            {**context, "seconds_per_chunk": chunk_seconds}))
+        results.append(
+            emit(
+                "tbptt",
+                length,
+                chunk_bytes,
+                chunk_seconds * math.ceil(length / k),
+                {**context, "seconds_per_chunk": chunk_seconds},
+            )
+        )
         if window:
-            results.append(emit("tbptt_k2", length, window_bytes, window_seconds * math.ceil(length / k),
-                                {**context, "backprop": window, "seconds_per_chunk": window_seconds}))
+            results.append(
+                emit(
+                    "tbptt_k2",
+                    length,
+                    window_bytes,
+                    window_seconds * math.ceil(length / k),
+                    {**context, "backprop": window, "seconds_per_chunk": window_seconds},
+                )
+            )
         x = jax.ShapeDtypeStruct((batch, length, features), jnp.float32)
         y = jax.ShapeDtypeStruct((batch, length), jnp.float32)
         for case, blocks in (("full", None), ("remat", _blocks(length))):

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -59,8 +59,17 @@ class FlaxAttention(nn.Module):
     dtype: object = None
 
     @nn.compact
-    def __call__(self, inputs_q, inputs_kv=None, *, causal=False, kv_lengths=None, deterministic=True,
-                 decode=False, decode_lengths=None):
+    def __call__(
+        self,
+        inputs_q,
+        inputs_kv=None,
+        *,
+        causal=False,
+        kv_lengths=None,
+        deterministic=True,
+        decode=False,
+        decode_lengths=None,
+    ):
         if self.rotary or decode or (self.num_kv_heads or self.num_heads) != self.num_heads:
             raise ValueError("the Flax adapter covers plain multi-head attention only (no RoPE, cache or GQA)")
         mask = None
@@ -71,8 +80,12 @@ class FlaxAttention(nn.Module):
             padding = (jnp.arange(kv_len) < kv_lengths[:, None])[:, None, None, :]
             mask = padding if mask is None else mask & padding
         return nn.MultiHeadDotProductAttention(
-            num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
-            deterministic=deterministic, name="attention")(inputs_q, inputs_kv, mask=mask)
+            num_heads=self.num_heads,
+            dtype=self.dtype,
+            dropout_rate=self.dropout_rate,
+            deterministic=deterministic,
+            name="attention",
+        )(inputs_q, inputs_kv, mask=mask)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -92,9 +105,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def char_gpt_config(args, attention_cls=None) -> transformer.TransformerConfig:
     cfg = transformer.TransformerConfig(
-        vocab_size=args.vocab, d_model=args.d_model, num_heads=args.heads, num_layers=args.layers,
-        d_ff=4 * args.d_model, dropout_rate=args.dropout, norm_position="pre", activation="gelu",
-        dtype=args.dtype, tie_embeddings=True)
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        num_heads=args.heads,
+        num_layers=args.layers,
+        d_ff=4 * args.d_model,
+        dropout_rate=args.dropout,
+        norm_position="pre",
+        activation="gelu",
+        dtype=args.dtype,
+        tie_embeddings=True,
+    )
     return dataclasses.replace(cfg, attention_cls=attention_cls) if attention_cls else cfg
 
 
@@ -145,17 +166,33 @@ def measure(cases: dict[str, Callable[[], None]], args) -> dict[str, tuple[float
 def run(args) -> dict:
     cases = {
         "seqjax_attention": train_step_case(transformer.TransformerLM(char_gpt_config(args), args.vocab), args),
-        "flax_mhdpa": train_step_case(transformer.TransformerLM(char_gpt_config(args, FlaxAttention), args.vocab),
-                                      args),
+        "flax_mhdpa": train_step_case(
+            transformer.TransformerLM(char_gpt_config(args, FlaxAttention), args.vocab), args
+        ),
     }
     rates = measure(cases, args)
     (value, best), (base, base_best) = rates["seqjax_attention"], rates["flax_mhdpa"]
-    record = {"benchmark": "char_gpt_train_step", "case": "seqjax_attention", "value": round(value, 1),
-              "unit": "tokens/s", "baseline": "flax_mhdpa", "baseline_value": round(base, 1),
-              "ratio": round(value / base, 3), "value_best": round(best, 1), "baseline_value_best": round(base_best, 1),
-              "ratio_best": round(best / base_best, 3), "batch": args.batch, "time": args.time,
-              "d_model": args.d_model, "layers": args.layers, "heads": args.heads, "vocab": args.vocab,
-              "dtype": args.dtype, "repeats": args.repeats, "device": describe_device()}
+    record = {
+        "benchmark": "char_gpt_train_step",
+        "case": "seqjax_attention",
+        "value": round(value, 1),
+        "unit": "tokens/s",
+        "baseline": "flax_mhdpa",
+        "baseline_value": round(base, 1),
+        "ratio": round(value / base, 3),
+        "value_best": round(best, 1),
+        "baseline_value_best": round(base_best, 1),
+        "ratio_best": round(best / base_best, 3),
+        "batch": args.batch,
+        "time": args.time,
+        "d_model": args.d_model,
+        "layers": args.layers,
+        "heads": args.heads,
+        "vocab": args.vocab,
+        "dtype": args.dtype,
+        "repeats": args.repeats,
+        "device": describe_device(),
+    }
     print(json.dumps(record), flush=True)
     print(f"{'case':<20}{'median tok/s':>14}{'best tok/s':>12}", file=sys.stderr)
     for name, (median, best_rate) in rates.items():

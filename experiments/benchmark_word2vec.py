@@ -41,35 +41,104 @@ import sys
 import tempfile
 import time
 
-
 MULTI30K_EN = "/work/shared/data/multi30k/train.en.gz"
 
 # (a, b) pairs; a questions-words section holds "a1 b1 a2 b2" for every ordered pair of pairs.
 ANALOGY_SECTIONS = {
-    "gender": [("man", "woman"), ("men", "women"), ("boy", "girl"), ("boys", "girls"), ("he", "she"),
-               ("his", "her"), ("male", "female"), ("gentleman", "lady"), ("father", "mother"),
-               ("son", "daughter"), ("husband", "wife"), ("groom", "bride"), ("dad", "mom"),
-               ("brother", "sister")],
-    "noun-plural": [("dog", "dogs"), ("child", "children"), ("person", "people"), ("car", "cars"),
-                    ("horse", "horses"), ("ball", "balls"), ("tree", "trees"), ("hat", "hats"),
-                    ("bike", "bikes"), ("building", "buildings"), ("table", "tables"), ("street", "streets"),
-                    ("player", "players"), ("shirt", "shirts"), ("hand", "hands"), ("rock", "rocks"),
-                    ("wave", "waves"), ("man", "men"), ("woman", "women"), ("boy", "boys"), ("girl", "girls"),
-                    ("team", "teams"), ("worker", "workers"), ("flower", "flowers"), ("boat", "boats"),
-                    ("window", "windows"), ("book", "books"), ("bird", "birds"), ("student", "students"),
-                    ("truck", "trucks")],
-    "verb-s-ing": [("plays", "playing"), ("runs", "running"), ("walks", "walking"), ("sits", "sitting"),
-                   ("stands", "standing"), ("rides", "riding"), ("jumps", "jumping"), ("swims", "swimming"),
-                   ("climbs", "climbing"), ("eats", "eating"), ("looks", "looking"), ("holds", "holding"),
-                   ("works", "working"), ("dances", "dancing"), ("sings", "singing"), ("smiles", "smiling"),
-                   ("talks", "talking"), ("reads", "reading"), ("watches", "watching"), ("wears", "wearing"),
-                   ("throws", "throwing")],
-    "verb-base-ing": [("play", "playing"), ("run", "running"), ("walk", "walking"), ("sit", "sitting"),
-                      ("stand", "standing"), ("ride", "riding"), ("jump", "jumping"), ("swim", "swimming"),
-                      ("climb", "climbing"), ("eat", "eating"), ("look", "looking"), ("hold", "holding"),
-                      ("work", "working"), ("dance", "dancing"), ("sing", "singing"), ("smile", "smiling"),
-                      ("talk", "talking"), ("read", "reading"), ("watch", "watching"), ("wear", "wearing"),
-                      ("throw", "throwing")],
+    "gender": [
+        ("man", "woman"),
+        ("men", "women"),
+        ("boy", "girl"),
+        ("boys", "girls"),
+        ("he", "she"),
+        ("his", "her"),
+        ("male", "female"),
+        ("gentleman", "lady"),
+        ("father", "mother"),
+        ("son", "daughter"),
+        ("husband", "wife"),
+        ("groom", "bride"),
+        ("dad", "mom"),
+        ("brother", "sister"),
+    ],
+    "noun-plural": [
+        ("dog", "dogs"),
+        ("child", "children"),
+        ("person", "people"),
+        ("car", "cars"),
+        ("horse", "horses"),
+        ("ball", "balls"),
+        ("tree", "trees"),
+        ("hat", "hats"),
+        ("bike", "bikes"),
+        ("building", "buildings"),
+        ("table", "tables"),
+        ("street", "streets"),
+        ("player", "players"),
+        ("shirt", "shirts"),
+        ("hand", "hands"),
+        ("rock", "rocks"),
+        ("wave", "waves"),
+        ("man", "men"),
+        ("woman", "women"),
+        ("boy", "boys"),
+        ("girl", "girls"),
+        ("team", "teams"),
+        ("worker", "workers"),
+        ("flower", "flowers"),
+        ("boat", "boats"),
+        ("window", "windows"),
+        ("book", "books"),
+        ("bird", "birds"),
+        ("student", "students"),
+        ("truck", "trucks"),
+    ],
+    "verb-s-ing": [
+        ("plays", "playing"),
+        ("runs", "running"),
+        ("walks", "walking"),
+        ("sits", "sitting"),
+        ("stands", "standing"),
+        ("rides", "riding"),
+        ("jumps", "jumping"),
+        ("swims", "swimming"),
+        ("climbs", "climbing"),
+        ("eats", "eating"),
+        ("looks", "looking"),
+        ("holds", "holding"),
+        ("works", "working"),
+        ("dances", "dancing"),
+        ("sings", "singing"),
+        ("smiles", "smiling"),
+        ("talks", "talking"),
+        ("reads", "reading"),
+        ("watches", "watching"),
+        ("wears", "wearing"),
+        ("throws", "throwing"),
+    ],
+    "verb-base-ing": [
+        ("play", "playing"),
+        ("run", "running"),
+        ("walk", "walking"),
+        ("sit", "sitting"),
+        ("stand", "standing"),
+        ("ride", "riding"),
+        ("jump", "jumping"),
+        ("swim", "swimming"),
+        ("climb", "climbing"),
+        ("eat", "eating"),
+        ("look", "looking"),
+        ("hold", "holding"),
+        ("work", "working"),
+        ("dance", "dancing"),
+        ("sing", "singing"),
+        ("smile", "smiling"),
+        ("talk", "talking"),
+        ("read", "reading"),
+        ("watch", "watching"),
+        ("wear", "wearing"),
+        ("throw", "throwing"),
+    ],
 }
 
 
@@ -112,18 +181,28 @@ def import_gensim():
         import gensim
         from gensim.models import Word2Vec
     except ImportError:
-        sys.exit("benchmark_word2vec needs gensim for its baseline, which is not a seqjax dependency: "
-                 "pip install gensim")
+        sys.exit(
+            "benchmark_word2vec needs gensim for its baseline, which is not a seqjax dependency: pip install gensim"
+        )
     return gensim.__version__, Word2Vec
 
 
 def train_seqjax(sentences, vocab, args, architecture: str):
     from seqjax import word2vec
 
-    settings = word2vec.Settings(architecture=architecture, dim=args.dim, window=args.window,
-                                 negative=args.negative, sample=args.sample, min_count=args.min_count,
-                                 epochs=args.epochs, batch_size=args.batch_size, steps_per_call=args.steps_per_call,
-                                 init_range=1.0, seed=args.seed)  # gensim 4 initialises in +-1/dim
+    settings = word2vec.Settings(
+        architecture=architecture,
+        dim=args.dim,
+        window=args.window,
+        negative=args.negative,
+        sample=args.sample,
+        min_count=args.min_count,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        steps_per_call=args.steps_per_call,
+        init_range=1.0,
+        seed=args.seed,
+    )  # gensim 4 initialises in +-1/dim
     model = word2vec.Word2Vec(vocab, settings)
     stats = model.train(sentences)
     return model.vectors(), stats.seconds, stats.compile_seconds
@@ -132,10 +211,22 @@ def train_seqjax(sentences, vocab, args, architecture: str):
 def train_gensim(Word2Vec, sentences, args, architecture: str):
     from seqjax.embeddings import WordVectors
 
-    model = Word2Vec(vector_size=args.dim, window=args.window, min_count=args.min_count,
-                     sg=int(architecture == "skipgram"), hs=0, negative=args.negative, ns_exponent=0.75,
-                     sample=args.sample, alpha=0.025 if architecture == "skipgram" else 0.05, min_alpha=1e-4,
-                     cbow_mean=1, workers=args.workers, epochs=args.epochs, seed=args.seed)
+    model = Word2Vec(
+        vector_size=args.dim,
+        window=args.window,
+        min_count=args.min_count,
+        sg=int(architecture == "skipgram"),
+        hs=0,
+        negative=args.negative,
+        ns_exponent=0.75,
+        sample=args.sample,
+        alpha=0.025 if architecture == "skipgram" else 0.05,
+        min_alpha=1e-4,
+        cbow_mean=1,
+        workers=args.workers,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
     model.build_vocab(sentences)
     start = time.perf_counter()
     model.train(sentences, total_examples=model.corpus_count, epochs=args.epochs)
@@ -151,15 +242,21 @@ def run_round(Word2Vec, sentences, vocab, args, architecture: str, analogies: st
     vectors, seconds, compile_seconds = train_seqjax(sentences, vocab, args, architecture)
     gensim_vectors, gensim_seconds, gensim_model = train_gensim(Word2Vec, sentences, args, architecture)
     if set(gensim_vectors.words) != set(vectors.words):  # the order of equal counts may differ
-        print(f"note: vocabularies differ: seqjax {len(vectors)} words, gensim {len(gensim_vectors)}",
-              file=sys.stderr)
+        print(f"note: vocabularies differ: seqjax {len(vectors)} words, gensim {len(gensim_vectors)}", file=sys.stderr)
     ours = embeddings.evaluate_analogies(vectors, analogies, args.restrict_vocab)
     theirs = embeddings.evaluate_analogies(gensim_vectors, analogies, args.restrict_vocab)
     gensim_own = gensim_model.wv.evaluate_word_analogies(analogies, restrict_vocab=args.restrict_vocab)[0]
-    return {"seconds": seconds, "compile_seconds": compile_seconds, "gensim_seconds": gensim_seconds,
-            "accuracy": ours.total.accuracy, "gensim_accuracy": theirs.total.accuracy,
-            "gensim_own_accuracy": gensim_own, "answered": ours.total.answered, "oov": ours.total.oov,
-            "sections": {s.name: [s.accuracy, t.accuracy] for s, t in zip(ours.sections, theirs.sections)}}
+    return {
+        "seconds": seconds,
+        "compile_seconds": compile_seconds,
+        "gensim_seconds": gensim_seconds,
+        "accuracy": ours.total.accuracy,
+        "gensim_accuracy": theirs.total.accuracy,
+        "gensim_own_accuracy": gensim_own,
+        "answered": ours.total.answered,
+        "oov": ours.total.oov,
+        "sections": {s.name: [s.accuracy, t.accuracy] for s, t in zip(ours.sections, theirs.sections)},
+    }
 
 
 def main(argv=None) -> None:
@@ -180,38 +277,80 @@ def main(argv=None) -> None:
     vocab = word2vec.Vocab.build(sentences, args.min_count)
     words = args.epochs * vocab.total
     device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}"
-    context = {"corpus": args.corpus, "corpus_words": vocab.total, "vocab": len(vocab), "epochs": args.epochs,
-               "dim": args.dim, "window": args.window, "negative": args.negative, "sample": args.sample,
-               "batch_size": args.batch_size, "steps_per_call": args.steps_per_call, "device": device,
-               "gensim_workers": args.workers, "cpu_count": os.cpu_count(), "rounds": args.rounds}
+    context = {
+        "corpus": args.corpus,
+        "corpus_words": vocab.total,
+        "vocab": len(vocab),
+        "epochs": args.epochs,
+        "dim": args.dim,
+        "window": args.window,
+        "negative": args.negative,
+        "sample": args.sample,
+        "batch_size": args.batch_size,
+        "steps_per_call": args.steps_per_call,
+        "device": device,
+        "gensim_workers": args.workers,
+        "cpu_count": os.cpu_count(),
+        "rounds": args.rounds,
+    }
     baseline = f"gensim {gensim_version} Word2Vec (workers={args.workers})"
     rows = []
     for architecture in [a for a in args.architectures.split(",") if a]:
-        rounds = [run_round(Word2Vec, sentences, vocab, args, architecture, analogies, args.seed + r)
-                  for r in range(args.rounds)]
+        rounds = [
+            run_round(Word2Vec, sentences, vocab, args, architecture, analogies, args.seed + r)
+            for r in range(args.rounds)
+        ]
         ours, theirs = [r["seconds"] for r in rounds], [r["gensim_seconds"] for r in rounds]
         speed, gensim_speed = words / statistics.median(ours), words / statistics.median(theirs)
-        rows.append({"benchmark": "word2vec", "case": f"{architecture}_words_per_second", "value": speed,
-                     "unit": "words/s", "baseline": baseline, "baseline_value": gensim_speed,
-                     "ratio": speed / gensim_speed, "best_value": words / min(ours),
-                     "best_baseline_value": words / min(theirs),
-                     "compile_seconds": max(r["compile_seconds"] for r in rounds), **context})
+        rows.append(
+            {
+                "benchmark": "word2vec",
+                "case": f"{architecture}_words_per_second",
+                "value": speed,
+                "unit": "words/s",
+                "baseline": baseline,
+                "baseline_value": gensim_speed,
+                "ratio": speed / gensim_speed,
+                "best_value": words / min(ours),
+                "best_baseline_value": words / min(theirs),
+                "compile_seconds": max(r["compile_seconds"] for r in rounds),
+                **context,
+            }
+        )
         accuracy = statistics.mean(r["accuracy"] for r in rounds)
         gensim_accuracy = statistics.mean(r["gensim_accuracy"] for r in rounds)
-        rows.append({"benchmark": "word2vec", "case": f"{architecture}_analogy_accuracy", "value": accuracy,
-                     "unit": "accuracy", "baseline": baseline, "baseline_value": gensim_accuracy,
-                     "ratio": accuracy / gensim_accuracy, "difference_points": 100 * (accuracy - gensim_accuracy),
-                     "per_round": [[r["accuracy"], r["gensim_accuracy"]] for r in rounds],
-                     "baseline_by_gensim_evaluator": [r["gensim_own_accuracy"] for r in rounds],
-                     "answered": rounds[0]["answered"], "oov": rounds[0]["oov"], "sections": rounds[0]["sections"],
-                     "analogy_file": analogies, "restrict_vocab": args.restrict_vocab, **context})
+        rows.append(
+            {
+                "benchmark": "word2vec",
+                "case": f"{architecture}_analogy_accuracy",
+                "value": accuracy,
+                "unit": "accuracy",
+                "baseline": baseline,
+                "baseline_value": gensim_accuracy,
+                "ratio": accuracy / gensim_accuracy,
+                "difference_points": 100 * (accuracy - gensim_accuracy),
+                "per_round": [[r["accuracy"], r["gensim_accuracy"]] for r in rounds],
+                "baseline_by_gensim_evaluator": [r["gensim_own_accuracy"] for r in rounds],
+                "answered": rounds[0]["answered"],
+                "oov": rounds[0]["oov"],
+                "sections": rounds[0]["sections"],
+                "analogy_file": analogies,
+                "restrict_vocab": args.restrict_vocab,
+                **context,
+            }
+        )
     for row in rows:
         print(json.dumps(row), flush=True)
-    print(f"\n{'case':<32} {'seqjax':>12} {'gensim':>12} {'ratio':>7}   ({device}, {args.epochs} epochs of "
-          f"{vocab.total} words)", file=sys.stderr)
+    print(
+        f"\n{'case':<32} {'seqjax':>12} {'gensim':>12} {'ratio':>7}   ({device}, {args.epochs} epochs of "
+        f"{vocab.total} words)",
+        file=sys.stderr,
+    )
     for row in rows:
-        print(f"{row['case']:<32} {row['value']:>12.4g} {row['baseline_value']:>12.4g} {row['ratio']:>7.3f}",
-              file=sys.stderr)
+        print(
+            f"{row['case']:<32} {row['value']:>12.4g} {row['baseline_value']:>12.4g} {row['ratio']:>7.3f}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

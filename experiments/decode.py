@@ -28,8 +28,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a seq2seq / vector_t
 _BEAM = flags.DEFINE_integer("beam_size", 0, "0 = greedy; k >= 1 = beam search with k beams.")
 _ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam search length-penalty exponent (GNMT).")
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "eval", "test"], "Split to evaluate on.")
-_NUM_BATCHES = flags.DEFINE_integer("num_batches", 0, "Batches to evaluate (0: the whole split of a dataset task, "
-                                   "8 batches of a synthetic one).")
+_NUM_BATCHES = flags.DEFINE_integer(
+    "num_batches", 0, "Batches to evaluate (0: the whole split of a dataset task, 8 batches of a synthetic one)."
+)
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -46,19 +47,35 @@ def main(argv):
     check_beam_size(_BEAM.value)
     run = runs.load_run(_WORKDIR.value)
     started = time.monotonic()
-    result = translation.evaluate_decoding(run.trainer.task, run.trainer.model, run.params, _SPLIT.value,
-                                           num_batches=_NUM_BATCHES.value, batch_size=_BATCH.value,
-                                           seed=run.config.seed, beam_size=_BEAM.value, alpha=_ALPHA.value)
+    result = translation.evaluate_decoding(
+        run.trainer.task,
+        run.trainer.model,
+        run.params,
+        _SPLIT.value,
+        num_batches=_NUM_BATCHES.value,
+        batch_size=_BATCH.value,
+        seed=run.config.seed,
+        beam_size=_BEAM.value,
+        alpha=_ALPHA.value,
+    )
     search = f"beam{_BEAM.value}" if _BEAM.value else "greedy"
     for source, reference, hypothesis in result.pop("examples"):
         mark = "=" if hypothesis == reference else "x"
         print(f"{mark} {source!r} -> {hypothesis!r} (reference {reference!r})", file=sys.stderr)
     print(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}", file=sys.stderr)
-    result.update(step=run.step, split=_SPLIT.value, search=search, alpha=_ALPHA.value, beam_size=_BEAM.value,
-                  seconds=round(time.monotonic() - started, 2))
+    result.update(
+        step=run.step,
+        split=_SPLIT.value,
+        search=search,
+        alpha=_ALPHA.value,
+        beam_size=_BEAM.value,
+        seconds=round(time.monotonic() - started, 2),
+    )
     metrics.write_json_atomic(os.path.join(_WORKDIR.value, f"decode_{_SPLIT.value}_{search}.json"), result)
-    print(json.dumps({k: (float(v) if isinstance(v, np.floating) else v) for k, v in result.items()},
-                     sort_keys=True), flush=True)
+    print(
+        json.dumps({k: (float(v) if isinstance(v, np.floating) else v) for k, v in result.items()}, sort_keys=True),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

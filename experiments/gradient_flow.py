@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -47,8 +48,7 @@ from absl import app, flags, logging
 
 from seqjax import checkpoint, diagnostics, metrics, optim, sweep_runner
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "default.py")
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the PNGs and gradient_flow.json go.")
 _CELLS = flags.DEFINE_list("cells", ["rnn", "irnn", "lstm", "gru"], "Cells to measure untrained.")
@@ -58,7 +58,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "Sequences averaged over per cur
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Batches for the global-norm histogram.")
 # Repeatable rather than comma-separated: sweep run directories have commas in their names.
 _CHECKPOINT_DIRS = flags.DEFINE_multi_string(
-    "checkpoint_dirs", [], "Workdir (or glob of workdirs) of experiments.train runs; repeatable.")
+    "checkpoint_dirs", [], "Workdir (or glob of workdirs) of experiments.train runs; repeatable."
+)
 _CONFIG = flags.DEFINE_string("config", _DEFAULT_CONFIG, "Config file[:variant] of the untrained models.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -90,8 +91,7 @@ def trained_model(workdir: str):
     config = ml_collections.ConfigDict(saved)
     trainer = training.Trainer(config)
     train = config.train
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every,
-                                   train.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every, train.keep_checkpoints)
     step = ckpt.latest_step()
     if step is None:
         raise ValueError(f"{workdir} holds no checkpoint")
@@ -104,21 +104,39 @@ def measure(trainer, state, batch_size: int, num_batches: int) -> dict[str, Any]
     """The gradient-flow curves on one test batch and the clipping statistics
     over `num_batches` training batches, as JSON-ready numbers."""
     task, seed, opt = trainer.task, trainer.config.seed, trainer.config.optimizer
-    loss_fn = lambda predictions, batch: task.loss_and_metrics(predictions, batch)[0]
+
+    def loss_fn(predictions, batch):
+        return task.loss_and_metrics(predictions, batch)[0]
+
     # On the host: one-device programs compile faster than ones replicated over the mesh.
     params = jax.device_get(state.params)
     flow = diagnostics.hidden_state_gradient_norms(
-        trainer.model, {"params": params}, task.batch("test", 0, batch_size, seed), loss_fn)
-    penalty = lambda params: optim.weight_penalty(params, opt.get("l1", 0.0), opt.get("l2", 0.0))
+        trainer.model, {"params": params}, task.batch("test", 0, batch_size, seed), loss_fn
+    )
+
+    def penalty(params):
+        return optim.weight_penalty(params, opt.get("l1", 0.0), opt.get("l2", 0.0))
+
     grads = diagnostics.parameter_gradients(
-        trainer.model, params, (task.batch("train", i, batch_size, seed) for i in range(num_batches)),
-        loss_fn, penalty)
+        trainer.model, params, (task.batch("train", i, batch_size, seed) for i in range(num_batches)), loss_fn, penalty
+    )
     clip = {"clip_value": opt.get("clip_value", 0.0), "clip_global_norm": opt.get("clip_global_norm", 0.0)}
     stats = diagnostics.global_norm_statistics(grads, **clip)
-    return {"flow": flow, "stats": stats, "summary": {
-        **diagnostics.curve_summary(flow), "seq_len": int(flow.hidden.shape[0]), "cell": trainer.config.model.cell,
-        "global_norms": {"before": stats.before.tolist(), "after": stats.after.tolist(),
-                         "histogram": diagnostics.norm_histogram(stats), **clip}}}
+    return {
+        "flow": flow,
+        "stats": stats,
+        "summary": {
+            **diagnostics.curve_summary(flow),
+            "seq_len": int(flow.hidden.shape[0]),
+            "cell": trainer.config.model.cell,
+            "global_norms": {
+                "before": stats.before.tolist(),
+                "after": stats.after.tolist(),
+                "histogram": diagnostics.norm_histogram(stats),
+                **clip,
+            },
+        },
+    }
 
 
 def expand_globs(patterns: Sequence[str]) -> list[str]:
@@ -126,9 +144,16 @@ def expand_globs(patterns: Sequence[str]) -> list[str]:
     return [path for pattern in patterns for path in (sorted(glob.glob(pattern)) or [pattern])]
 
 
-def run(workdir: str, cells: Sequence[str], seq_len: int = 100, hidden_size: int = 0,
-        batch_size: int = 64, num_batches: int = 8, checkpoint_dirs: Sequence[str] = (),
-        config_spec: str = _DEFAULT_CONFIG) -> dict[str, Any]:
+def run(
+    workdir: str,
+    cells: Sequence[str],
+    seq_len: int = 100,
+    hidden_size: int = 0,
+    batch_size: int = 64,
+    num_batches: int = 8,
+    checkpoint_dirs: Sequence[str] = (),
+    config_spec: str = _DEFAULT_CONFIG,
+) -> dict[str, Any]:
     """Measures every model, writes the PNGs and gradient_flow.json into `workdir`;
     returns the JSON's contents."""
     trained = {directory: trained_model(directory) for directory in expand_globs(checkpoint_dirs)}
@@ -142,17 +167,26 @@ def run(workdir: str, cells: Sequence[str], seq_len: int = 100, hidden_size: int
         results[label]["summary"]["workdir"] = directory
 
     os.makedirs(workdir, exist_ok=True)
-    diagnostics.plot_gradient_flow({k: r["flow"].hidden for k, r in results.items()},
-                                   os.path.join(workdir, "gradient_flow_hidden.png"))
-    diagnostics.plot_gradient_flow({k: r["flow"].inputs for k, r in results.items() if r["flow"].inputs is not None},
-                                   os.path.join(workdir, "gradient_flow_inputs.png"),
-                                   ylabel="mean ‖∂L/∂x_t‖", title="Gradient reaching the inputs")
+    diagnostics.plot_gradient_flow(
+        {k: r["flow"].hidden for k, r in results.items()}, os.path.join(workdir, "gradient_flow_hidden.png")
+    )
+    diagnostics.plot_gradient_flow(
+        {k: r["flow"].inputs for k, r in results.items() if r["flow"].inputs is not None},
+        os.path.join(workdir, "gradient_flow_inputs.png"),
+        ylabel="mean ‖∂L/∂x_t‖",
+        title="Gradient reaching the inputs",
+    )
     thresholds = {r["summary"]["global_norms"]["clip_global_norm"] for r in results.values()}
-    diagnostics.plot_norm_histograms({k: r["stats"] for k, r in results.items()},
-                                     os.path.join(workdir, "grad_norm_histogram.png"),
-                                     threshold=thresholds.pop() if len(thresholds) == 1 else 0.0)
-    record = {"batch_size": batch_size, "num_batches": num_batches,
-              "models": {k: r["summary"] for k, r in results.items()}}
+    diagnostics.plot_norm_histograms(
+        {k: r["stats"] for k, r in results.items()},
+        os.path.join(workdir, "grad_norm_histogram.png"),
+        threshold=thresholds.pop() if len(thresholds) == 1 else 0.0,
+    )
+    record = {
+        "batch_size": batch_size,
+        "num_batches": num_batches,
+        "models": {k: r["summary"] for k, r in results.items()},
+    }
     metrics.write_json_atomic(os.path.join(workdir, "gradient_flow.json"), record)
     return record
 
@@ -162,13 +196,24 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    record = run(_WORKDIR.value, _CELLS.value, _SEQ_LEN.value, _HIDDEN.value, _BATCH.value,
-                 _NUM_BATCHES.value, _CHECKPOINT_DIRS.value, _CONFIG.value)
+    record = run(
+        _WORKDIR.value,
+        _CELLS.value,
+        _SEQ_LEN.value,
+        _HIDDEN.value,
+        _BATCH.value,
+        _NUM_BATCHES.value,
+        _CHECKPOINT_DIRS.value,
+        _CONFIG.value,
+    )
     for label, summary in record["models"].items():
         norms = summary["global_norms"]
-        print(f"{label:40s} T={summary['seq_len']:4d}  |dL/dh_0| / |dL/dh_T-1| = "
-              f"{summary['ratio_first_to_last']:.3g}   median global grad norm "
-              f"{sorted(norms['before'])[len(norms['before']) // 2]:.3g}", flush=True)
+        print(
+            f"{label:40s} T={summary['seq_len']:4d}  |dL/dh_0| / |dL/dh_T-1| = "
+            f"{summary['ratio_first_to_last']:.3g}   median global grad norm "
+            f"{sorted(norms['before'])[len(norms['before']) // 2]:.3g}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -45,13 +45,17 @@ def check_curve_metric(sweep: report.Sweep, metric: str) -> None:
         raise app.UsageError(f"no finished run logged {metric!r}; metrics.jsonl has {', '.join(sorted(logged))}")
 
 
-def results_markdown(sweep: report.Sweep, name: str, rows: list[report.GroupRow],
-                     metric_names: list[str]) -> str:
+def results_markdown(sweep: report.Sweep, name: str, rows: list[report.GroupRow], metric_names: list[str]) -> str:
     """The group table, every run, and the runs without a result."""
     title = f"# {name}" + (f" ({sweep.config})" if sweep.config else "") + "\n\n"
-    return (title + report.to_markdown(rows, sweep.swept_keys, _DIGITS.value) + "\n## Runs\n\n"
-            + report.runs_markdown(sweep, metric_names, _DIGITS.value) + "\n"
-            + report.failures_markdown(sweep))
+    return (
+        title
+        + report.to_markdown(rows, sweep.swept_keys, _DIGITS.value)
+        + "\n## Runs\n\n"
+        + report.runs_markdown(sweep, metric_names, _DIGITS.value)
+        + "\n"
+        + report.failures_markdown(sweep)
+    )
 
 
 def write(path: str, text: str) -> None:
@@ -76,8 +80,13 @@ def main(argv):
     write(os.path.join(out_dir, "results.csv"), report.to_csv(rows, sweep.swept_keys))
     plot_path = os.path.join(out_dir, f"curves_{_CURVE_METRIC.value}.png")
     try:
-        report.plot_curves(groups, _CURVE_METRIC.value, plot_path, log_y=_LOG_Y.value,
-                           title=f"{_CURVE_METRIC.value}: mean ± std over seeds ({name})")
+        report.plot_curves(
+            groups,
+            _CURVE_METRIC.value,
+            plot_path,
+            log_y=_LOG_Y.value,
+            title=f"{_CURVE_METRIC.value}: mean ± std over seeds ({name})",
+        )
     except ValueError as error:  # no run has finished yet: the tables are still worth having
         print(f"report: {error}; {plot_path} not written", file=sys.stderr)
     print(markdown, end="")

@@ -54,11 +54,13 @@ def continue_prompts(run: runs.Run, prompt: jax.Array, rng: jax.Array) -> jax.Ar
     if isinstance(model, transformer.TransformerLM):
         context = run.config.data.get("seq_len", 0) or model.config.max_len
         prefill, tokens_to_logits = transformer.lm_decoder(model, run.variables, context)
-        return decoding.generate_windowed(jax.jit(prefill), tokens_to_logits, prompt, _LENGTH.value, context,
-                                          rng, **sampling)
+        return decoding.generate_windowed(
+            jax.jit(prefill), tokens_to_logits, prompt, _LENGTH.value, context, rng, **sampling
+        )
     prefill, tokens_to_logits = decoding.recurrent_decoder(model, run.params)
-    generate = jax.jit(lambda cache, first, key: decoding.decode(
-        tokens_to_logits, cache, first, _LENGTH.value, key, **sampling)[0])
+    generate = jax.jit(
+        lambda cache, first, key: decoding.decode(tokens_to_logits, cache, first, _LENGTH.value, key, **sampling)[0]
+    )
     return generate(prefill(prompt), prompt[:, -1], rng)
 
 

@@ -16,8 +16,7 @@ from ml_collections import config_flags
 from seqjax import config as config_lib
 from seqjax import parallel
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
 flags.mark_flags_as_required(["config", "workdir"])
 

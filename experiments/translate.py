@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -40,8 +40,9 @@ from seqjax.tasks import translation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a translation training run.")
 _SOURCES = flags.DEFINE_multi_string("source", [], "A source sentence (repeatable).")
-_INPUT = flags.DEFINE_string("input", None, "File of source sentences, one per line ('-': stdin, the default "
-                                            "without --source).")
+_INPUT = flags.DEFINE_string(
+    "input", None, "File of source sentences, one per line ('-': stdin, the default without --source)."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Where the hypotheses go, one per line (default: stdout).")
 _REFERENCES = flags.DEFINE_string("references", None, "Reference translations, one per line, for BLEU.")
 _BEAM = flags.DEFINE_integer("beam_size", 0, "0 = greedy; k >= 1 = beam search with k beams.")
@@ -75,19 +76,23 @@ def encode(task, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return inputs, lengths
 
 
-def decode_all(run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, beam_size: int, alpha: float,
-               batch_size: int) -> np.ndarray:
+def decode_all(
+    run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, beam_size: int, alpha: float, batch_size: int
+) -> np.ndarray:
     """Output ids [N, max_len] of every source, `batch_size` at a time. The
     last batch is filled up with copies of its last row, so every batch has
     one shape and the search compiles once."""
     task = run.trainer.task
-    search = jax.jit(lambda p, x, n: translation.generate(run.trainer.model, p, x, n, max_len=task.target_len,
-                                                          beam_size=beam_size, alpha=alpha))
+    search = jax.jit(
+        lambda p, x, n: translation.generate(
+            run.trainer.model, p, x, n, max_len=task.target_len, beam_size=beam_size, alpha=alpha
+        )
+    )
     outputs, batch_size = [], min(batch_size, len(inputs))
     for start in range(0, len(inputs), batch_size):
         rows = np.arange(start, start + batch_size).clip(max=len(inputs) - 1)
         tokens = search(run.params, inputs[rows], lengths[rows])
-        outputs.append(np.asarray(jax.device_get(tokens))[:len(inputs) - start])
+        outputs.append(np.asarray(jax.device_get(tokens))[: len(inputs) - start])
     return np.concatenate(outputs)
 
 
@@ -98,13 +103,15 @@ def score(task, hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     return {"bleu": bleu, "bleu_signature": signature, "exact_match": exact, "sentences": len(hypotheses)}
 
 
-def plot_alignments(run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, outputs: np.ndarray,
-                    indices: Sequence[int], plot_dir: str) -> list[str]:
+def plot_alignments(
+    run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, outputs: np.ndarray, indices: Sequence[int], plot_dir: str
+) -> list[str]:
     """alignment_<i>.png for each source index; returns the paths."""
     task, model = run.trainer.task, run.trainer.model
     try:
-        alpha = np.asarray(translation.source_attention(model, run.params, inputs[indices], lengths[indices],
-                                                        outputs[indices]))
+        alpha = np.asarray(
+            translation.source_attention(model, run.params, inputs[indices], lengths[indices], outputs[indices])
+        )
     except ValueError as error:  # a model without attention
         raise app.UsageError(str(error)) from error
     os.makedirs(plot_dir, exist_ok=True)
@@ -113,10 +120,10 @@ def plot_alignments(run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, outp
     paths = []
     for row, index in enumerate(indices):
         steps = emitted_steps(outputs[index])
-        source = task.token_strings(inputs[index, :lengths[index]], "source")
+        source = task.token_strings(inputs[index, : lengths[index]], "source")
         emitted = task.token_strings(outputs[index, :steps], "target")
         path = os.path.join(plot_dir, f"alignment_{index}.png")
-        save_heatmap(source, emitted, alpha[row, :steps, :lengths[index]], path, f"{model_label}: source {index}")
+        save_heatmap(source, emitted, alpha[row, :steps, : lengths[index]], path, f"{model_label}: source {index}")
         paths.append(path)
     return paths
 
@@ -128,8 +135,7 @@ def emitted_steps(output: np.ndarray) -> int:
     return int(ends[0]) + 1 if ends.size else len(output)
 
 
-def save_heatmap(source: Sequence[str], outputs: Sequence[str], alpha: np.ndarray, path: str,
-                 title: str = "") -> None:
+def save_heatmap(source: Sequence[str], outputs: Sequence[str], alpha: np.ndarray, path: str, title: str = "") -> None:
     """α [len(outputs), len(source)] as a heatmap PNG: outputs down, source across."""
     import matplotlib
 
@@ -193,8 +199,10 @@ def main(argv):
             print(f"alignment heatmap: {path}", file=sys.stderr)
     if references is not None:
         result = score(task, hypotheses, references)
-        print(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}  exact match {result['exact_match']:.4f}",
-              file=sys.stderr)
+        print(
+            f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}  exact match {result['exact_match']:.4f}",
+            file=sys.stderr,
+        )
         if _OUTPUT.value:
             print(json.dumps(result, sort_keys=True), flush=True)
 

@@ -54,14 +54,14 @@ def evaluate(config, vectors: embeddings.WordVectors, workdir: str) -> dict:
         with open(os.path.join(workdir, "analogies.json"), "w") as f:
             json.dump(result.as_dict(), f, indent=1)
         print(result.table())
-        metrics.update(analogy_accuracy=result.total.accuracy, analogy_answered=result.total.answered,
-                       analogy_oov=result.total.oov)
+        metrics.update(
+            analogy_accuracy=result.total.accuracy, analogy_answered=result.total.answered, analogy_oov=result.total.oov
+        )
     if config.eval.similarity_file:
         result = embeddings.evaluate_similarity(vectors, config.eval.similarity_file)
         with open(os.path.join(workdir, "similarity.json"), "w") as f:
             json.dump(result.as_dict(), f, indent=1)
-        metrics.update(similarity_spearman=result.spearman, similarity_pairs=result.pairs,
-                       similarity_oov=result.oov)
+        metrics.update(similarity_spearman=result.spearman, similarity_pairs=result.pairs, similarity_oov=result.oov)
     plot = [w for w in _words(config.eval.plot_words) if w in vectors]
     if len(plot) >= 3:
         embeddings.plot_words(vectors, plot, os.path.join(workdir, "pca.png"))
@@ -86,10 +86,17 @@ def run(config, workdir: str) -> dict:
     vectors = model.vectors()
     for name in formats:
         vectors.save(os.path.join(workdir, VECTOR_FILES[name]), name)
-    metrics = {"vocab_size": len(vocab), "corpus_words": vocab.total, "words": stats.words,
-               "examples": stats.examples, "train_seconds": stats.seconds, "compile_seconds": stats.compile_seconds,
-               "words_per_second": stats.words_per_second, "final_loss": stats.loss,
-               "devices": model.mesh.devices.size}
+    metrics = {
+        "vocab_size": len(vocab),
+        "corpus_words": vocab.total,
+        "words": stats.words,
+        "examples": stats.examples,
+        "train_seconds": stats.seconds,
+        "compile_seconds": stats.compile_seconds,
+        "words_per_second": stats.words_per_second,
+        "final_loss": stats.loss,
+        "devices": model.mesh.devices.size,
+    }
     metrics.update(evaluate(config, vectors, workdir))
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1, sort_keys=True)

@@ -79,10 +79,10 @@ _LN2 = math.log(2.0)
 class BlockSizes(NamedTuple):
     """Tile sizes (powers of two >= 16) and Triton launch parameters."""
 
-    block_q: int           # forward: queries per program
-    block_k: int           # forward: keys per loop step
-    block_q_bwd: int       # backward: query block (dQ programs, dK/dV loop steps)
-    block_k_bwd: int       # backward: key block (dK/dV programs, dQ loop steps)
+    block_q: int  # forward: queries per program
+    block_k: int  # forward: keys per loop step
+    block_q_bwd: int  # backward: query block (dQ programs, dK/dV loop steps)
+    block_k_bwd: int  # backward: key block (dK/dV programs, dQ loop steps)
     num_warps: int = 4
     num_stages: int = 2
     num_warps_bwd: int = 4
@@ -111,8 +111,11 @@ def default_block_sizes(head_dim: int, dtype, backend: str) -> BlockSizes:
         return BlockSizes(128, 128, 128, 128)
     blocks = _GPU_BLOCKS[next((d for d in sorted(_GPU_BLOCKS) if head_dim <= d), 256)]
     if jnp.dtype(dtype).itemsize >= 4:
-        blocks = blocks._replace(block_k=max(16, blocks.block_k // 2), block_q_bwd=max(16, blocks.block_q_bwd // 2),
-                                 num_stages=max(1, blocks.num_stages - 1))
+        blocks = blocks._replace(
+            block_k=max(16, blocks.block_k // 2),
+            block_q_bwd=max(16, blocks.block_q_bwd // 2),
+            num_stages=max(1, blocks.num_stages - 1),
+        )
     return blocks
 
 
@@ -133,14 +136,27 @@ def is_supported(q_shape, k_shape, dtype, backend: str | None = None) -> bool:
         _check_shapes(tuple(q_shape), tuple(k_shape), tuple(k_shape))
     except ValueError:
         return False
-    return (jnp.dtype(dtype) in [jnp.dtype(d) for d in SUPPORTED_DTYPES]
-            and MIN_HEAD_DIM_GPU <= q_shape[-1] <= MAX_HEAD_DIM_GPU)
+    return (
+        jnp.dtype(dtype) in [jnp.dtype(d) for d in SUPPORTED_DTYPES]
+        and MIN_HEAD_DIM_GPU <= q_shape[-1] <= MAX_HEAD_DIM_GPU
+    )
 
 
-def flash_attention(q, k, v, *, causal: bool = False, segment_ids=None, kv_lengths=None,
-                    sm_scale: float | None = None, interpret: bool | None = None,
-                    block_q: int | None = None, block_k: int | None = None,
-                    block_sizes: BlockSizes | None = None, return_lse: bool = False):
+def flash_attention(
+    q,
+    k,
+    v,
+    *,
+    causal: bool = False,
+    segment_ids=None,
+    kv_lengths=None,
+    sm_scale: float | None = None,
+    interpret: bool | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    block_sizes: BlockSizes | None = None,
+    return_lse: bool = False,
+):
     """softmax(scale * q k^T + mask) v, fused; differentiable w.r.t. q, k, v.
 
     Args:
@@ -179,15 +195,23 @@ def flash_attention(q, k, v, *, causal: bool = False, segment_ids=None, kv_lengt
     lengths = _kv_lengths(kv_lengths, batch, kv_len)
     interpret = jax.default_backend() == "cpu" if interpret is None else bool(interpret)
     if not interpret and jax.default_backend() == "tpu":
-        raise NotImplementedError("flash_attention has no TPU lowering (its kernels lower through Triton "
-                                  "for GPUs); use XLA attention on TPU, or interpret=True for testing")
+        raise NotImplementedError(
+            "flash_attention has no TPU lowering (its kernels lower through Triton "
+            "for GPUs); use XLA attention on TPU, or interpret=True for testing"
+        )
     blocks = _resolve_blocks(block_sizes, block_q, block_k, head_dim, q.dtype, interpret, q_len, kv_len)
     scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else float(sm_scale)
     if q_len == 0 or kv_len == 0:  # nothing to compute; no key: every row is empty
         out = jnp.zeros(q.shape, q.dtype)
         return (out, jnp.full((batch, num_heads, q_len), -jnp.inf)) if return_lse else out
-    static = _Static(causal=bool(causal), scale=scale, blocks=blocks, interpret=interpret,
-                     groups=num_heads // k.shape[2], has_segments=segments is not None)
+    static = _Static(
+        causal=bool(causal),
+        scale=scale,
+        blocks=blocks,
+        interpret=interpret,
+        groups=num_heads // k.shape[2],
+        has_segments=segments is not None,
+    )
     q_p, k_p, v_p, segs_p = _pad_inputs(q, k, v, segments, blocks)
     out, lse = _attention(static, q_p, k_p, v_p, lengths, segs_p)
     out = out[:, :q_len, :, :head_dim]
@@ -239,14 +263,18 @@ def _kv_lengths(kv_lengths, batch, kv_len):
         return jnp.full((batch,), kv_len, jnp.int32)
     if not isinstance(kv_lengths, jax.core.Tracer):
         host = np.asarray(kv_lengths)  # on the host: jnp ops would be traced under jit
-        if host.shape == (batch,) and np.issubdtype(host.dtype, np.integer) and host.size and (
-                host.min() < 0 or host.max() > kv_len):
-            raise ValueError(f"kv_lengths must lie in [0, S={kv_len}], got values in "
-                             f"[{host.min()}, {host.max()}]")
+        if (
+            host.shape == (batch,)
+            and np.issubdtype(host.dtype, np.integer)
+            and host.size
+            and (host.min() < 0 or host.max() > kv_len)
+        ):
+            raise ValueError(f"kv_lengths must lie in [0, S={kv_len}], got values in [{host.min()}, {host.max()}]")
     kv_lengths = jnp.asarray(kv_lengths)
     if kv_lengths.shape != (batch,) or not jnp.issubdtype(kv_lengths.dtype, jnp.integer):
-        raise ValueError(f"kv_lengths must be an int array [B] = [{batch}], got "
-                         f"{kv_lengths.dtype}{list(kv_lengths.shape)}")
+        raise ValueError(
+            f"kv_lengths must be an int array [B] = [{batch}], got {kv_lengths.dtype}{list(kv_lengths.shape)}"
+        )
     return jnp.clip(kv_lengths, 0, kv_len).astype(jnp.int32)
 
 
@@ -263,8 +291,12 @@ def _resolve_blocks(block_sizes, block_q, block_k, head_dim, dtype, interpret, q
             raise ValueError(f"{name} must be a power of two >= 16, got {size}")
     # A block longer than the (power-of-two rounded) sequence only adds padding.
     fit_q, fit_k = max(16, pl.next_power_of_2(max(q_len, 1))), max(16, pl.next_power_of_2(max(kv_len, 1)))
-    return blocks._replace(block_q=min(blocks.block_q, fit_q), block_q_bwd=min(blocks.block_q_bwd, fit_q),
-                           block_k=min(blocks.block_k, fit_k), block_k_bwd=min(blocks.block_k_bwd, fit_k))
+    return blocks._replace(
+        block_q=min(blocks.block_q, fit_q),
+        block_q_bwd=min(blocks.block_q_bwd, fit_q),
+        block_k=min(blocks.block_k, fit_k),
+        block_k_bwd=min(blocks.block_k_bwd, fit_k),
+    )
 
 
 def _pad_to(x, axis: int, multiple: int):
@@ -285,8 +317,10 @@ def _pad_inputs(q, k, v, segments, blocks: BlockSizes):
     k = _pad_to(_pad_to(k, 1, k_mult), 3, dim_pad)
     v = _pad_to(_pad_to(v, 1, k_mult), 3, dim_pad)
     if segments is not None:
-        segments = (_pad_to(segments[0].astype(jnp.int32), 1, q_mult),
-                    _pad_to(segments[1].astype(jnp.int32), 1, k_mult))
+        segments = (
+            _pad_to(segments[0].astype(jnp.int32), 1, q_mult),
+            _pad_to(segments[1].astype(jnp.int32), 1, k_mult),
+        )
     return q, k, v, segments
 
 
@@ -301,7 +335,7 @@ class _Static:
     scale: float
     blocks: BlockSizes
     interpret: bool
-    groups: int          # query heads per KV head, G = H // H_kv
+    groups: int  # query heads per KV head, G = H // H_kv
     has_segments: bool
 
 
@@ -344,8 +378,13 @@ def _precision(dtype):
 
 def _dot(a, b, contract_a: int, contract_b: int):
     """2-D matmul contracting a's axis contract_a with b's, float32 result."""
-    return lax.dot_general(a, b, (((contract_a,), (contract_b,)), ((), ())),
-                           preferred_element_type=jnp.float32, precision=_precision(a.dtype))
+    return lax.dot_general(
+        a,
+        b,
+        (((contract_a,), (contract_b,)), ((), ())),
+        preferred_element_type=jnp.float32,
+        precision=_precision(a.dtype),
+    )
 
 
 def _block_mask(q_start, k_start, shape, kv_len, causal: bool, positional: bool, q_seg, kv_seg):
@@ -387,14 +426,14 @@ def _q_block_range(k_start, kv_len, num_q_blocks: int, block_q: int, block_k: in
     # First query block whose first row sees the block's last key.
     i_full = jnp.minimum(_cdiv(k_start + block_k - 1, block_q), num) if causal else i_start
     i_full = jnp.where(k_start + block_k > kv_len, num, i_full)  # straddles the length: mask all
-    i_start = jnp.where(k_start >= kv_len, num, i_start)         # wholly padding: skip all
+    i_start = jnp.where(k_start >= kv_len, num, i_start)  # wholly padding: skip all
     return i_start, jnp.maximum(i_full, i_start)
 
 
 def _split_refs(refs, has_segments: bool, num_outputs: int):
     """(q_seg_ref, kv_seg_ref) or (None, None), then the output refs."""
     if has_segments:
-        return refs[0], refs[1], refs[2:2 + num_outputs]
+        return refs[0], refs[1], refs[2 : 2 + num_outputs]
     return None, None, refs[:num_outputs]
 
 
@@ -429,8 +468,11 @@ def _forward_kernel(kv_len_ref, q_ref, k_ref, v_ref, *refs, static: _Static):
         return acc, m_new, alpha * l + jnp.sum(p, axis=1)
 
     n_full, n_end = _kv_block_range(q_start, kv_len, block_q, block_k, static.causal)
-    carry = (jnp.zeros(q.shape, jnp.float32), jnp.full((block_q,), -jnp.inf, jnp.float32),
-             jnp.zeros((block_q,), jnp.float32))
+    carry = (
+        jnp.zeros(q.shape, jnp.float32),
+        jnp.full((block_q,), -jnp.inf, jnp.float32),
+        jnp.zeros((block_q,), jnp.float32),
+    )
     carry = lax.fori_loop(0, n_full, functools.partial(step, positional=False), carry)
     acc, m, l = lax.fori_loop(n_full, n_end, functools.partial(step, positional=True), carry)
     empty = l == 0.0
@@ -445,8 +487,10 @@ def _compiler_params(static: _Static, backward: bool):
     from jax.experimental.pallas import triton as pl_triton  # GPU-only import path
 
     b = static.blocks
-    return pl_triton.CompilerParams(num_warps=b.num_warps_bwd if backward else b.num_warps,
-                                    num_stages=b.num_stages_bwd if backward else b.num_stages)
+    return pl_triton.CompilerParams(
+        num_warps=b.num_warps_bwd if backward else b.num_warps,
+        num_stages=b.num_stages_bwd if backward else b.num_stages,
+    )
 
 
 def _length_spec():
@@ -462,16 +506,17 @@ def _forward(static: _Static, q, k, v, kv_len, segments):
     kv_spec = pl.BlockSpec((None, kv_len_padded, None, dim), lambda b, h, i: (b, 0, h // groups, 0))
     in_specs, args = [_length_spec(), q_spec, kv_spec, kv_spec], [kv_len, q, k, v]
     if segments is not None:
-        in_specs += [pl.BlockSpec((None, block_q), lambda b, h, i: (b, i)),
-                     pl.BlockSpec((None, kv_len_padded), lambda b, h, i: (b, 0))]
+        in_specs += [
+            pl.BlockSpec((None, block_q), lambda b, h, i: (b, i)),
+            pl.BlockSpec((None, kv_len_padded), lambda b, h, i: (b, 0)),
+        ]
         args += list(segments)
     return pl.pallas_call(
         functools.partial(_forward_kernel, static=static),
         grid=(batch, heads, q_len // block_q),
         in_specs=in_specs,
         out_specs=[q_spec, pl.BlockSpec((None, None, block_q), lambda b, h, i: (b, h, i))],
-        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype),
-                   jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32)],
+        out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32)],
         compiler_params=_compiler_params(static, backward=False),
         interpret=static.interpret,
         name="flash_attention_forward",
@@ -502,15 +547,12 @@ def _dq_kernel(kv_len_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *ref
         k_slice = pl.ds(j * block_k, block_k)
         k_block = k_ref[k_slice, :]
         kv_seg = None if kv_seg_ref is None else kv_seg_ref[k_slice]
-        mask = _block_mask(q_start, j * block_k, (block_q, block_k), kv_len, static.causal,
-                           positional, q_seg, kv_seg)
-        _, ds = _probs_and_dscores(q, k_block, v_ref[k_slice, :], d_out, lse, delta, mask,
-                                   static.scale * _LOG2E)
+        mask = _block_mask(q_start, j * block_k, (block_q, block_k), kv_len, static.causal, positional, q_seg, kv_seg)
+        _, ds = _probs_and_dscores(q, k_block, v_ref[k_slice, :], d_out, lse, delta, mask, static.scale * _LOG2E)
         return dq + _dot(ds.astype(k_block.dtype), k_block, 1, 0)
 
     n_full, n_end = _kv_block_range(q_start, kv_len, block_q, block_k, static.causal)
-    dq = lax.fori_loop(0, n_full, functools.partial(step, positional=False),
-                       jnp.zeros(q.shape, jnp.float32))
+    dq = lax.fori_loop(0, n_full, functools.partial(step, positional=False), jnp.zeros(q.shape, jnp.float32))
     dq = lax.fori_loop(n_full, n_end, functools.partial(step, positional=True), dq)
     dq_ref[...] = (dq * static.scale).astype(dq_ref.dtype)
 
@@ -531,10 +573,10 @@ def _dkdv_kernel(kv_len_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *r
         q_slice = pl.ds(i * block_q, block_q)
         q, d_out = q_ref[q_slice, g, :], do_ref[q_slice, g, :]
         q_seg = None if q_seg_ref is None else q_seg_ref[q_slice]
-        mask = _block_mask(i * block_q, k_start, (block_q, block_k), kv_len, static.causal,
-                           positional, q_seg, kv_seg)
-        p, ds = _probs_and_dscores(q, k, v, d_out, lse_ref[g, q_slice], delta_ref[g, q_slice],
-                                   mask, static.scale * _LOG2E)
+        mask = _block_mask(i * block_q, k_start, (block_q, block_k), kv_len, static.causal, positional, q_seg, kv_seg)
+        p, ds = _probs_and_dscores(
+            q, k, v, d_out, lse_ref[g, q_slice], delta_ref[g, q_slice], mask, static.scale * _LOG2E
+        )
         return dk + _dot(ds.astype(q.dtype), q, 0, 0), dv + _dot(p.astype(d_out.dtype), d_out, 0, 0)
 
     i_start, i_full = _q_block_range(k_start, kv_len, num_q_blocks, block_q, block_k, static.causal)
@@ -557,8 +599,10 @@ def _backward_dq(static: _Static, q, k, v, d_out, lse, delta, kv_len, segments):
     in_specs = [_length_spec(), q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec]
     args = [kv_len, q, k, v, d_out, lse, delta]
     if segments is not None:
-        in_specs += [pl.BlockSpec((None, block_q), lambda b, h, i: (b, i)),
-                     pl.BlockSpec((None, kv_len_padded), lambda b, h, i: (b, 0))]
+        in_specs += [
+            pl.BlockSpec((None, block_q), lambda b, h, i: (b, i)),
+            pl.BlockSpec((None, kv_len_padded), lambda b, h, i: (b, 0)),
+        ]
         args += list(segments)
     return pl.pallas_call(
         functools.partial(_dq_kernel, static=static),
@@ -583,8 +627,10 @@ def _backward_dkdv(static: _Static, q, k, v, d_out, lse, delta, kv_len, segments
     in_specs = [_length_spec(), q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec]
     args = [kv_len, q, k, v, d_out, lse, delta]
     if segments is not None:
-        in_specs += [pl.BlockSpec((None, q_len), lambda b, h, j: (b, 0)),
-                     pl.BlockSpec((None, block_k), lambda b, h, j: (b, j))]
+        in_specs += [
+            pl.BlockSpec((None, q_len), lambda b, h, j: (b, 0)),
+            pl.BlockSpec((None, block_k), lambda b, h, j: (b, j)),
+        ]
         args += list(segments)
     return pl.pallas_call(
         functools.partial(_dkdv_kernel, static=static),

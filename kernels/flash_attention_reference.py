@@ -40,17 +40,20 @@ def split_segment_ids(segment_ids, q_len: int, kv_len: int):
         return None
     if isinstance(segment_ids, (tuple, list)):
         if len(segment_ids) != 2:
-            raise ValueError("segment_ids must be one [B, T] array or a pair "
-                             f"(q_segment_ids, kv_segment_ids); got {len(segment_ids)} items")
+            raise ValueError(
+                "segment_ids must be one [B, T] array or a pair "
+                f"(q_segment_ids, kv_segment_ids); got {len(segment_ids)} items"
+            )
         return tuple(segment_ids)
     if q_len != kv_len:
-        raise ValueError(f"a single segment_ids array needs T == S (got T={q_len}, S={kv_len}); "
-                         "pass a pair (q_segment_ids [B, T], kv_segment_ids [B, S]) for cross-attention")
+        raise ValueError(
+            f"a single segment_ids array needs T == S (got T={q_len}, S={kv_len}); "
+            "pass a pair (q_segment_ids [B, T], kv_segment_ids [B, S]) for cross-attention"
+        )
     return segment_ids, segment_ids
 
 
-def attention_mask(batch: int, q_len: int, kv_len: int, *, causal=False, segment_ids=None,
-                   kv_lengths=None):
+def attention_mask(batch: int, q_len: int, kv_len: int, *, causal=False, segment_ids=None, kv_lengths=None):
     """Dense boolean mask [B, 1, T, S] (True = attend) of the semantics above."""
     rows = jnp.arange(q_len)[:, None]
     cols = jnp.arange(kv_len)[None, :]
@@ -58,11 +61,11 @@ def attention_mask(batch: int, q_len: int, kv_len: int, *, causal=False, segment
     if causal:
         mask &= (cols <= rows)[None, None]
     if kv_lengths is not None:
-        mask &= (cols[None, None] < jnp.asarray(kv_lengths)[:, None, None, None])
+        mask &= cols[None, None] < jnp.asarray(kv_lengths)[:, None, None, None]
     segments = split_segment_ids(segment_ids, q_len, kv_len)
     if segments is not None:
         q_seg, kv_seg = segments
-        mask &= (q_seg[:, None, :, None] == kv_seg[:, None, None, :])
+        mask &= q_seg[:, None, :, None] == kv_seg[:, None, None, :]
     return mask
 
 
@@ -71,8 +74,7 @@ def _repeat_kv(k, num_heads: int):
     return jnp.repeat(k, num_heads // k.shape[2], axis=2)
 
 
-def naive_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=None, sm_scale=None,
-                    return_lse=False):
+def naive_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=None, sm_scale=None, return_lse=False):
     """Softmax attention through the full [B, H, T, S] matrix, in float32.
 
     Returns the output [B, T, H, D] in q's dtype (and, with return_lse, the
@@ -83,10 +85,8 @@ def naive_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=None,
     scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else sm_scale
     k32 = _repeat_kv(k, num_heads).astype(jnp.float32)
     v32 = _repeat_kv(v, num_heads).astype(jnp.float32)
-    scores = jnp.einsum("bthd,bshd->bhts", q.astype(jnp.float32), k32,
-                        precision=lax.Precision.HIGHEST) * scale
-    mask = attention_mask(batch, q_len, k.shape[1], causal=causal, segment_ids=segment_ids,
-                          kv_lengths=kv_lengths)
+    scores = jnp.einsum("bthd,bshd->bhts", q.astype(jnp.float32), k32, precision=lax.Precision.HIGHEST) * scale
+    mask = attention_mask(batch, q_len, k.shape[1], causal=causal, segment_ids=segment_ids, kv_lengths=kv_lengths)
     scores = jnp.where(mask, scores, -jnp.inf)
     row_max = lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)  # empty rows: avoid -inf - -inf
@@ -100,8 +100,7 @@ def naive_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=None,
     return out, lse
 
 
-def blockwise_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=None, sm_scale=None,
-                        block_k: int = 64):
+def blockwise_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=None, sm_scale=None, block_k: int = 64):
     """The online-softmax algorithm of the kernel in plain jnp.
 
     Loops over KV blocks of `block_k` keys (S padded inside and masked),
@@ -128,7 +127,7 @@ def blockwise_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=N
         acc, m, l = carry
         cols = j * block_k + jnp.arange(block_k)[None, :]
         s = jnp.einsum("bthd,bshd->bhts", q32, k_blocks[j], precision=lax.Precision.HIGHEST)
-        mask = (cols[None, None] < lengths[:, None, None, None])
+        mask = cols[None, None] < lengths[:, None, None, None]
         if causal:
             mask &= (cols <= rows)[None, None]
         if segments is not None:
@@ -138,13 +137,14 @@ def blockwise_attention(q, k, v, *, causal=False, segment_ids=None, kv_lengths=N
         m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
         p = jnp.exp(s - m_safe[..., None])
         alpha = jnp.exp(m - m_safe)
-        acc = alpha[..., None] * acc + jnp.einsum("bhts,bshd->bhtd", p, v_blocks[j],
-                                                  precision=lax.Precision.HIGHEST)
+        acc = alpha[..., None] * acc + jnp.einsum("bhts,bshd->bhtd", p, v_blocks[j], precision=lax.Precision.HIGHEST)
         return acc, m_new, alpha * l + jnp.sum(p, axis=-1)
 
-    init = (jnp.zeros((batch, num_heads, q_len, head_dim), jnp.float32),
-            jnp.full((batch, num_heads, q_len), -jnp.inf, jnp.float32),
-            jnp.zeros((batch, num_heads, q_len), jnp.float32))
+    init = (
+        jnp.zeros((batch, num_heads, q_len, head_dim), jnp.float32),
+        jnp.full((batch, num_heads, q_len), -jnp.inf, jnp.float32),
+        jnp.zeros((batch, num_heads, q_len), jnp.float32),
+    )
     acc, m, l = lax.fori_loop(0, num_blocks, body, init)
     out = acc / jnp.where(l == 0, 1.0, l)[..., None]
     lse = jnp.where(l == 0, -jnp.inf, m + jnp.log(jnp.where(l == 0, 1.0, l)))

@@ -20,7 +20,8 @@ tiled to [B * k, ...] and gathered along that axis when beams are reordered.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,9 +65,19 @@ def next_tokens(logits: jax.Array, rng: jax.Array, temperature: float, top_k: in
     return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
 
 
-def decode(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.Array, max_new_tokens: int,
-           rng: jax.Array | None = None, *, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-           eos_id: int | None = None, pad_id: int = 0) -> tuple[jax.Array, Any]:
+def decode(
+    tokens_to_logits: TokensToLogits,
+    cache: Any,
+    first_tokens: jax.Array,
+    max_new_tokens: int,
+    rng: jax.Array | None = None,
+    *,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> tuple[jax.Array, Any]:
     """Generates `max_new_tokens` tokens per row.
 
     Args:
@@ -102,8 +113,15 @@ def decode(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.Array
     return generated.T, cache
 
 
-def generate_windowed(prefill: Callable[[jax.Array], Any], tokens_to_logits: TokensToLogits, prompt: jax.Array,
-                      num_tokens: int, context: int, rng: jax.Array | None = None, **sampling) -> jax.Array:
+def generate_windowed(
+    prefill: Callable[[jax.Array], Any],
+    tokens_to_logits: TokensToLogits,
+    prompt: jax.Array,
+    num_tokens: int,
+    context: int,
+    rng: jax.Array | None = None,
+    **sampling,
+) -> jax.Array:
     """Continues prompts [B, P] by `num_tokens` tokens [B, num_tokens] with a
     decoder that sees at most `context` positions (a Transformer LM whose
     cache holds `context` tokens, as `prefill` builds it).
@@ -123,8 +141,10 @@ def generate_windowed(prefill: Callable[[jax.Array], Any], tokens_to_logits: Tok
     tokens = jnp.asarray(prompt, jnp.int32)
     if tokens.ndim != 2 or tokens.shape[1] < 1:
         raise ValueError(f"prompt must be [batch, length >= 1] token ids, got shape {tokens.shape}")
-    run = jax.jit(lambda cache, first, key, steps: decode(tokens_to_logits, cache, first, steps, key, **sampling)[0],
-                  static_argnums=3)
+    run = jax.jit(
+        lambda cache, first, key, steps: decode(tokens_to_logits, cache, first, steps, key, **sampling)[0],
+        static_argnums=3,
+    )
     produced = []
     keep = min(tokens.shape[1], context)  # the first round reads as much of the prompt as fits
     while sum(piece.shape[1] for piece in produced) < num_tokens:
@@ -216,8 +236,10 @@ def tile_beams(cache: Any, batch: int, beam_size: int) -> Any:
         if leaf.ndim == 0:
             return leaf
         if leaf.shape[0] != batch:
-            raise ValueError(f"beam search needs every cache leaf to be a scalar or to have the batch size "
-                             f"{batch} as its leading dimension; got a leaf of shape {leaf.shape}")
+            raise ValueError(
+                f"beam search needs every cache leaf to be a scalar or to have the batch size "
+                f"{batch} as its leading dimension; got a leaf of shape {leaf.shape}"
+            )
         return jnp.repeat(leaf, beam_size, axis=0)
 
     return jax.tree.map(tile, cache)
@@ -253,9 +275,18 @@ def _take(array: jax.Array, index: jax.Array) -> jax.Array:
     return jax.vmap(lambda a, i: a[i])(array, index)
 
 
-def beam_search(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.Array, max_new_tokens: int,
-                beam_size: int, *, eos_id: int | None, pad_id: int = 0, alpha: float = 0.6,
-                num_return: int = 1) -> BeamSearchResult:
+def beam_search(
+    tokens_to_logits: TokensToLogits,
+    cache: Any,
+    first_tokens: jax.Array,
+    max_new_tokens: int,
+    beam_size: int,
+    *,
+    eos_id: int | None,
+    pad_id: int = 0,
+    alpha: float = 0.6,
+    num_return: int = 1,
+) -> BeamSearchResult:
     """Beam search with GNMT length normalisation; batched and jit-able.
 
     Each step extends the k live hypotheses of a row by every token and keeps
@@ -306,17 +337,21 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.
 
         live_log_probs, pick = jax.lax.top_k(jnp.where(ends, neg_inf, candidate_log_probs), k)
         new_scores = jnp.where(ends, candidate_log_probs / length_penalty(step + 1, alpha), neg_inf)
-        pool = {"scores": jnp.concatenate([state["finished_scores"], new_scores], axis=1),
-                "log_probs": jnp.concatenate([state["finished_log_probs"], candidate_log_probs], axis=1),
-                "tokens": jnp.concatenate([state["finished_tokens"], sequences], axis=1),
-                "lengths": jnp.concatenate([state["finished_lengths"], jnp.full(token.shape, step + 1)], axis=1)}
+        pool = {
+            "scores": jnp.concatenate([state["finished_scores"], new_scores], axis=1),
+            "log_probs": jnp.concatenate([state["finished_log_probs"], candidate_log_probs], axis=1),
+            "tokens": jnp.concatenate([state["finished_tokens"], sequences], axis=1),
+            "lengths": jnp.concatenate([state["finished_lengths"], jnp.full(token.shape, step + 1)], axis=1),
+        }
         _, keep = jax.lax.top_k(pool["scores"], k)
-        return {"step": step + 1,
-                "last": _take(token, pick),
-                "live_tokens": _take(sequences, pick),
-                "live_log_probs": live_log_probs,
-                "cache": gather_beams(cache, _take(parent, pick), k),
-                **{f"finished_{name}": _take(values, keep) for name, values in pool.items()}}
+        return {
+            "step": step + 1,
+            "last": _take(token, pick),
+            "live_tokens": _take(sequences, pick),
+            "live_log_probs": live_log_probs,
+            "cache": gather_beams(cache, _take(parent, pick), k),
+            **{f"finished_{name}": _take(values, keep) for name, values in pool.items()},
+        }
 
     def running(state):
         best_live = state["live_log_probs"].max(axis=1) / best_possible_lp
@@ -324,18 +359,22 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, first_tokens: jax.
         return (state["step"] < length) & ~jnp.all(settled)
 
     live_log_probs = jnp.full((batch, k), neg_inf).at[:, 0].set(0.0)  # k copies of one start: keep one
-    state = {"step": jnp.int32(0),
-             "last": jnp.repeat(first_tokens[:, None], k, axis=1),
-             "live_tokens": jnp.full((batch, k, length), pad_id, jnp.int32),
-             "live_log_probs": live_log_probs,
-             "cache": tile_beams(cache, batch, k),
-             "finished_scores": jnp.full((batch, k), neg_inf),
-             "finished_log_probs": jnp.full((batch, k), neg_inf),
-             "finished_tokens": jnp.full((batch, k, length), pad_id, jnp.int32),
-             "finished_lengths": jnp.zeros((batch, k), jnp.int32)}
+    state = {
+        "step": jnp.int32(0),
+        "last": jnp.repeat(first_tokens[:, None], k, axis=1),
+        "live_tokens": jnp.full((batch, k, length), pad_id, jnp.int32),
+        "live_log_probs": live_log_probs,
+        "cache": tile_beams(cache, batch, k),
+        "finished_scores": jnp.full((batch, k), neg_inf),
+        "finished_log_probs": jnp.full((batch, k), neg_inf),
+        "finished_tokens": jnp.full((batch, k, length), pad_id, jnp.int32),
+        "finished_lengths": jnp.zeros((batch, k), jnp.int32),
+    }
     state = jax.lax.while_loop(running, body, state)
-    return BeamSearchResult(tokens=state["finished_tokens"][:, :num_return],
-                            scores=state["finished_scores"][:, :num_return],
-                            log_probs=state["finished_log_probs"][:, :num_return],
-                            lengths=state["finished_lengths"][:, :num_return],
-                            num_steps=state["step"])
+    return BeamSearchResult(
+        tokens=state["finished_tokens"][:, :num_return],
+        scores=state["finished_scores"][:, :num_return],
+        log_probs=state["finished_log_probs"][:, :num_return],
+        lengths=state["finished_lengths"][:, :num_return],
+        num_steps=state["step"],
+    )

@@ -24,7 +24,8 @@ Shapes: B batch, T time, H hidden units, F input features.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -71,9 +72,18 @@ def add_to_hidden(carry: Any, value: Array) -> Any:
     raise TypeError(f"don't know where the hidden state is in a carry of type {type(carry).__name__}")
 
 
-def probed_scan_cell(cell: cells_lib.RecurrentCell, weights: dict[str, Array], inputs: Array,
-                     mask: Array | None, carry: Any, probes: Array, *, reverse: bool = False,
-                     hoist_input_projection: bool = False, unroll: int = 1) -> tuple[Array, Any]:
+def probed_scan_cell(
+    cell: cells_lib.RecurrentCell,
+    weights: dict[str, Array],
+    inputs: Array,
+    mask: Array | None,
+    carry: Any,
+    probes: Array,
+    *,
+    reverse: bool = False,
+    hoist_input_projection: bool = False,
+    unroll: int = 1,
+) -> tuple[Array, Any]:
     """`recurrent.scan_cell` with h_t <- h_t + probes[:, t] after every step.
 
     inputs [B, T, F], probes [B, T, H]. With zero probes the result equals
@@ -95,8 +105,9 @@ def probed_scan_cell(cell: cells_lib.RecurrentCell, weights: dict[str, Array], i
             h_t = jnp.where(valid_t, h_t, jnp.zeros_like(h_t))
         return new_carry, h_t
 
-    carry, outputs = jax.lax.scan(body, carry, (xs, jnp.swapaxes(probes, 0, 1), mask_tm),
-                                  reverse=reverse, unroll=unroll)
+    carry, outputs = jax.lax.scan(
+        body, carry, (xs, jnp.swapaxes(probes, 0, 1), mask_tm), reverse=reverse, unroll=unroll
+    )
     return jnp.swapaxes(outputs, 0, 1), carry
 
 
@@ -145,8 +156,9 @@ def recurrent_output_shapes(model: nn.Module, variables, batch: Batch) -> dict[s
     return shapes
 
 
-def probed_loss(model: nn.Module, variables, batch: Batch, loss_fn: LossFn,
-                probes: Mapping[str, Array], inputs: Array | None = None) -> Array:
+def probed_loss(
+    model: nn.Module, variables, batch: Batch, loss_fn: LossFn, probes: Mapping[str, Array], inputs: Array | None = None
+) -> Array:
     """loss_fn(model(inputs with h_t + probes[layer][:, t] in every layer), batch).
 
     `inputs` replaces batch['inputs'] (to differentiate with respect to it).
@@ -157,8 +169,7 @@ def probed_loss(model: nn.Module, variables, batch: Batch, loss_fn: LossFn,
     return loss_fn(predictions, batch)
 
 
-def hidden_state_gradient_norms(model: nn.Module, variables, batch: Batch,
-                                loss_fn: LossFn) -> GradientFlow:
+def hidden_state_gradient_norms(model: nn.Module, variables, batch: Batch, loss_fn: LossFn) -> GradientFlow:
     """‖∂L_b/∂h_t‖ and ‖∂L_b/∂x_t‖ averaged over the examples b of `batch`.
 
     L_b is `loss_fn` on the one-example batch {k: batch[k][b:b+1]}, so the
@@ -174,8 +185,10 @@ def hidden_state_gradient_norms(model: nn.Module, variables, batch: Batch,
 
     def example_grads(example):
         example = jax.tree.map(lambda a: a[None], example)  # a batch of one
-        probes = {path: jnp.zeros(shape, example["inputs"].dtype if float_inputs else jnp.float32)
-                  for path, shape in shapes.items()}
+        probes = {
+            path: jnp.zeros(shape, example["inputs"].dtype if float_inputs else jnp.float32)
+            for path, shape in shapes.items()
+        }
         inputs = example["inputs"] if float_inputs else None
 
         def loss(probes, inputs):
@@ -188,14 +201,17 @@ def hidden_state_gradient_norms(model: nn.Module, variables, batch: Batch,
     @jax.jit
     def mean_norms(batch):
         probe_grads, input_grads = jax.vmap(example_grads)(batch)
+
         # [B, 1, T, H] -> [T]: the norm over units, then the mean over examples.
-        per_step = lambda g: jnp.mean(scaled_norm(g[:, 0]), axis=0)
-        return (jax.tree.map(per_step, probe_grads),
-                None if input_grads is None else per_step(input_grads))
+        def per_step(g):
+            return jnp.mean(scaled_norm(g[:, 0]), axis=0)
+
+        return (jax.tree.map(per_step, probe_grads), None if input_grads is None else per_step(input_grads))
 
     layers, inputs = jax.device_get(mean_norms(batch))
-    return GradientFlow({path: np.asarray(layers[path]) for path in shapes},
-                        None if inputs is None else np.asarray(inputs))
+    return GradientFlow(
+        {path: np.asarray(layers[path]) for path in shapes}, None if inputs is None else np.asarray(inputs)
+    )
 
 
 def scaled_norm(g: Array) -> Array:
@@ -234,8 +250,9 @@ def clipping_transform(clip_value: float = 0.0, clip_global_norm: float = 0.0) -
     return optax.chain(*chain)
 
 
-def global_norm_statistics(grads: Iterable[Any], clip_value: float = 0.0,
-                           clip_global_norm: float = 0.0) -> NormStatistics:
+def global_norm_statistics(
+    grads: Iterable[Any], clip_value: float = 0.0, clip_global_norm: float = 0.0
+) -> NormStatistics:
     """Global norms of each gradient pytree in `grads`, before and after
     `clipping_transform(clip_value, clip_global_norm)`."""
     transform = clipping_transform(clip_value, clip_global_norm)
@@ -249,8 +266,9 @@ def global_norm_statistics(grads: Iterable[Any], clip_value: float = 0.0,
     return NormStatistics(before=pairs[:, 0], after=pairs[:, 1])
 
 
-def parameter_gradients(model: nn.Module, params, batches: Iterable[Batch], loss_fn: LossFn,
-                        penalty: Callable[[Any], Array] | None = None) -> list[Any]:
+def parameter_gradients(
+    model: nn.Module, params, batches: Iterable[Batch], loss_fn: LossFn, penalty: Callable[[Any], Array] | None = None
+) -> list[Any]:
     """∂(loss + penalty)/∂params for each batch (dropout off), as pytrees like `params`."""
 
     @jax.jit
@@ -273,9 +291,11 @@ def norm_histogram(stats: NormStatistics, bins: int = 20) -> dict[str, list[floa
     if high <= low:
         low, high = low / 2, high * 2
     edges = np.geomspace(low, high, bins + 1)
-    return {"edges": edges.tolist(),
-            "before": np.histogram(stats.before, edges)[0].tolist(),
-            "after": np.histogram(stats.after, edges)[0].tolist()}
+    return {
+        "edges": edges.tolist(),
+        "before": np.histogram(stats.before, edges)[0].tolist(),
+        "after": np.histogram(stats.after, edges)[0].tolist(),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -285,13 +305,16 @@ def norm_histogram(stats: NormStatistics, bins: int = 20) -> dict[str, list[floa
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")  # files only; never needs a display
     from matplotlib import pyplot as plt
+
     return plt
 
 
-def plot_gradient_flow(curves: Mapping[str, np.ndarray], path: str,
-                       ylabel: str = "mean ‖∂L/∂h_t‖", title: str = "") -> None:
+def plot_gradient_flow(
+    curves: Mapping[str, np.ndarray], path: str, ylabel: str = "mean ‖∂L/∂h_t‖", title: str = ""
+) -> None:
     """Norms [T] against the time lag T-1-t, one line per label, log y; writes a PNG."""
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
@@ -310,8 +333,9 @@ def plot_gradient_flow(curves: Mapping[str, np.ndarray], path: str,
     plt.close(figure)
 
 
-def plot_norm_histograms(stats: Mapping[str, NormStatistics], path: str, threshold: float = 0.0,
-                         bins: int = 20) -> None:
+def plot_norm_histograms(
+    stats: Mapping[str, NormStatistics], path: str, threshold: float = 0.0, bins: int = 20
+) -> None:
     """One panel per label: histograms of global gradient norms before and
     after clipping (log x and y), a dashed line at `threshold`; writes a PNG."""
     plt = _pyplot()

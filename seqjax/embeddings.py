@@ -1,15 +1,15 @@
 """Word vectors: neighbours, evaluation, file formats, plots, and pretrained embedding tables.
 
-    WordVectors                 words + [V, D] vectors (most frequent first), cosine neighbours
-    evaluate_analogies          questions-words files: sections, 3CosAdd, top-N vocabulary, OOV counted
-    evaluate_similarity         tab-separated word pairs: Spearman (and Pearson) correlation
-    save_vectors / load_vectors word2vec text, word2vec binary, GloVe text; exact round trip
-    pca_2d / plot_words         2-D PCA projection, PNG
-    init_embedding              fill a model's embedding table from vectors (OOV rows random, counted)
-    freeze_embedding            optax wrapper: embedding frozen for good or for the first N steps
-    init_from_config / optimizer_from_config
-                                the same two, driven by config.model.pretrained_embeddings,
-                                .pretrained_format, .freeze_embedding, .freeze_embedding_steps
+WordVectors                 words + [V, D] vectors (most frequent first), cosine neighbours
+evaluate_analogies          questions-words files: sections, 3CosAdd, top-N vocabulary, OOV counted
+evaluate_similarity         tab-separated word pairs: Spearman (and Pearson) correlation
+save_vectors / load_vectors word2vec text, word2vec binary, GloVe text; exact round trip
+pca_2d / plot_words         2-D PCA projection, PNG
+init_embedding              fill a model's embedding table from vectors (OOV rows random, counted)
+freeze_embedding            optax wrapper: embedding frozen for good or for the first N steps
+init_from_config / optimizer_from_config
+                            the same two, driven by config.model.pretrained_embeddings,
+                            .pretrained_format, .freeze_embedding, .freeze_embedding_steps
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import mmap
 import os
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ class VectorFileError(ValueError):
 
 
 # --- word vectors ----------------------------------------------------------------------------
+
 
 class WordVectors:
     """Words and their vectors, in file order (word2vec writes most frequent first).
@@ -87,8 +89,9 @@ class WordVectors:
         """Cosine similarity of two words."""
         return float(self.unit[self.index[a]] @ self.unit[self._row(b)])
 
-    def most_similar(self, query: str | np.ndarray, topn: int = 10, restrict: int | None = None,
-                     exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+    def most_similar(
+        self, query: str | np.ndarray, topn: int = 10, restrict: int | None = None, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]:
         """The `topn` words of highest cosine similarity to a word (itself excluded) or a vector,
         among the first `restrict` words when given."""
         if isinstance(query, str):
@@ -115,11 +118,14 @@ class WordVectors:
 
 # --- file formats ----------------------------------------------------------------------------
 
+
 def _check_savable(words: Sequence[str]) -> None:
     for i, word in enumerate(words):
         if any(c.isspace() for c in word):
-            raise ValueError(f"word {i} ({word!r}) contains whitespace, which these text/binary formats "
-                             "use as the separator; replace it before saving")
+            raise ValueError(
+                f"word {i} ({word!r}) contains whitespace, which these text/binary formats "
+                "use as the separator; replace it before saving"
+            )
 
 
 def save_vectors(vectors: WordVectors, path: str, format: str = "word2vec") -> None:
@@ -145,7 +151,7 @@ def save_vectors(vectors: WordVectors, path: str, format: str = "word2vec") -> N
         else:
             line = " ".join(["%.9g"] * vectors.dim)
             for word, row in zip(vectors.words, values.astype(np.float64)):
-                f.write(f"{word} {line % tuple(row)}\n".encode("utf-8"))
+                f.write(f"{word} {line % tuple(row)}\n".encode())
     os.replace(tmp, path)
 
 
@@ -181,8 +187,9 @@ def load_vectors(path: str, format: str = "auto") -> WordVectors:
 def _parse_header(line: bytes, path: str) -> tuple[int, int]:
     parts = line.split()
     if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[1]) == 0:
-        raise VectorFileError(f"{path}: line 1: a word2vec file starts with the header '<word count> "
-                              f"<dim>', got {line[:80]!r}")
+        raise VectorFileError(
+            f"{path}: line 1: a word2vec file starts with the header '<word count> <dim>', got {line[:80]!r}"
+        )
     return int(parts[0]), int(parts[1])
 
 
@@ -196,15 +203,17 @@ def _load_text(path: str, header: bool) -> WordVectors:
             try:
                 line = raw.decode("utf-8").rstrip()  # word2vec.c ends each line with a space
             except UnicodeDecodeError as error:
-                raise VectorFileError(f"{path}: line {number} is not valid UTF-8 ({error.reason} at byte "
-                                      f"{error.start})") from None
+                raise VectorFileError(
+                    f"{path}: line {number} is not valid UTF-8 ({error.reason} at byte {error.start})"
+                ) from None
             if not line:
                 continue
             parts = line.split(" ")
             dim = len(parts) - 1 if dim is None else dim
             if len(parts) - 1 != dim or dim == 0:
-                raise VectorFileError(f"{path}: line {number}: expected a word and {dim} values, got "
-                                      f"{len(parts) - 1} value(s)")
+                raise VectorFileError(
+                    f"{path}: line {number}: expected a word and {dim} values, got {len(parts) - 1} value(s)"
+                )
             try:
                 rows.append(np.array(parts[1:], np.float32))
             except ValueError:
@@ -229,31 +238,38 @@ def _is_number(text: str) -> bool:
 def _load_binary(path: str) -> WordVectors:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         end = data.find(b"\n")
-        count, dim = _parse_header(data[:end if end >= 0 else 80], path)
+        count, dim = _parse_header(data[: end if end >= 0 else 80], path)
         size, position = dim * 4, end + 1
         words, vectors = [], np.empty((count, dim), np.float32)
         for entry in range(count):
-            while position < len(data) and data[position:position + 1] in (b"\n", b"\r"):
+            while position < len(data) and data[position : position + 1] in (b"\n", b"\r"):
                 position += 1  # the newline word2vec.c writes after each vector
             space = data.find(b" ", position)
             if space < 0:
-                raise VectorFileError(f"{path}: entry {entry + 1} of {count}: the file ends before its word "
-                                      "(the header announces more entries than there are)")
+                raise VectorFileError(
+                    f"{path}: entry {entry + 1} of {count}: the file ends before its word "
+                    "(the header announces more entries than there are)"
+                )
             try:
                 word = data[position:space].decode("utf-8")
             except UnicodeDecodeError:
-                raise VectorFileError(f"{path}: entry {entry + 1}: the word at byte {position} is not valid "
-                                      "UTF-8 (is this a text file? pass format='word2vec')") from None
+                raise VectorFileError(
+                    f"{path}: entry {entry + 1}: the word at byte {position} is not valid "
+                    "UTF-8 (is this a text file? pass format='word2vec')"
+                ) from None
             start = space + 1
             if start + size > len(data):
-                raise VectorFileError(f"{path}: entry {entry + 1} ({word!r}): the file ends after "
-                                      f"{len(data) - start} of its {size} vector bytes")
-            vectors[entry] = np.frombuffer(data[start:start + size], "<f4")
+                raise VectorFileError(
+                    f"{path}: entry {entry + 1} ({word!r}): the file ends after "
+                    f"{len(data) - start} of its {size} vector bytes"
+                )
+            vectors[entry] = np.frombuffer(data[start : start + size], "<f4")
             words.append(word)
             position = start + size
         if data[position:].strip():
-            raise VectorFileError(f"{path}: {len(data) - position} bytes follow the {count} entries the header "
-                                  "announces")
+            raise VectorFileError(
+                f"{path}: {len(data) - position} bytes follow the {count} entries the header announces"
+            )
     return _vectors(words, vectors, path)
 
 
@@ -284,6 +300,7 @@ def as_word_vectors(vectors: WordVectors | Mapping[str, Any] | str | os.PathLike
 
 # --- evaluation ------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class SectionScore:
     """Analogy results of one section: `correct` of `answered` questions; `oov` skipped."""
@@ -298,8 +315,13 @@ class SectionScore:
         return self.correct / self.answered if self.answered else float("nan")
 
     def as_dict(self) -> dict:
-        return {"section": self.name, "correct": self.correct, "answered": self.answered, "oov": self.oov,
-                "accuracy": self.accuracy}
+        return {
+            "section": self.name,
+            "correct": self.correct,
+            "answered": self.answered,
+            "oov": self.oov,
+            "accuracy": self.accuracy,
+        }
 
 
 @dataclasses.dataclass
@@ -309,8 +331,11 @@ class AnalogyResult:
     restrict_vocab: int
 
     def as_dict(self) -> dict:
-        return {"restrict_vocab": self.restrict_vocab, "total": self.total.as_dict(),
-                "sections": [s.as_dict() for s in self.sections]}
+        return {
+            "restrict_vocab": self.restrict_vocab,
+            "total": self.total.as_dict(),
+            "sections": [s.as_dict() for s in self.sections],
+        }
 
     def table(self) -> str:
         lines = [f"{'section':<28} {'correct':>8} {'answered':>9} {'oov':>6} {'accuracy':>9}"]
@@ -333,8 +358,9 @@ def read_analogies(path: str, lower: bool = True) -> list[tuple[str, list[tuple[
                 continue
             words = tuple(line.lower().split() if lower else line.split())
             if len(words) != 4:
-                raise VectorFileError(f"{path}: line {number}: an analogy question has 4 words "
-                                      f"(a b c d), got {len(words)}: {line[:80]!r}")
+                raise VectorFileError(
+                    f"{path}: line {number}: an analogy question has 4 words (a b c d), got {len(words)}: {line[:80]!r}"
+                )
             if not sections:
                 sections.append(("", []))
             sections[-1][1].append((number, words))
@@ -343,8 +369,9 @@ def read_analogies(path: str, lower: bool = True) -> list[tuple[str, list[tuple[
     return sections
 
 
-def evaluate_analogies(vectors: WordVectors, path: str, restrict_vocab: int = 30000, lower: bool = True,
-                       block: int = 1024) -> AnalogyResult:
+def evaluate_analogies(
+    vectors: WordVectors, path: str, restrict_vocab: int = 30000, lower: bool = True, block: int = 1024
+) -> AnalogyResult:
     """Analogy accuracy with 3CosAdd: the answer to `a : b :: c : ?` is the word
     maximising cos(w, b - a + c) over unit vectors, among the first
     `restrict_vocab` words, a, b and c excluded. A question with a word outside
@@ -360,14 +387,15 @@ def evaluate_analogies(vectors: WordVectors, path: str, restrict_vocab: int = 30
         score.oov = len(questions) - len(rows)
         ids = np.asarray(rows, np.int64).reshape(-1, 4)
         for start in range(0, len(ids), block):
-            part = ids[start:start + block]
+            part = ids[start : start + block]
             scores = (unit[part[:, 1]] - unit[part[:, 0]] + unit[part[:, 2]]) @ unit.T  # [Q, N]
             np.put_along_axis(scores, part[:, :3], -np.inf, axis=1)
             score.correct += int(np.sum(np.argmax(scores, axis=1) == part[:, 3]))
         score.answered = len(ids)
         results.append(score)
-    total = SectionScore("total", sum(s.correct for s in results), sum(s.answered for s in results),
-                         sum(s.oov for s in results))
+    total = SectionScore(
+        "total", sum(s.correct for s in results), sum(s.answered for s in results), sum(s.oov for s in results)
+    )
     return AnalogyResult(results, total, restrict_vocab)
 
 
@@ -392,8 +420,10 @@ def read_word_pairs(path: str, lower: bool = True) -> list[tuple[str, str, float
                 continue
             fields = line.rstrip("\n").split("\t")
             if len(fields) < 3:
-                raise VectorFileError(f"{path}: line {number}: expected 'word<TAB>word<TAB>score', got "
-                                      f"{len(fields)} field(s): {line.strip()[:80]!r}")
+                raise VectorFileError(
+                    f"{path}: line {number}: expected 'word<TAB>word<TAB>score', got "
+                    f"{len(fields)} field(s): {line.strip()[:80]!r}"
+                )
             if not _is_number(fields[2]):
                 if not pairs and number == 1:
                     continue
@@ -416,15 +446,22 @@ def evaluate_similarity(vectors: WordVectors, path: str, lower: bool = True) -> 
     pairs = read_word_pairs(path, lower)
     used = [(known[a], known[b], s) for a, b, s in pairs if a in known and b in known]
     if len(used) < 2:
-        raise ValueError(f"{path}: only {len(used)} of {len(pairs)} pairs have both words in the vocabulary; "
-                         "a correlation needs at least 2")
+        raise ValueError(
+            f"{path}: only {len(used)} of {len(pairs)} pairs have both words in the vocabulary; "
+            "a correlation needs at least 2"
+        )
     a, b, human = (np.array(column) for column in zip(*used))
     cosine = np.sum(vectors.unit[a] * vectors.unit[b], axis=1)
-    return SimilarityResult(float(stats.spearmanr(human, cosine)[0]), float(stats.pearsonr(human, cosine)[0]),
-                            len(used), len(pairs) - len(used))
+    return SimilarityResult(
+        float(stats.spearmanr(human, cosine)[0]),
+        float(stats.pearsonr(human, cosine)[0]),
+        len(used),
+        len(pairs) - len(used),
+    )
 
 
 # --- projection plot -------------------------------------------------------------------------
+
 
 def pca_2d(points: np.ndarray) -> np.ndarray:
     """[N, D] -> [N, 2]: coordinates on the two leading principal axes (each
@@ -492,8 +529,9 @@ def find_embedding(params: Any, path: str | Sequence[str] | None = None) -> Path
     found = [k for k, v in leaves.items() if k and k[-1] == "embedding" and np.ndim(v) == 2]
     if len(found) != 1:
         what = "no 2-D parameter named 'embedding'" if not found else f"{len(found)} embedding tables"
-        raise ValueError(f"found {what} in the params ({sorted('/'.join(k) for k in (found or leaves))}); "
-                         "pass path= to choose one")
+        raise ValueError(
+            f"found {what} in the params ({sorted('/'.join(k) for k in (found or leaves))}); pass path= to choose one"
+        )
     return found[0]
 
 
@@ -517,15 +555,23 @@ class InitReport:
     oov_words: list[str]  # the first 20 OOV words
 
     def summary(self) -> str:
-        return (f"embedding {self.path} [{self.rows} rows]: {self.found} of {self.words} words from pretrained "
-                f"vectors ({self.lowercase_matches} via lower case), {self.oov} OOV rows random"
-                + (f", e.g. {self.oov_words[:5]}" if self.oov_words else ""))
+        return (
+            f"embedding {self.path} [{self.rows} rows]: {self.found} of {self.words} words from pretrained "
+            f"vectors ({self.lowercase_matches} via lower case), {self.oov} OOV rows random"
+            + (f", e.g. {self.oov_words[:5]}" if self.oov_words else "")
+        )
 
 
-def init_embedding(params: Any, word_index: Mapping[str, int],
-                   vectors: WordVectors | Mapping[str, Any] | str | os.PathLike, *,
-                   path: str | Sequence[str] | None = None, seed: int = 0, oov_scale: float | None = None,
-                   zero_padding: bool = True) -> tuple[Any, InitReport]:
+def init_embedding(
+    params: Any,
+    word_index: Mapping[str, int],
+    vectors: WordVectors | Mapping[str, Any] | str | os.PathLike,
+    *,
+    path: str | Sequence[str] | None = None,
+    seed: int = 0,
+    oov_scale: float | None = None,
+    zero_padding: bool = True,
+) -> tuple[Any, InitReport]:
     """Params with the embedding table's rows set from pretrained vectors.
 
     Row `word_index[w]` gets the vector of w (or of w.lower()). Rows of words
@@ -547,8 +593,10 @@ def init_embedding(params: Any, word_index: Mapping[str, int],
     table = dict(_leaves(params))[key]
     rows, dim = np.shape(table)
     if vectors.dim != dim:
-        raise ValueError(f"the pretrained vectors have dim {vectors.dim} but the embedding table "
-                         f"{'/'.join(key)} is [{rows}, {dim}]; make the model's embedding size {vectors.dim}")
+        raise ValueError(
+            f"the pretrained vectors have dim {vectors.dim} but the embedding table "
+            f"{'/'.join(key)} is [{rows}, {dim}]; make the model's embedding size {vectors.dim}"
+        )
     new = np.array(jax.device_get(table), np.float32)
     scale = float(np.std(vectors.vectors)) if oov_scale is None else oov_scale
     rng = np.random.default_rng(seed)
@@ -568,8 +616,9 @@ def init_embedding(params: Any, word_index: Mapping[str, int],
             oov_words.append(word)
     if zero_padding:
         new[0] = 0.0
-    report = InitReport("/".join(key), rows, len(inside), found, len(oov_words), lowercase,
-                        len(items) - len(inside), oov_words[:20])
+    report = InitReport(
+        "/".join(key), rows, len(inside), found, len(oov_words), lowercase, len(items) - len(inside), oov_words[:20]
+    )
 
     def put(old):
         value = jnp.asarray(new, dtype=old.dtype)
@@ -584,7 +633,8 @@ def embedding_labels(params: Any, path: str | Sequence[str] | None = None) -> An
     elsewhere, for `optax.multi_transform`."""
     key = find_embedding(params, path)
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: "embedding" if tuple(_key_name(k) for k in p) == key else "other", params)
+        lambda p, _: "embedding" if tuple(_key_name(k) for k in p) == key else "other", params
+    )
 
 
 def _key_name(entry) -> str:
@@ -609,8 +659,9 @@ def _zero_embedding(path, steps: int | None) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def freeze_embedding(tx: optax.GradientTransformation, path: str | Sequence[str] | None = None,
-                     steps: int | None = None) -> optax.GradientTransformation:
+def freeze_embedding(
+    tx: optax.GradientTransformation, path: str | Sequence[str] | None = None, steps: int | None = None
+) -> optax.GradientTransformation:
     """`tx` with the embedding table frozen: for good (steps None) or for the
     first `steps` updates.
 
@@ -623,8 +674,9 @@ def freeze_embedding(tx: optax.GradientTransformation, path: str | Sequence[str]
     return optax.chain(_zero_embedding(path, steps), tx, _zero_embedding(path, steps))
 
 
-def init_from_config(model_config, params: Any, word_index: Mapping[str, int], seed: int = 0
-                     ) -> tuple[Any, InitReport | None]:
+def init_from_config(
+    model_config, params: Any, word_index: Mapping[str, int], seed: int = 0
+) -> tuple[Any, InitReport | None]:
     """`init_embedding` when `config.model.pretrained_embeddings` names a vector
     file (`pretrained_format`: 'auto' or one of FORMATS); params unchanged otherwise."""
     location = model_config.get("pretrained_embeddings", "")
@@ -641,8 +693,10 @@ def optimizer_from_config(model_config, tx: optax.GradientTransformation) -> opt
     frozen = bool(model_config.get("freeze_embedding", False))
     steps = int(model_config.get("freeze_embedding_steps", 0) or 0)
     if frozen and steps:
-        raise ValueError("set config.model.freeze_embedding=True (frozen for good) or "
-                         f"config.model.freeze_embedding_steps={steps} (frozen for a while), not both")
+        raise ValueError(
+            "set config.model.freeze_embedding=True (frozen for good) or "
+            f"config.model.freeze_embedding_steps={steps} (frozen for a while), not both"
+        )
     if frozen:
         return freeze_embedding(tx)
     return freeze_embedding(tx, steps=steps) if steps > 0 else tx

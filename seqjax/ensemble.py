@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from seqjax import config as config_lib, metrics, models, optim, sweeps, tasks, training
+from seqjax import config as config_lib
+from seqjax import metrics, models, optim, sweeps, tasks, training
 
 # Config keys whose values may differ between the replicas of one group.
 VMAPPABLE_KEYS = frozenset({"seed", "optimizer.learning_rate"})
@@ -50,6 +52,7 @@ vmappable_keys = VMAPPABLE_KEYS
 
 
 # ---------------------------------------------------------------- grouping
+
 
 def _shared_overrides(overrides: sweeps.Overrides) -> tuple:
     """The overrides a group must agree on, as a hashable key."""
@@ -69,7 +72,7 @@ def group_runs(runs: Sequence[sweeps.Run], max_group_size: int | None = None) ->
     for run in runs:
         groups.setdefault(_shared_overrides(run.overrides), []).append(run)
     size = max_group_size or max((len(g) for g in groups.values()), default=1)
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def _without_vmappable(config: ml_collections.ConfigDict) -> dict:
@@ -83,8 +86,9 @@ def _without_vmappable(config: ml_collections.ConfigDict) -> dict:
     return resolved
 
 
-def replica_configs(base_config: ml_collections.ConfigDict,
-                    runs: Sequence[sweeps.Run]) -> list[ml_collections.ConfigDict]:
+def replica_configs(
+    base_config: ml_collections.ConfigDict, runs: Sequence[sweeps.Run]
+) -> list[ml_collections.ConfigDict]:
     """Each run's resolved, validated config; raises ValueError when two runs
     differ in a key outside `VMAPPABLE_KEYS`."""
     configs = [sweeps.apply_overrides(base_config, run.overrides) for run in runs]
@@ -96,12 +100,15 @@ def replica_configs(base_config: ml_collections.ConfigDict,
     shared = _without_vmappable(configs[0])
     for run, config in zip(runs[1:], configs[1:]):
         if _without_vmappable(config) != shared:
-            raise ValueError(f"run {run.name} differs from run {runs[0].name} in a key outside "
-                             f"{sorted(VMAPPABLE_KEYS)}; it cannot share a vmapped group (use group_runs)")
+            raise ValueError(
+                f"run {run.name} differs from run {runs[0].name} in a key outside "
+                f"{sorted(VMAPPABLE_KEYS)}; it cannot share a vmapped group (use group_runs)"
+            )
     return configs
 
 
 # ---------------------------------------------------------------- training
+
 
 class ReplicaTrainState(training.TrainState):
     """A TrainState whose `tx` has peak learning rate 1 and whose updates are
@@ -123,8 +130,9 @@ class ReplicaTrainState(training.TrainState):
     def apply_gradients(self, *, grads, **kwargs):
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         updates = jax.tree.map(lambda u: self.learning_rate * u, updates)
-        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
-                            opt_state=opt_state, **kwargs)
+        return self.replace(
+            step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state, **kwargs
+        )
 
 
 def unit_peak_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -196,8 +204,9 @@ class Ensemble:
 
         def init(rng, inputs, lengths, extra, learning_rate):
             params = self.model.init(rng, inputs, lengths, **extra)["params"]
-            return ReplicaTrainState.create(apply_fn=self.model.apply, params=params, tx=self.tx,
-                                            learning_rate=learning_rate)
+            return ReplicaTrainState.create(
+                apply_fn=self.model.apply, params=params, tx=self.tx, learning_rate=learning_rate
+            )
 
         return jax.jit(jax.vmap(init))(rngs, inputs, lengths, extra, self.learning_rates)
 
@@ -218,10 +227,10 @@ class Ensemble:
 
     def evaluate(self, state: ReplicaTrainState, split: str) -> list[dict[str, float]]:
         """Per replica, metrics averaged over `eval_batches` batches (as `Trainer.evaluate`)."""
-        per_batch = jax.device_get([self.eval_step(state, self.batch(split, i))
-                                    for i in range(self.train.eval_batches)])
-        return [{k: float(np.mean([m[k][r] for m in per_batch])) for k in per_batch[0]}
-                for r in range(self.size)]
+        per_batch = jax.device_get(
+            [self.eval_step(state, self.batch(split, i)) for i in range(self.train.eval_batches)]
+        )
+        return [{k: float(np.mean([m[k][r] for m in per_batch])) for k in per_batch[0]} for r in range(self.size)]
 
     def final_metrics(self, state: ReplicaTrainState, replica: int) -> dict[str, float]:
         """Replica `replica`'s `task.final_metrics` (e.g. BLEU of decoded
@@ -229,8 +238,13 @@ class Ensemble:
         if not hasattr(self.task, "final_metrics"):
             return {}
         params = jax.tree.map(lambda leaf: leaf[replica], state.params)
-        return self.task.final_metrics(self.model, params, batch_size=self.train.batch_size,
-                                       num_batches=self.train.eval_batches, seed=self.seeds[replica])
+        return self.task.final_metrics(
+            self.model,
+            params,
+            batch_size=self.train.batch_size,
+            num_batches=self.train.eval_batches,
+            seed=self.seeds[replica],
+        )
 
 
 def mean_per_replica(window: list[dict]) -> list[dict[str, float]]:
@@ -241,6 +255,7 @@ def mean_per_replica(window: list[dict]) -> list[dict[str, float]]:
 
 
 # ---------------------------------------------------------------- run files
+
 
 class RunOutput:
     """The files of one replica's run dir, as `training.train_and_evaluate` writes them."""
@@ -291,8 +306,12 @@ def _train_loop(ensemble: Ensemble, outputs: list[RunOutput]) -> ReplicaTrainSta
     return state
 
 
-def train_group(base_config: ml_collections.ConfigDict, runs: Sequence[sweeps.Run],
-                run_dirs: Sequence[str], chunk_size: int | None = None) -> list[dict[str, float]]:
+def train_group(
+    base_config: ml_collections.ConfigDict,
+    runs: Sequence[sweeps.Run],
+    run_dirs: Sequence[str],
+    chunk_size: int | None = None,
+) -> list[dict[str, float]]:
     """Trains the runs of one group together; returns each run's final metrics.
 
     Each `run_dirs[i]` receives what `training.train_and_evaluate` writes for
@@ -313,12 +332,22 @@ def train_group(base_config: ml_collections.ConfigDict, runs: Sequence[sweeps.Ru
     outputs = [RunOutput(d, c) for d, c in zip(run_dirs, configs)]
     state = _train_loop(ensemble, outputs)
     steps = jax.device_get(state.step)
-    finals = [{"step": int(steps[r]), **{f"test_{k}": v for k, v in evaluated.items()},
-               **{f"test_{k}": v for k, v in ensemble.final_metrics(state, r).items()}}
-              for r, evaluated in enumerate(ensemble.evaluate(state, "test"))]
+    finals = [
+        {
+            "step": int(steps[r]),
+            **{f"test_{k}": v for k, v in evaluated.items()},
+            **{f"test_{k}": v for k, v in ensemble.final_metrics(state, r).items()},
+        }
+        for r, evaluated in enumerate(ensemble.evaluate(state, "test"))
+    ]
     seconds = time.monotonic() - started
-    group = {"mode": "vmap", "size": len(runs), "chunk_size": ensemble.chunk_size, "wall_time_s": seconds,
-             "runs": [r.name for r in runs]}
+    group = {
+        "mode": "vmap",
+        "size": len(runs),
+        "chunk_size": ensemble.chunk_size,
+        "wall_time_s": seconds,
+        "runs": [r.name for r in runs],
+    }
     for output, final in zip(outputs, finals):
         output.finish(final, seconds / len(runs), group)
     return finals

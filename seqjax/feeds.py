@@ -14,7 +14,8 @@ Both give host batches (numpy); `to_device` lays them out on the mesh.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import ml_collections
@@ -86,8 +87,9 @@ class LoaderFeed:
         batch_size = config.train.batch_size
         if stream_len:
             if not hasattr(task, "stream_loader"):
-                raise ValueError(f"config.train.stateful needs a task with contiguous streams; "
-                                 f"{type(task).__name__} has none")
+                raise ValueError(
+                    f"config.train.stateful needs a task with contiguous streams; {type(task).__name__} has none"
+                )
             self.iterator = task.stream_loader("train", batch_size, stream_len).iterator()
         else:
             self.iterator = task.train_loader(batch_size, config.seed).iterator()

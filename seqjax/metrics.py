@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorboardX
@@ -63,8 +63,7 @@ class MetricsWriter:
         with open(self.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         self._jsonl = open(self.path, "a")
-        self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                                       purge_step=resume_step + 1)
+        self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
     def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> dict:
         record = {"step": step, **{prefix + k: to_python(v) for k, v in scalars.items()}}
@@ -85,9 +84,15 @@ class Progress:
 
     def __init__(self, start: int, total: int, enabled: bool = True):
         interactive = sys.stderr.isatty()
-        self._bar = tqdm.tqdm(initial=start, total=total, unit="step", disable=not enabled,
-                              dynamic_ncols=True, mininterval=0.5 if interactive else 10.0,
-                              file=sys.stderr)
+        self._bar = tqdm.tqdm(
+            initial=start,
+            total=total,
+            unit="step",
+            disable=not enabled,
+            dynamic_ncols=True,
+            mininterval=0.5 if interactive else 10.0,
+            file=sys.stderr,
+        )
         self._start_time = time.monotonic()
 
     def update(self, step: int, postfix: Mapping[str, float] | None = None) -> None:

@@ -7,14 +7,13 @@ inputs [B, T, F] floats or [B, T] token ids, and returns [B, output_size]
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import ml_collections
 
-from seqjax.nn import heads, recurrent, transformer
-from seqjax.nn import seq2seq
+from seqjax.nn import heads, recurrent, seq2seq, transformer
 from seqjax.tasks import Task
 
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict, Task], nn.Module]] = {}
@@ -70,9 +69,16 @@ class RecurrentModel(nn.Module):
     embed_size: int = 64
 
     @nn.compact
-    def __call__(self, inputs: jax.Array, lengths: jax.Array | None = None, *,
-                 deterministic: bool = True, initial_carry=None, return_carry: bool = False,
-                 resets: jax.Array | None = None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        lengths: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        initial_carry=None,
+        return_carry: bool = False,
+        resets: jax.Array | None = None,
+    ):
         """Predictions; with `return_carry`, also the stack's final carries
         (one per layer), which `initial_carry` accepts back, so a long
         sequence can be run chunk by chunk (seqjax.tbptt); `resets` [B, T]
@@ -118,23 +124,56 @@ def recurrent_model(config: ml_collections.ConfigDict, task: Task) -> RecurrentM
         parent=None,
     )
     head = config.get("head", "") or task.head
-    return RecurrentModel(stack=stack, output_size=task.output_size, head=head,
-                          vocab_size=task.vocab_size, embed_size=config.get("embed_size", 64))
+    return RecurrentModel(
+        stack=stack,
+        output_size=task.output_size,
+        head=head,
+        vocab_size=task.vocab_size,
+        embed_size=config.get("embed_size", 64),
+    )
 
 
 recurrent_model.config_keys = (
-    "cell", "hidden_size", "num_layers", "bidirectional", "merge", "dropout_rate",
-    "learn_initial_carry", "implementation", "unroll", "forget_bias", "identity_scale",
-    "head", "embed_size", "pretrained_embeddings", "pretrained_format", "freeze_embedding",
-    "freeze_embedding_steps")
+    "cell",
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "merge",
+    "dropout_rate",
+    "learn_initial_carry",
+    "implementation",
+    "unroll",
+    "forget_bias",
+    "identity_scale",
+    "head",
+    "embed_size",
+    "pretrained_embeddings",
+    "pretrained_format",
+    "freeze_embedding",
+    "freeze_embedding_steps",
+)
 
 
 # Transformers: the fields of seqjax.nn.transformer.TransformerConfig that a
 # config may set (attention_implementation is TransformerConfig.implementation).
 TRANSFORMER_KEYS = (
-    "d_model", "num_heads", "num_kv_heads", "num_layers", "d_ff", "dropout_rate", "attention_dropout_rate",
-    "positional", "max_len", "rotary_base", "norm", "norm_position", "activation", "tie_embeddings",
-    "attention_implementation", "dtype")
+    "d_model",
+    "num_heads",
+    "num_kv_heads",
+    "num_layers",
+    "d_ff",
+    "dropout_rate",
+    "attention_dropout_rate",
+    "positional",
+    "max_len",
+    "rotary_base",
+    "norm",
+    "norm_position",
+    "activation",
+    "tie_embeddings",
+    "attention_implementation",
+    "dtype",
+)
 
 
 def transformer_config(config: ml_collections.ConfigDict, vocab_size: int) -> transformer.TransformerConfig:
@@ -153,16 +192,18 @@ def _require_head(config: ml_collections.ConfigDict, task: Task, per_step: bool)
     if (task.head == "per_step") != per_step:
         kind = "per-step (many-to-many)" if task.head == "per_step" else "many-to-one"
         hint = "transformer_lm" if task.head == "per_step" else "transformer_classifier"
-        raise ValueError(f"config.model.name={config.name!r} does not fit the {kind} task "
-                         f"{type(task).__name__}; use {hint}")
+        raise ValueError(
+            f"config.model.name={config.name!r} does not fit the {kind} task {type(task).__name__}; use {hint}"
+        )
 
 
 @register("transformer_classifier")
 def transformer_classifier(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerClassifier:
     """Encoder-only classifier/regressor for many-to-one tasks ([CLS] or mean pooling)."""
     _require_head(config, task, per_step=False)
-    return transformer.TransformerClassifier(transformer_config(config, task.vocab_size), task.output_size,
-                                             pooling=config.get("pooling", "cls"))
+    return transformer.TransformerClassifier(
+        transformer_config(config, task.vocab_size), task.output_size, pooling=config.get("pooling", "cls")
+    )
 
 
 transformer_classifier.config_keys = TRANSFORMER_KEYS + ("pooling",)
@@ -184,11 +225,16 @@ def transformer_seq2seq(config: ml_collections.ConfigDict, task: Task) -> transf
     """Encoder-decoder for translation-like tasks; the target vocabulary is
     `task.target_vocab_size` (else `task.output_size`)."""
     if getattr(task, "tf_ratio", 1.0) < 1.0:
-        raise ValueError("transformer_seq2seq trains with full teacher forcing (all target positions at once); "
-                         "scheduled sampling (config.task.teacher_forcing_ratio < 1) is for RNN decoders")
+        raise ValueError(
+            "transformer_seq2seq trains with full teacher forcing (all target positions at once); "
+            "scheduled sampling (config.task.teacher_forcing_ratio < 1) is for RNN decoders"
+        )
     target_vocab = getattr(task, "target_vocab_size", task.output_size)
-    return transformer.TransformerSeq2Seq(transformer_config(config, task.vocab_size), target_vocab,
-                                          num_decoder_layers=config.get("num_decoder_layers", 0) or None)
+    return transformer.TransformerSeq2Seq(
+        transformer_config(config, task.vocab_size),
+        target_vocab,
+        num_decoder_layers=config.get("num_decoder_layers", 0) or None,
+    )
 
 
 transformer_seq2seq.config_keys = TRANSFORMER_KEYS + ("num_decoder_layers",)
@@ -196,19 +242,26 @@ transformer_seq2seq.config_keys = TRANSFORMER_KEYS + ("num_decoder_layers",)
 
 # Recurrent encoder-decoders (seqjax.nn.seq2seq) for sequence generation tasks
 # (seqjax.tasks.translation); they read config.model keys with these names.
-SEQ2SEQ_KEYS = ("cell", "hidden_size", "embed_size", "decoder_layers", "tie_embeddings", "dropout_rate",
-                "forget_bias")
+SEQ2SEQ_KEYS = ("cell", "hidden_size", "embed_size", "decoder_layers", "tie_embeddings", "dropout_rate", "forget_bias")
 
 
 def _seq2seq_common(config: ml_collections.ConfigDict, task: Task) -> dict:
     if task.head != "per_step" or not hasattr(task, "target_vocab_size"):
-        raise ValueError(f"config.model.name={config.name!r} generates target sequences; task "
-                         f"{type(task).__name__} has none (use a seqjax.tasks.translation task)")
+        raise ValueError(
+            f"config.model.name={config.name!r} generates target sequences; task "
+            f"{type(task).__name__} has none (use a seqjax.tasks.translation task)"
+        )
     cell = config.get("cell", "lstm")
-    return dict(target_vocab_size=task.target_vocab_size, cell=cell, hidden_size=config.get("hidden_size", 128),
-                embed_size=config.get("embed_size", 64), decoder_layers=config.get("decoder_layers", 1),
-                tie_embeddings=config.get("tie_embeddings", False), dropout_rate=config.get("dropout_rate", 0.0),
-                cell_kwargs={"forget_bias": config.get("forget_bias", 1.0)} if cell == "lstm" else None)
+    return dict(
+        target_vocab_size=task.target_vocab_size,
+        cell=cell,
+        hidden_size=config.get("hidden_size", 128),
+        embed_size=config.get("embed_size", 64),
+        decoder_layers=config.get("decoder_layers", 1),
+        tie_embeddings=config.get("tie_embeddings", False),
+        dropout_rate=config.get("dropout_rate", 0.0),
+        cell_kwargs={"forget_bias": config.get("forget_bias", 1.0)} if cell == "lstm" else None,
+    )
 
 
 @register("seq2seq")
@@ -217,20 +270,36 @@ def seq2seq_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.Seq2
     ('none', 'bahdanau', 'luong_dot', 'luong_general', 'luong_concat')."""
     common = _seq2seq_common(config, task)
     if not task.vocab_size:
-        raise ValueError(f"config.model.name='seq2seq' reads source token ids, but {type(task).__name__} has "
-                         "real-valued inputs; use 'vector_to_sequence'")
+        raise ValueError(
+            f"config.model.name='seq2seq' reads source token ids, but {type(task).__name__} has "
+            "real-valued inputs; use 'vector_to_sequence'"
+        )
     return seq2seq.Seq2Seq(
-        source_vocab_size=task.vocab_size, encoder_hidden_size=config.get("encoder_hidden_size", 0),
-        encoder_layers=config.get("encoder_layers", 1), attention=config.get("attention", "none"),
+        source_vocab_size=task.vocab_size,
+        encoder_hidden_size=config.get("encoder_hidden_size", 0),
+        encoder_layers=config.get("encoder_layers", 1),
+        attention=config.get("attention", "none"),
         attention_size=config.get("attention_size", 0),
         bidirectional_encoder=config.get("bidirectional_encoder", None),
-        reverse_source=config.get("reverse_source", False), input_feeding=config.get("input_feeding", True),
-        bridge=config.get("bridge", "auto"), implementation=config.get("implementation", "auto"), **common)
+        reverse_source=config.get("reverse_source", False),
+        input_feeding=config.get("input_feeding", True),
+        bridge=config.get("bridge", "auto"),
+        implementation=config.get("implementation", "auto"),
+        **common,
+    )
 
 
 seq2seq_model.config_keys = SEQ2SEQ_KEYS + (
-    "encoder_hidden_size", "encoder_layers", "attention", "attention_size", "bidirectional_encoder",
-    "reverse_source", "input_feeding", "bridge", "implementation")
+    "encoder_hidden_size",
+    "encoder_layers",
+    "attention",
+    "attention_size",
+    "bidirectional_encoder",
+    "reverse_source",
+    "input_feeding",
+    "bridge",
+    "implementation",
+)
 
 
 @register("vector_to_sequence")
@@ -238,8 +307,10 @@ def vector_to_sequence_model(config: ml_collections.ConfigDict, task: Task) -> s
     """One-to-many decoder conditioned on a feature vector (the captioning task)."""
     common = _seq2seq_common(config, task)
     if task.vocab_size:
-        raise ValueError(f"config.model.name='vector_to_sequence' conditions on a feature vector, but "
-                         f"{type(task).__name__} has token inputs; use 'seq2seq'")
+        raise ValueError(
+            f"config.model.name='vector_to_sequence' conditions on a feature vector, but "
+            f"{type(task).__name__} has token inputs; use 'seq2seq'"
+        )
     return seq2seq.VectorToSequence(**common)
 
 

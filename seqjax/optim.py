@@ -45,8 +45,9 @@ def build_optimizer(config: ml_collections.ConfigDict, num_steps: int) -> optax.
     if name == "adam":
         optimizer = optax.adam(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999))
     elif name == "adamw":
-        optimizer = optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
-                                weight_decay=config.get("weight_decay", 0.0))
+        optimizer = optax.adamw(
+            schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999), weight_decay=config.get("weight_decay", 0.0)
+        )
     elif name == "sgd":
         momentum = config.get("momentum", 0.0) or None
         optimizer = optax.sgd(schedule, momentum=momentum, nesterov=config.get("nesterov", False))

@@ -9,7 +9,8 @@ program runs on 1 device, 8 simulated CPU devices or many hosts.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -65,7 +66,8 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
     if global_batch_size % devices:
         raise ValueError(
             f"config.train.batch_size={global_batch_size} must be divisible by the number of "
-            f"devices ({devices}) so every device gets the same share")
+            f"devices ({devices}) so every device gets the same share"
+        )
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, batch_axis: int = 0) -> dict[str, jax.Array]:

@@ -14,8 +14,17 @@ import sys
 
 import jax
 
-PACKAGES = ("seqjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
-            "tensorflow-datasets", "ml-collections")
+PACKAGES = (
+    "seqjax",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "numpy",
+    "tensorflow-datasets",
+    "ml-collections",
+)
 
 
 def git_revision(path: str | None = None) -> dict:
@@ -47,11 +56,21 @@ def package_versions() -> dict[str, str | None]:
 
 def device_info() -> dict:
     devices = jax.devices()
-    return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
-            "device_count": len(devices), "process_count": jax.process_count()}
+    return {
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+    }
 
 
 def collect() -> dict:
     """Everything above plus the command line and Python/host facts."""
-    return {"argv": sys.argv, "git": git_revision(), "packages": package_versions(),
-            "devices": device_info(), "python": platform.python_version(), "host": platform.node()}
+    return {
+        "argv": sys.argv,
+        "git": git_revision(),
+        "packages": package_versions(),
+        "devices": device_info(),
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }

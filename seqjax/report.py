@@ -37,7 +37,8 @@ import math
 import os
 import re
 import statistics
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -47,8 +48,9 @@ from seqjax import sweeps
 
 SEED_KEY = "seed"
 # A metric name is split on "_" and each word looked up here; see metric_direction.
-LOWER_IS_BETTER = frozenset({"loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl",
-                             "cer", "wer", "time"})
+LOWER_IS_BETTER = frozenset(
+    {"loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl", "cer", "wer", "time"}
+)
 HIGHER_IS_BETTER = frozenset({"accuracy", "acc", "bleu", "f1", "precision", "recall", "auc", "match"})
 UNDEFINED_MD, UNDEFINED_TEX = "–", "--"
 
@@ -137,9 +139,16 @@ def load_run(directory: str, name: str, overrides: dict[str, Any]) -> RunResult:
         if wall is not None:
             run_metrics["wall_time_s"] = float(wall)
     failed = failed or {}
-    return RunResult(name=name, overrides=dict(overrides), status=status, metrics=run_metrics,
-                     records=records, wall_time_s=wall, returncode=failed.get("returncode"),
-                     log_tail=failed.get("log_tail", ""))
+    return RunResult(
+        name=name,
+        overrides=dict(overrides),
+        status=status,
+        metrics=run_metrics,
+        records=records,
+        wall_time_s=wall,
+        returncode=failed.get("returncode"),
+        log_tail=failed.get("log_tail", ""),
+    )
 
 
 def load_sweep(sweep_dir: str) -> Sweep:
@@ -154,15 +163,21 @@ def load_sweep(sweep_dir: str) -> Sweep:
     if record is None:
         if not on_disk:
             raise FileNotFoundError(f"{sweep_dir} holds neither sweep.json nor runs/<name>/ directories")
-        listed = [{"name": name, "overrides": metrics_lib.read_json(
-            os.path.join(runs_dir, name, "overrides.json")) or {}} for name in on_disk]
+        listed = [
+            {"name": name, "overrides": metrics_lib.read_json(os.path.join(runs_dir, name, "overrides.json")) or {}}
+            for name in on_disk
+        ]
         record = {"runs": listed, "swept_keys": sweeps.swept_keys([r["overrides"] for r in listed])}
-    runs = [load_run(os.path.join(runs_dir, r["name"]), r["name"], r.get("overrides", {}))
-            for r in record["runs"]]
+    runs = [load_run(os.path.join(runs_dir, r["name"]), r["name"], r.get("overrides", {})) for r in record["runs"]]
     named = {r.name for r in runs}
-    return Sweep(directory=sweep_dir, config=record.get("config"), name=record.get("sweep"),
-                 swept_keys=list(record.get("swept_keys", [])), runs=runs,
-                 unlisted_dirs=[d for d in on_disk if d not in named])
+    return Sweep(
+        directory=sweep_dir,
+        config=record.get("config"),
+        name=record.get("sweep"),
+        swept_keys=list(record.get("swept_keys", [])),
+        runs=runs,
+        unlisted_dirs=[d for d in on_disk if d not in named],
+    )
 
 
 # --------------------------------------------------------------------------- grouping and statistics
@@ -257,8 +272,10 @@ def summarize_groups(groups: Sequence[Group], metric_names: Sequence[str]) -> li
     """Per group, the Summary of each metric over the group's finished runs."""
     rows = []
     for group in groups:
-        per_metric = {name: summarize([run.metrics[name] for run in group.finished if name in run.metrics])
-                      for name in metric_names}
+        per_metric = {
+            name: summarize([run.metrics[name] for run in group.finished if name in run.metrics])
+            for name in metric_names
+        }
         rows.append(GroupRow(group, per_metric))
     return rows
 
@@ -266,7 +283,10 @@ def summarize_groups(groups: Sequence[Group], metric_names: Sequence[str]) -> li
 def available_metrics(sweep: Sweep) -> list[str]:
     """Metrics some finished run reports: test_* first, then best_eval_*, then wall time."""
     found = {name for run in sweep.runs for name in run.metrics}
-    order = lambda name: (not name.startswith("test_"), not name.startswith("best_"), name)
+
+    def order(name):
+        return (not name.startswith("test_"), not name.startswith("best_"), name)
+
     return sorted(found, key=order)
 
 
@@ -337,11 +357,16 @@ def to_latex(rows: Sequence[GroupRow], swept_keys: Sequence[str], digits: int = 
     keys = _key_headers(swept_keys)
     header = [*keys, "n", "failed", *metric_names]
     best = {name: best_row_indices(rows, name) for name in metric_names}
-    lines = [r"\begin{tabular}{" + "l" * len(keys) + "r" * (len(header) - len(keys)) + "}", r"\toprule",
-             " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{tabular}{" + "l" * len(keys) + "r" * (len(header) - len(keys)) + "}",
+        r"\toprule",
+        " & ".join(tex_escape(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
     for i, row in enumerate(rows):
-        cells = [tex_escape(sweeps.format_value(v)) if v is not None else UNDEFINED_TEX
-                 for v in row.group.values.values()]
+        cells = [
+            tex_escape(sweeps.format_value(v)) if v is not None else UNDEFINED_TEX for v in row.group.values.values()
+        ]
         # Runs without a result count as failed here: a paper table has no room for both columns.
         cells += [str(row.n_finished), str(row.n_failed + row.n_unfinished)]
         for name in metric_names:
@@ -447,13 +472,15 @@ def group_curve(group: Group, metric: str) -> Curve | None:
     return Curve(group_label(group.values), steps, mean, std, n)
 
 
-def plot_curves(groups: Sequence[Group], metric: str, path: str, log_y: bool = False,
-                title: str | None = None) -> list[Curve]:
+def plot_curves(
+    groups: Sequence[Group], metric: str, path: str, log_y: bool = False, title: str | None = None
+) -> list[Curve]:
     """Saves a PNG of each group's mean `metric` vs step with a ±std band.
 
     Raises ValueError when no finished run logged `metric`.
     """
     import matplotlib
+
     matplotlib.use("Agg")  # files only; never needs a display
     from matplotlib import pyplot as plt
 
@@ -464,11 +491,21 @@ def plot_curves(groups: Sequence[Group], metric: str, path: str, log_y: bool = F
     # tab10 repeats colours past ten groups; tab20 keeps every group distinct.
     colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20").colors
     for index, curve in enumerate(curves):
-        (line,) = axes.plot(curve.steps, curve.mean, color=colours[index % len(colours)],
-                            label=f"{curve.label} (n={int(curve.n.max())})")
+        (line,) = axes.plot(
+            curve.steps,
+            curve.mean,
+            color=colours[index % len(colours)],
+            label=f"{curve.label} (n={int(curve.n.max())})",
+        )
         band = ~np.isnan(curve.std)
-        axes.fill_between(curve.steps[band], (curve.mean - curve.std)[band], (curve.mean + curve.std)[band],
-                          color=line.get_color(), alpha=0.2, linewidth=0)
+        axes.fill_between(
+            curve.steps[band],
+            (curve.mean - curve.std)[band],
+            (curve.mean + curve.std)[band],
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
     if log_y:
         axes.set_yscale("log", nonpositive="clip")  # mean - std can fall below 0
     axes.set_xlabel("step")

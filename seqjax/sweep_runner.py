@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
 
@@ -47,8 +47,7 @@ def base_config(config_spec: str) -> ml_collections.ConfigDict:
     return load_config_module(path).get_config(variant or None)
 
 
-def plan(config_spec: str, sweep_name: str | None,
-         extra_overrides: dict | None = None) -> list[sweeps.Run]:
+def plan(config_spec: str, sweep_name: str | None, extra_overrides: dict | None = None) -> list[sweeps.Run]:
     """The sweep's runs, each with `extra_overrides` added; all validated."""
     module = load_config_module(config_spec)
     if not hasattr(module, "get_sweep"):
@@ -65,12 +64,14 @@ def plan(config_spec: str, sweep_name: str | None,
     return runs
 
 
-def write_sweep_record(sweep_dir: str, config_spec: str, sweep_name: str | None,
-                       runs: Sequence[sweeps.Run]) -> None:
+def write_sweep_record(sweep_dir: str, config_spec: str, sweep_name: str | None, runs: Sequence[sweeps.Run]) -> None:
     os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
-    record = {"config": config_spec, "sweep": sweep_name,
-              "swept_keys": sweeps.swept_keys([r.overrides for r in runs]),
-              "runs": [{"name": r.name, "overrides": r.overrides} for r in runs]}
+    record = {
+        "config": config_spec,
+        "sweep": sweep_name,
+        "swept_keys": sweeps.swept_keys([r.overrides for r in runs]),
+        "runs": [{"name": r.name, "overrides": r.overrides} for r in runs],
+    }
     metrics.write_json_atomic(os.path.join(sweep_dir, "sweep.json"), record)
 
 
@@ -87,11 +88,16 @@ def run_status(directory: str) -> str:
     return "unfinished" if os.path.exists(directory) else "new"
 
 
-def train_command(config_spec: str, directory: str, run: sweeps.Run,
-                  python: str = sys.executable) -> list[str]:
+def train_command(config_spec: str, directory: str, run: sweeps.Run, python: str = sys.executable) -> list[str]:
     spec = sweeps.config_spec_of(config_spec, run.overrides)
-    return [python, "-m", "experiments.train", f"--config={spec}", f"--workdir={directory}",
-            *sweeps.override_flags(run.overrides)]
+    return [
+        python,
+        "-m",
+        "experiments.train",
+        f"--config={spec}",
+        f"--workdir={directory}",
+        *sweeps.override_flags(run.overrides),
+    ]
 
 
 def detect_slots(devices: str, parallel: int) -> list[dict[str, str]]:
@@ -133,8 +139,14 @@ class Running:
 class LocalRunner:
     """Runs pending runs as subprocesses, at most one per slot at a time."""
 
-    def __init__(self, config_spec: str, sweep_dir: str, slots: list[dict[str, str]],
-                 python: str = sys.executable, report: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        config_spec: str,
+        sweep_dir: str,
+        slots: list[dict[str, str]],
+        python: str = sys.executable,
+        report: Callable[[str], None] | None = None,
+    ):
         self.config_spec, self.sweep_dir, self.slots = config_spec, sweep_dir, slots
         self.python = python
         self.report = report or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -168,8 +180,9 @@ class LocalRunner:
             os.remove(failed_record)
         log = open(os.path.join(directory, "log.txt"), "a")
         env = {**os.environ, **self.slots[slot]}
-        process = subprocess.Popen(train_command(self.config_spec, directory, run, self.python),
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            train_command(self.config_spec, directory, run, self.python), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
         self.report(f"started {run.name} (slot {slot}: {self.slots[slot]})")
         return Running(run, process, slot, time.monotonic(), log)
 
@@ -190,12 +203,10 @@ class LocalRunner:
         if self.durations:
             mean = sum(self.durations) / len(self.durations)
             eta = f", ETA {mean * (pending + running) / len(self.slots) / 60:.1f} min"
-        self.report(f"progress: {done} done, {running} running, {len(self.failed)} failed, "
-                    f"{pending} pending{eta}")
+        self.report(f"progress: {done} done, {running} running, {len(self.failed)} failed, {pending} pending{eta}")
 
 
-def print_commands(config_spec: str, sweep_dir: str, runs: Sequence[sweeps.Run],
-                   python: str = "python") -> list[str]:
+def print_commands(config_spec: str, sweep_dir: str, runs: Sequence[sweeps.Run], python: str = "python") -> list[str]:
     """One shell command per run (e.g. for a Slurm array), quoted for bash."""
     import shlex
 
@@ -206,8 +217,9 @@ def summary_line(result: dict[str, list[str]]) -> str:
     return json.dumps({k: len(v) for k, v in result.items()} | {"failed_runs": result["failed"]})
 
 
-def run_vmap(config_spec: str, runs: Sequence[sweeps.Run], sweep_dir: str,
-             report: Callable[[str], None] | None = None) -> dict[str, list[str]]:
+def run_vmap(
+    config_spec: str, runs: Sequence[sweeps.Run], sweep_dir: str, report: Callable[[str], None] | None = None
+) -> dict[str, list[str]]:
     """Trains each group of shape-compatible runs in one vmapped program
     (`seqjax.ensemble`), in this process. Groups whose runs all finished are
     skipped; a group that raises is recorded as failed and the others go on.
@@ -227,15 +239,17 @@ def run_vmap(config_spec: str, runs: Sequence[sweeps.Run], sweep_dir: str,
             continue
         report(f"group {index + 1}/{len(groups)}: {len(group)} replicas in one program")
         try:
-            ensemble.train_group(base_config(sweeps.config_spec_of(config_spec, group[0].overrides)), group,
-                                 directories)
+            ensemble.train_group(
+                base_config(sweeps.config_spec_of(config_spec, group[0].overrides)), group, directories
+            )
             result["finished"] += names
         except Exception:  # one bad group must not stop the sweep
             tail = traceback.format_exc()
             for directory in directories:
                 os.makedirs(directory, exist_ok=True)
-                metrics.write_json_atomic(os.path.join(directory, "failed.json"),
-                                          {"returncode": None, "log_tail": tail})
+                metrics.write_json_atomic(
+                    os.path.join(directory, "failed.json"), {"returncode": None, "log_tail": tail}
+                )
             report(f"FAILED group {names}:\n{tail}")
             result["failed"] += names
     return result

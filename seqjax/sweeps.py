@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -151,7 +152,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Overrides) -> 
         except TypeError as error:
             raise config_lib.ConfigError(
                 f"sweep gives {key!r} the value {value!r} of type {type(value).__name__}, "
-                f"but the config holds a {type(section[leaf]).__name__}") from error
+                f"but the config holds a {type(section[leaf]).__name__}"
+            ) from error
     return config
 
 

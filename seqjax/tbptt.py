@@ -48,7 +48,8 @@ layers read the future and cannot be truncated causally.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -66,16 +67,21 @@ def check_truncatable(model, task: tasks.Task) -> None:
     if stack is None:
         raise ValueError(f"TBPTT needs a recurrent model with a `stack`; got {type(model).__name__}")
     if stack.bidirectional:
-        raise ValueError("bidirectional layers read the whole sequence (the backward direction starts at "
-                         "its end), so they cannot be truncated causally; set config.model.bidirectional=False "
-                         "or config.train.tbptt_len=0")
+        raise ValueError(
+            "bidirectional layers read the whole sequence (the backward direction starts at "
+            "its end), so they cannot be truncated causally; set config.model.bidirectional=False "
+            "or config.train.tbptt_len=0"
+        )
     if model.head != "per_step":
-        raise ValueError(f"TBPTT needs a per-step loss, but the model head is {model.head!r} "
-                         f"(task {type(task).__name__} is many-to-one); use config.train.tbptt_len=0")
+        raise ValueError(
+            f"TBPTT needs a per-step loss, but the model head is {model.head!r} "
+            f"(task {type(task).__name__} is many-to-one); use config.train.tbptt_len=0"
+        )
 
 
-def split_into_chunks(batch: dict[str, np.ndarray], chunk_len: int,
-                      backprop_len: int | None = None) -> dict[str, np.ndarray]:
+def split_into_chunks(
+    batch: dict[str, np.ndarray], chunk_len: int, backprop_len: int | None = None
+) -> dict[str, np.ndarray]:
     """[B, T, ...] host arrays -> stacked windows [N, B, k2, ...], N = ceil(T / k1).
 
     k1 = `chunk_len`, k2 = `backprop_len` (None: k1). Window c holds steps
@@ -109,8 +115,12 @@ def split_into_chunks(batch: dict[str, np.ndarray], chunk_len: int,
             windows[name] = np.broadcast_to(array, (count, *array.shape)).copy()
     real = (positions[:, None, :] >= 0) & (positions[:, None, :] < lengths[None, :, None])
     if "step_mask" in batch:
-        real = real & (np.pad(batch["step_mask"], [(0, 0), (warmup, count * chunk_len - time)])
-                       [:, positions + warmup].swapaxes(0, 1) > 0)
+        real = real & (
+            np.pad(batch["step_mask"], [(0, 0), (warmup, count * chunk_len - time)])[:, positions + warmup].swapaxes(
+                0, 1
+            )
+            > 0
+        )
     windows["lengths"] = np.clip(lengths[None, :] - positions[:, :1], 0, backprop_len).astype(np.int32)
     windows["step_mask"] = (real & (np.arange(backprop_len) >= warmup)).astype(np.float32)
     if warmup:
@@ -119,8 +129,9 @@ def split_into_chunks(batch: dict[str, np.ndarray], chunk_len: int,
     return windows
 
 
-def stream_window(task: tasks.Task, split: str, index: int, batch_size: int, chunk_len: int,
-                  backprop_len: int, seed: int) -> dict[str, np.ndarray]:
+def stream_window(
+    task: tasks.Task, split: str, index: int, batch_size: int, chunk_len: int, backprop_len: int, seed: int
+) -> dict[str, np.ndarray]:
     """Training window `index` of `batch_size` streams for TBPTT(k1, k2): steps
     [index*k1 - (k2-k1), (index+1)*k1) of each, as [B, k2] arrays.
 
@@ -165,16 +176,28 @@ def window_predictions(state, params, carry, window, rng, chunk_len: int):
     lengths = window.get("lengths")
 
     def run(piece, lengths, carry, rng):
-        return state.apply_fn({"params": params}, piece["inputs"], lengths, deterministic=False,
-                              rngs={"dropout": rng}, initial_carry=carry, return_carry=True,
-                              resets=piece.get("resets"))
+        return state.apply_fn(
+            {"params": params},
+            piece["inputs"],
+            lengths,
+            deterministic=False,
+            rngs={"dropout": rng},
+            initial_carry=carry,
+            return_carry=True,
+            resets=piece.get("resets"),
+        )
 
     if size == chunk_len:
         return run(window, lengths, carry, rng)
-    head, next_carry = run(_piece(window, 0, chunk_len), _clip_lengths(lengths, 0, chunk_len), carry,
-                           jax.random.fold_in(rng, 0))
-    tail, _ = run(_piece(window, chunk_len, size), _clip_lengths(lengths, chunk_len, size - chunk_len),
-                  next_carry, jax.random.fold_in(rng, 1))
+    head, next_carry = run(
+        _piece(window, 0, chunk_len), _clip_lengths(lengths, 0, chunk_len), carry, jax.random.fold_in(rng, 0)
+    )
+    tail, _ = run(
+        _piece(window, chunk_len, size),
+        _clip_lengths(lengths, chunk_len, size - chunk_len),
+        next_carry,
+        jax.random.fold_in(rng, 1),
+    )
     return jnp.concatenate([head, tail], axis=1), next_carry
 
 
@@ -200,8 +223,9 @@ def _metrics(sums: dict[str, tuple]) -> dict[str, jax.Array]:
     return {name: total / count for name, (total, count) in sums.items()}
 
 
-def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.0,
-                    l2: float = 0.0, chunk_len: int | None = None) -> Callable:
+def make_train_step(
+    task: tasks.Task, update: str = "accumulate", l1: float = 0.0, l2: float = 0.0, chunk_len: int | None = None
+) -> Callable:
     """train_step(state, windows, rng) -> (state, metrics) over all chunks of a batch.
 
     `windows` is `split_into_chunks(batch, k1, k2)` (device arrays, batch
@@ -221,8 +245,9 @@ def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.
         base_rng = jax.random.fold_in(rng, state.step)
         first = jax.tree.map(lambda a: a[0], chunks)
         rest = jax.tree.map(lambda a: a[1:], chunks)
-        grads, carry, sums = chunk_gradients(task, state, state.params, None, first,
-                                             jax.random.fold_in(base_rng, 0), loss_count, advance)
+        grads, carry, sums = chunk_gradients(
+            task, state, state.params, None, first, jax.random.fold_in(base_rng, 0), loss_count, advance
+        )
         if update == "per_chunk":
             state, norm = apply(state, grads)
             grads = jax.tree.map(jnp.zeros_like, grads)
@@ -233,7 +258,8 @@ def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.
             state, carry, grads, sums, norm = loop
             chunk, index = chunk_and_index
             chunk_grads, carry, chunk_sums = chunk_gradients(
-                task, state, state.params, carry, chunk, jax.random.fold_in(base_rng, index), loss_count, advance)
+                task, state, state.params, carry, chunk, jax.random.fold_in(base_rng, index), loss_count, advance
+            )
             if update == "per_chunk":
                 state, chunk_norm = apply(state, chunk_grads)
                 norm = norm + chunk_norm
@@ -243,7 +269,8 @@ def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.
 
         count = chunks["step_mask"].shape[0]
         (state, _, grads, sums, norm), _ = jax.lax.scan(
-            body, (state, carry, grads, sums, norm), (rest, jnp.arange(1, count)))
+            body, (state, carry, grads, sums, norm), (rest, jnp.arange(1, count))
+        )
         if update == "accumulate":
             state, norm = apply(state, grads)
         else:
@@ -255,8 +282,7 @@ def make_train_step(task: tasks.Task, update: str = "accumulate", l1: float = 0.
     return train_step
 
 
-def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0,
-                     chunk_len: int | None = None) -> Callable:
+def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0, chunk_len: int | None = None) -> Callable:
     """Stateful training on streams: train_step(state, segment, rng) -> (state, metrics).
 
     `segment` is the next [B, k1] piece of B streams (Task.stream_batch), or
@@ -271,9 +297,16 @@ def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0,
 
     def train_step(state, segment, rng):
         loss_count = segment["step_mask"].sum()
-        grads, carry, sums = chunk_gradients(task, state, state.params, state.stream_carry, segment,
-                                             jax.random.fold_in(rng, state.step), loss_count,
-                                             chunk_len or segment["step_mask"].shape[-1])
+        grads, carry, sums = chunk_gradients(
+            task,
+            state,
+            state.params,
+            state.stream_carry,
+            segment,
+            jax.random.fold_in(rng, state.step),
+            loss_count,
+            chunk_len or segment["step_mask"].shape[-1],
+        )
         if l1 or l2:
             grads = _add(grads, penalty_grad(state.params))
         metrics = _metrics(sums)
@@ -287,8 +320,13 @@ def make_stream_eval_step(task: tasks.Task) -> Callable:
     """eval_step(state, carry, segment) -> (carry, per-step metric sums), no dropout."""
 
     def eval_step(state, carry, segment):
-        predictions, carry = state.apply_fn({"params": state.params}, segment["inputs"], initial_carry=carry,
-                                            return_carry=True, resets=segment["resets"])
+        predictions, carry = state.apply_fn(
+            {"params": state.params},
+            segment["inputs"],
+            initial_carry=carry,
+            return_carry=True,
+            resets=segment["resets"],
+        )
         return carry, task.step_sums(predictions, segment)
 
     return eval_step
@@ -296,8 +334,9 @@ def make_stream_eval_step(task: tasks.Task) -> Callable:
 
 def zero_carry(model, params, batch_size: int, example_inputs) -> Any:
     """All-zeros stream carry for `batch_size` rows, shaped like the model's carry."""
-    shapes = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, return_carry=True)[1],
-                            params, example_inputs[:1])
+    shapes = jax.eval_shape(
+        lambda p, x: model.apply({"params": p}, x, return_carry=True)[1], params, example_inputs[:1]
+    )
     return jax.tree.map(lambda s: jnp.zeros((batch_size, *s.shape[1:]), s.dtype), shapes)
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,12 +23,25 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from flax.training import train_state
 
-from absl import logging
-
-from seqjax import (checkpoint, config as config_lib, embeddings, feeds, metrics, models, optim, parallel, provenance, tasks,
-                    tbptt, transfer)
+from seqjax import (
+    checkpoint,
+    embeddings,
+    feeds,
+    metrics,
+    models,
+    optim,
+    parallel,
+    provenance,
+    tasks,
+    tbptt,
+    transfer,
+)
+from seqjax import (
+    config as config_lib,
+)
 
 Batch = dict[str, Any]
 TrainState = train_state.TrainState
@@ -86,16 +100,21 @@ def make_train_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Calla
         def objective(params):
             # BatchNorm normalises with this batch's statistics and returns
             # updated running averages in the mutable 'batch_stats'.
-            outputs = state.apply_fn(model_variables(state, params), inputs, lengths, deterministic=False,
-                                     rngs={"dropout": dropout_rng}, mutable=["batch_stats"] if norm_stats else False,
-                                     **model_kwargs(state.apply_fn, batch))
+            outputs = state.apply_fn(
+                model_variables(state, params),
+                inputs,
+                lengths,
+                deterministic=False,
+                rngs={"dropout": dropout_rng},
+                mutable=["batch_stats"] if norm_stats else False,
+                **model_kwargs(state.apply_fn, batch),
+            )
             predictions, updated = outputs if norm_stats else (outputs, {})
             loss, step_metrics = task.loss_and_metrics(predictions, batch)
             return loss + optim.weight_penalty(params, l1, l2), (step_metrics, updated)
 
         (objective_value, (step_metrics, updated)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        step_metrics = dict(step_metrics, objective=objective_value,
-                            grad_norm=optax.tree.norm(grads))
+        step_metrics = dict(step_metrics, objective=objective_value, grad_norm=optax.tree.norm(grads))
         return state.apply_gradients(grads=grads, **updated), step_metrics
 
     return train_step
@@ -103,8 +122,9 @@ def make_train_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Calla
 
 def _predict(state: TrainState, batch: Batch) -> jax.Array:
     inputs, lengths = model_inputs(batch)
-    return state.apply_fn(model_variables(state), inputs, lengths, deterministic=True,
-                          **model_kwargs(state.apply_fn, batch))
+    return state.apply_fn(
+        model_variables(state), inputs, lengths, deterministic=True, **model_kwargs(state.apply_fn, batch)
+    )
 
 
 def make_eval_step(task: tasks.Task) -> Callable:
@@ -130,8 +150,9 @@ def make_sums_step(task: tasks.Task) -> Callable:
     return sums_step
 
 
-def state_initializer(model: nn.Module, task: tasks.Task, tx, config: ml_collections.ConfigDict,
-                      example: Batch | None = None) -> tuple[Callable, jax.Array]:
+def state_initializer(
+    model: nn.Module, task: tasks.Task, tx, config: ml_collections.ConfigDict, example: Batch | None = None
+) -> tuple[Callable, jax.Array]:
     """(init(rng) -> fresh TrainState, the rng it is called with). The state
     holds a zero stream carry [B, ...] when `config.train.stateful`, and the
     BatchNorm running statistics when the model has any.
@@ -146,10 +167,12 @@ def state_initializer(model: nn.Module, task: tasks.Task, tx, config: ml_collect
         params = variables["params"]
         if "batch_stats" in variables:
             if stateful:
-                raise ValueError("config.train.stateful=True is not supported for models with BatchNorm "
-                                 "(config.model.norm='batch')")
-            return NormStatsTrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                                              batch_stats=variables["batch_stats"])
+                raise ValueError(
+                    "config.train.stateful=True is not supported for models with BatchNorm (config.model.norm='batch')"
+                )
+            return NormStatsTrainState.create(
+                apply_fn=model.apply, params=params, tx=tx, batch_stats=variables["batch_stats"]
+            )
         if not stateful:
             return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         carry = tbptt.zero_carry(model, params, config.train.batch_size, inputs)
@@ -168,8 +191,14 @@ def state_shardings(state: TrainState, mesh: jax.sharding.Mesh) -> Any:
     return shardings
 
 
-def create_train_state(model: nn.Module, task: tasks.Task, tx, config: ml_collections.ConfigDict,
-                       mesh: jax.sharding.Mesh, example: Batch | None = None) -> TrainState:
+def create_train_state(
+    model: nn.Module,
+    task: tasks.Task,
+    tx,
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    example: Batch | None = None,
+) -> TrainState:
     """Freshly initialised parameters and optimiser state, replicated over
     `mesh` (plus a zero stream carry, sharded on 'data', when
     `config.train.stateful`)."""
@@ -181,8 +210,9 @@ def create_train_state(model: nn.Module, task: tasks.Task, tx, config: ml_collec
 class Trainer:
     """Holds what one run needs: the task, the model, the compiled steps."""
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None,
-                 workdir: str | None = None):
+    def __init__(
+        self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None, workdir: str | None = None
+    ):
         config_lib.validate(config)
         self.config = config
         self.mesh = mesh or parallel.make_mesh()
@@ -196,14 +226,18 @@ class Trainer:
         self.stateful = config.train.get("stateful", False)
         self.feed = feeds.make_feed(self.task, config, self.chunk_len if self.stateful else 0)
         if isinstance(self.feed, feeds.LoaderFeed) and self.stateful and self.backprop_len != self.chunk_len:
-            raise ValueError("config.train.tbptt_backprop_len > tbptt_len is not supported for stateful training "
-                             "on a dataset; use tbptt_backprop_len = 0")
+            raise ValueError(
+                "config.train.tbptt_backprop_len > tbptt_len is not supported for stateful training "
+                "on a dataset; use tbptt_backprop_len = 0"
+            )
         self.example = self.feed.example()
         update = config.train.get("tbptt_update", "accumulate")
         self.updates_per_batch = 1
         if self.stateful and not self.chunk_len:
-            raise ValueError("config.train.stateful=True trains on stream segments of config.train.tbptt_len "
-                             "steps; set config.train.tbptt_len > 0")
+            raise ValueError(
+                "config.train.stateful=True trains on stream segments of config.train.tbptt_len "
+                "steps; set config.train.tbptt_len > 0"
+            )
         if self.stateful:
             tbptt.check_truncatable(self.model, self.task)
         elif self.chunk_len:
@@ -216,9 +250,11 @@ class Trainer:
         self.tx = embeddings.optimizer_from_config(config.model, self.tx)  # freeze_embedding(_steps)
         self.dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
         self.train_step = self._compile_train_step(update)
-        self.eval_step = jax.jit(make_eval_step(self.task),
-                                 in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)),
-                                 out_shardings=parallel.replicated(self.mesh))
+        self.eval_step = jax.jit(
+            make_eval_step(self.task),
+            in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)),
+            out_shardings=parallel.replicated(self.mesh),
+        )
 
     def _compile_train_step(self, update: str) -> Callable:
         """jit(train_step) with the state sharded as `state_shardings` says and
@@ -235,8 +271,12 @@ class Trainer:
         if self.stateful:  # the carry is split over devices; the state's sharding is a tree
             init, rng = state_initializer(self.model, self.task, self.tx, self.config, self.example)
             state = state_shardings(jax.eval_shape(init, rng), self.mesh)
-        return jax.jit(step, in_shardings=(state, parallel.batch_sharded(self.mesh, batch_axis), replicated),
-                       out_shardings=(state, replicated), donate_argnums=0)
+        return jax.jit(
+            step,
+            in_shardings=(state, parallel.batch_sharded(self.mesh, batch_axis), replicated),
+            out_shardings=(state, replicated),
+            donate_argnums=0,
+        )
 
     def _init_modules(self) -> tuple[str, ...]:
         return tuple(self.config.train.get("init_modules", ("embed", "stack")))
@@ -252,10 +292,13 @@ class Trainer:
         word_index = getattr(getattr(self.task, "tokenizer", None), "word_index", None)
         if self.config.model.get("pretrained_embeddings", ""):
             if word_index is None:
-                raise ValueError("config.model.pretrained_embeddings needs a task with a word tokenizer "
-                                 "(config.data.tokenizer='word')")
-            params, report = embeddings.init_from_config(self.config.model, state.params, word_index,
-                                                         seed=self.config.seed)
+                raise ValueError(
+                    "config.model.pretrained_embeddings needs a task with a word tokenizer "
+                    "(config.data.tokenizer='word')"
+                )
+            params, report = embeddings.init_from_config(
+                self.config.model, state.params, word_index, seed=self.config.seed
+            )
             logging.info("pretrained embeddings: %s", report.summary())
             state = state.replace(params=jax.device_put(params, parallel.replicated(self.mesh)))
         return state
@@ -289,8 +332,9 @@ class Trainer:
         preceded by the k2 - k1 steps its gradient reaches back into."""
         if self.backprop_len == self.chunk_len:
             return self.stream_segment(split, index)
-        host = tbptt.stream_window(self.task, split, index, self.config.train.batch_size, self.chunk_len,
-                                   self.backprop_len, self.config.seed)
+        host = tbptt.stream_window(
+            self.task, split, index, self.config.train.batch_size, self.chunk_len, self.backprop_len, self.config.seed
+        )
         return parallel.shard_batch(host, self.mesh)
 
     def stream_segment(self, split: str, index: int) -> dict[str, jax.Array]:
@@ -328,8 +372,13 @@ class Trainer:
         if not hasattr(self.task, "final_metrics"):
             return {}
         train = self.config.train
-        return self.task.final_metrics(self.model, state.params, batch_size=train.batch_size,
-                                       num_batches=train.get("eval_batches", 0), seed=self.config.seed)
+        return self.task.final_metrics(
+            self.model,
+            state.params,
+            batch_size=train.batch_size,
+            num_batches=train.get("eval_batches", 0),
+            seed=self.config.seed,
+        )
 
     def _finalize(self, results: dict[str, float]) -> dict[str, float]:
         """Metrics computed from the totals (RMSE, perplexity), if the task has any."""
@@ -352,8 +401,9 @@ def _mean_metrics(window: list[dict]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh | None = None
+) -> dict[str, float]:
     """Trains (resuming from `workdir` if it holds checkpoints) and returns the
     final test metrics, also written to `workdir/final_metrics.json`."""
     started = time.monotonic()
@@ -364,8 +414,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
     run_info = RunInfo(workdir)
     train = config.train
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every,
-                                   train.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every, train.keep_checkpoints)
     state = ckpt.restore_latest(trainer.init_state(), trainer.feed.iterator)
     start = trainer.batches_done(state)
     run_info.begin(config.seed, start)
@@ -385,7 +434,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             writer.write(step, trainer.evaluate(state, "eval"), prefix="eval_")
         ckpt.save(step, state, force=step == train.num_steps, data_iterator=trainer.feed.iterator)
     progress.close()
-    final = {"step": trainer.batches_done(state), **{f"test_{k}": v for k, v in trainer.evaluate(state, "test").items()}}
+    final = {
+        "step": trainer.batches_done(state),
+        **{f"test_{k}": v for k, v in trainer.evaluate(state, "test").items()},
+    }
     final.update({f"test_{k}": v for k, v in trainer.final_metrics(state).items()})
     writer.write(final["step"], final)
     writer.close()
@@ -402,8 +454,11 @@ class RunInfo:
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, "run_info.json")
         previous = metrics.read_json(self.path) or {}
-        self.info = {"attempts": previous.get("attempts", []),
-                     "wall_time_s": previous.get("wall_time_s", 0.0), "status": "running"}
+        self.info = {
+            "attempts": previous.get("attempts", []),
+            "wall_time_s": previous.get("wall_time_s", 0.0),
+            "status": "running",
+        }
 
     def begin(self, seed: int, start_step: int) -> None:
         self.info.update(seed=seed, **provenance.collect())

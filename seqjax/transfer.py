@@ -11,7 +11,8 @@ before the pretrained features move (gradual unfreezing, in one step).
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,10 @@ def latest_params(workdir: str) -> dict:
     manager = ocp.CheckpointManager(directory) if os.path.isdir(directory) else None
     step = manager.latest_step() if manager else None
     if step is None:
-        raise FileNotFoundError(f"no checkpoint to transfer from: expected {directory}/<step>/ written by "
-                                "a seqjax training run (config.model.init_from)")
+        raise FileNotFoundError(
+            f"no checkpoint to transfer from: expected {directory}/<step>/ written by "
+            "a seqjax training run (config.model.init_from)"
+        )
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     manager.close()
     return restored.state["params"]
@@ -44,14 +47,18 @@ def transfer(target: dict, source: dict, modules: Sequence[str]) -> dict:
     for module in modules:
         names = [k for k in target_flat if k == module or k.startswith(module + "/")]
         if not names:
-            raise ValueError(f"module {module!r} is not in the model (its top-level modules: "
-                             f"{sorted({k.split('/')[0] for k in target_flat})})")
+            raise ValueError(
+                f"module {module!r} is not in the model (its top-level modules: "
+                f"{sorted({k.split('/')[0] for k in target_flat})})"
+            )
         for name in names:
             if name not in source_flat:
                 raise ValueError(f"parameter {name} is not in the pretrained model")
             if source_flat[name].shape != target_flat[name].shape:
-                raise ValueError(f"parameter {name}: pretrained shape {tuple(source_flat[name].shape)} != "
-                                 f"model shape {tuple(target_flat[name].shape)}")
+                raise ValueError(
+                    f"parameter {name}: pretrained shape {tuple(source_flat[name].shape)} != "
+                    f"model shape {tuple(target_flat[name].shape)}"
+                )
             target_flat[name] = jnp.asarray(source_flat[name], target_flat[name].dtype)
     return traverse_util.unflatten_dict(target_flat, sep="/")
 
@@ -71,8 +78,7 @@ def freeze_for(steps: int, modules: Sequence[str]) -> optax.GradientTransformati
         del params
         frozen = state["count"] < steps
         flat = traverse_util.flatten_dict(updates, sep="/")
-        flat = {name: jnp.where(frozen & _in_modules(name, modules), jnp.zeros_like(g), g)
-                for name, g in flat.items()}
+        flat = {name: jnp.where(frozen & _in_modules(name, modules), jnp.zeros_like(g), g) for name, g in flat.items()}
         return traverse_util.unflatten_dict(flat, sep="/"), {"count": state["count"] + 1}
 
     return optax.GradientTransformation(init, update)

@@ -47,7 +47,8 @@ import gzip
 import heapq
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +65,7 @@ Sentence = Sequence[str]
 
 
 # --- corpora ---------------------------------------------------------------------------------
+
 
 class Corpus:
     """A re-iterable stream of tokenised sentences (one pass per epoch).
@@ -123,6 +125,7 @@ def source_corpus(source, feature: str = "text", read_size: int = 1024, **kwargs
 
 # --- vocabulary, subsampling, noise, Huffman codes -------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Vocab:
     """Words kept for training, most frequent first (ties: first appearance)."""
@@ -132,19 +135,17 @@ class Vocab:
     index: dict[str, int] = dataclasses.field(repr=False, compare=False)
 
     @classmethod
-    def from_counts(cls, counts: dict[str, int], min_count: int = 5, max_size: int = 0) -> "Vocab":
+    def from_counts(cls, counts: dict[str, int], min_count: int = 5, max_size: int = 0) -> Vocab:
         """Words with count >= min_count; the `max_size` most frequent when > 0."""
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: -counts[w])
         if max_size > 0:
             ranked = ranked[:max_size]
         if not ranked:
-            raise ValueError(f"no word occurs at least min_count={min_count} times "
-                             f"({len(counts)} distinct words seen)")
-        return cls(tuple(ranked), np.array([counts[w] for w in ranked], np.int64),
-                   {w: i for i, w in enumerate(ranked)})
+            raise ValueError(f"no word occurs at least min_count={min_count} times ({len(counts)} distinct words seen)")
+        return cls(tuple(ranked), np.array([counts[w] for w in ranked], np.int64), {w: i for i, w in enumerate(ranked)})
 
     @classmethod
-    def build(cls, corpus: Iterable[Sentence], min_count: int = 5, max_size: int = 0) -> "Vocab":
+    def build(cls, corpus: Iterable[Sentence], min_count: int = 5, max_size: int = 0) -> Vocab:
         counts: collections.Counter = collections.Counter()
         for sentence in corpus:
             counts.update(sentence)
@@ -235,19 +236,21 @@ def huffman_codes(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     points = np.zeros((size, lengths.max()), np.int32)
     codes = np.zeros((size, lengths.max()), np.int32)
     for i, (nodes, bits) in enumerate(paths):
-        points[i, :len(nodes)], codes[i, :len(bits)] = nodes, bits
+        points[i, : len(nodes)], codes[i, : len(bits)] = nodes, bits
     return points, codes, lengths
 
 
 # --- training examples (host, vectorised) ----------------------------------------------------
+
 
 def subsample(ids: np.ndarray, keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """[N] bool: which occurrences survive subsampling."""
     return rng.random(len(ids)) < keep[ids]
 
 
-def skipgram_examples(ids: np.ndarray, sentence: np.ndarray, window: int,
-                      rng: np.random.Generator) -> dict[str, np.ndarray]:
+def skipgram_examples(
+    ids: np.ndarray, sentence: np.ndarray, window: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """(centre, context) pairs of a flat id stream.
 
     Args:
@@ -265,12 +268,12 @@ def skipgram_examples(ids: np.ndarray, sentence: np.ndarray, window: int,
         backward = same & (reach[d:] >= d)  # centre i + d sees i
         centers += [ids[:-d][forward], ids[d:][backward]]
         contexts += [ids[d:][forward], ids[:-d][backward]]
-    return {"center": np.concatenate(centers).astype(np.int32),
-            "context": np.concatenate(contexts).astype(np.int32)}
+    return {"center": np.concatenate(centers).astype(np.int32), "context": np.concatenate(contexts).astype(np.int32)}
 
 
-def cbow_examples(ids: np.ndarray, sentence: np.ndarray, window: int,
-                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+def cbow_examples(
+    ids: np.ndarray, sentence: np.ndarray, window: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """One example per centre word that has at least one context word.
 
     Returns:
@@ -292,6 +295,7 @@ def cbow_examples(ids: np.ndarray, sentence: np.ndarray, window: int,
 
 
 # --- loss and the SGD step (device) ----------------------------------------------------------
+
 
 def logistic_loss(hidden: jax.Array, outputs: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
     """Summed binary logistic loss of word2vec's output layer.
@@ -340,18 +344,26 @@ class Settings:
             (self.architecture in ARCHITECTURES, "architecture", f"one of {ARCHITECTURES}"),
             (self.objective in OBJECTIVES, "objective", f"one of {OBJECTIVES}"),
             (self.subsample_formula in SUBSAMPLE_FORMULAS, "subsample_formula", f"one of {SUBSAMPLE_FORMULAS}"),
-            (self.objective != "negative_sampling" or self.negative > 0, "negative",
-             "> 0 with negative sampling"),
+            (self.objective != "negative_sampling" or self.negative > 0, "negative", "> 0 with negative sampling"),
             (self.ns_exponent >= 0, "ns_exponent", ">= 0"),
             (self.sample >= 0, "sample", ">= 0 (0 turns subsampling off)"),
             (self.learning_rate >= 0 and self.min_learning_rate >= 0, "learning_rate", ">= 0"),
             (self.init_range > 0, "init_range", "> 0"),
         ]
-        for name in ("dim", "window", "min_count", "epochs", "batch_size", "steps_per_call", "chunk_words",
-                     "max_sentence_length"):
+        for name in (
+            "dim",
+            "window",
+            "min_count",
+            "epochs",
+            "batch_size",
+            "steps_per_call",
+            "chunk_words",
+            "max_sentence_length",
+        ):
             value = getattr(self, name)
-            checks.append((isinstance(value, int) and not isinstance(value, bool) and value > 0, name,
-                           "a positive integer"))
+            checks.append(
+                (isinstance(value, int) and not isinstance(value, bool) and value > 0, name, "a positive integer")
+            )
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"bad word2vec setting {name}={getattr(self, name)!r}: must be {expected}")
@@ -364,14 +376,15 @@ class Settings:
 def init_params(vocab_size: int, settings: Settings) -> dict[str, np.ndarray]:
     """{'embed': [V, D] uniform in +-init_range/D, 'output': [V, D] (hierarchical softmax: [V-1, D]) zeros}."""
     rng = np.random.default_rng(settings.seed)
-    embed = ((2 * rng.random((vocab_size, settings.dim)) - 1) * settings.init_range / settings.dim)
+    embed = (2 * rng.random((vocab_size, settings.dim)) - 1) * settings.init_range / settings.dim
     embed = embed.astype(np.float32)
     rows = vocab_size - 1 if settings.objective == "hierarchical_softmax" else vocab_size
     return {"embed": embed, "output": np.zeros((rows, settings.dim), np.float32)}
 
 
-def output_targets(key: jax.Array, predicted: jax.Array, tables: dict[str, jax.Array],
-                   settings: Settings) -> tuple[jax.Array, jax.Array, jax.Array]:
+def output_targets(
+    key: jax.Array, predicted: jax.Array, tables: dict[str, jax.Array], settings: Settings
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(targets [B, M] rows of the output table, labels [B, M], weights [B, M]) for predicting `predicted` [B]."""
     if settings.objective == "hierarchical_softmax":
         lengths = tables["lengths"][predicted]
@@ -394,8 +407,14 @@ def _rows(table: jax.Array, ids: jax.Array) -> jax.Array:
     return table.at[ids].get(mode=_IN_BOUNDS)
 
 
-def sgd_step(params: dict[str, jax.Array], batch: dict[str, jax.Array], learning_rate: jax.Array,
-             key: jax.Array, tables: dict[str, jax.Array], settings: Settings):
+def sgd_step(
+    params: dict[str, jax.Array],
+    batch: dict[str, jax.Array],
+    learning_rate: jax.Array,
+    key: jax.Array,
+    tables: dict[str, jax.Array],
+    settings: Settings,
+):
     """One SGD step on a batch of B examples; returns (params, summed loss).
 
     batch: 'center' [B], 'weight' [B] (0 for padding) and, for skip-gram,
@@ -413,11 +432,13 @@ def sgd_step(params: dict[str, jax.Array], batch: dict[str, jax.Array], learning
     else:
         hidden = _rows(embed, batch["center"])
     loss, (grad_hidden, grad_outputs) = jax.value_and_grad(logistic_loss, (0, 1))(
-        hidden, _rows(output, targets), labels, weights)
+        hidden, _rows(output, targets), labels, weights
+    )
     output = output.at[targets].add(-learning_rate * grad_outputs, mode=_IN_BOUNDS)
     if cbow:  # every context word gets the hidden layer's full gradient (word2vec.c)
-        embed = embed.at[batch["context"]].add(-learning_rate * grad_hidden[:, None, :] * mask[..., None],
-                                               mode=_IN_BOUNDS)
+        embed = embed.at[batch["context"]].add(
+            -learning_rate * grad_hidden[:, None, :] * mask[..., None], mode=_IN_BOUNDS
+        )
     else:
         embed = embed.at[batch["center"]].add(-learning_rate * grad_hidden, mode=_IN_BOUNDS)
     return {"embed": embed, "output": output}, loss
@@ -441,6 +462,7 @@ def make_train_call(settings: Settings) -> Callable:
 
 # --- the trainer -----------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class TrainStats:
     words: int = 0  # in-vocabulary corpus words processed (all epochs, before subsampling)
@@ -460,10 +482,10 @@ _COMPILED: dict[tuple, Any] = {}  # compiled training calls by Word2Vec._program
 class Word2Vec:
     """Trains word vectors for a fixed vocabulary.
 
-        vocab = Vocab.build(corpus, min_count=5)
-        model = Word2Vec(vocab, Settings(architecture='skipgram'))
-        stats = model.train(corpus)
-        vectors = model.vectors()          # seqjax.embeddings.WordVectors
+    vocab = Vocab.build(corpus, min_count=5)
+    model = Word2Vec(vocab, Settings(architecture='skipgram'))
+    stats = model.train(corpus)
+    vectors = model.vectors()          # seqjax.embeddings.WordVectors
     """
 
     def __init__(self, vocab: Vocab, settings: Settings = Settings(), mesh: jax.sharding.Mesh | None = None):
@@ -496,7 +518,7 @@ class Word2Vec:
         for sentence in corpus:
             encoded = self.vocab.encode(sentence)
             for start in range(0, len(encoded), limit):
-                piece = encoded[start:start + limit]
+                piece = encoded[start : start + limit]
                 ids.append(piece)
                 lengths.append(len(piece))
                 words += len(piece)
@@ -545,8 +567,17 @@ class Word2Vec:
         the computation, the array shapes and the devices."""
         s = self.settings
         shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), (self.params, self.tables))
-        return (s.architecture, s.objective, s.negative, s.window, s.batch_size, s.steps_per_call,
-                str(shapes), tuple(d.id for d in self.mesh.devices.flat), self.mesh.axis_names)
+        return (
+            s.architecture,
+            s.objective,
+            s.negative,
+            s.window,
+            s.batch_size,
+            s.steps_per_call,
+            str(shapes),
+            tuple(d.id for d in self.mesh.devices.flat),
+            self.mesh.axis_names,
+        )
 
     def compile(self) -> float:
         """Compiles the training call ahead of time (once per process for the
@@ -558,17 +589,31 @@ class Word2Vec:
         if key not in _COMPILED:
             replicated = parallel.replicated(self.mesh)
             sharded = parallel.batch_sharded(self.mesh, batch_axis=1)
-            jitted = jax.jit(make_train_call(self.settings), donate_argnums=0,
-                             in_shardings=(replicated, {k: sharded for k in self._batch_shapes()}, replicated,
-                                           replicated, replicated, replicated),
-                             out_shardings=(replicated, replicated))
-            spec = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                                             tree)
+            jitted = jax.jit(
+                make_train_call(self.settings),
+                donate_argnums=0,
+                in_shardings=(
+                    replicated,
+                    {k: sharded for k in self._batch_shapes()},
+                    replicated,
+                    replicated,
+                    replicated,
+                    replicated,
+                ),
+                out_shardings=(replicated, replicated),
+            )
+
+            def spec(tree):
+                return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree)
+
             _COMPILED[key] = jitted.lower(
-                spec(self.params), self._batch_shapes(),
+                spec(self.params),
+                self._batch_shapes(),
                 jax.ShapeDtypeStruct((self.settings.steps_per_call,), jnp.float32, sharding=replicated),
                 jax.ShapeDtypeStruct((), self._key.dtype, sharding=replicated),
-                jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated), spec(self.tables)).compile()
+                jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated),
+                spec(self.tables),
+            ).compile()
         self._compiled = _COMPILED[key]
         return time.perf_counter() - start
 
@@ -576,8 +621,9 @@ class Word2Vec:
         s, b = self.settings.steps_per_call, self.settings.batch_size
         host = {k: v.reshape((s, b) + v.shape[1:]) for k, v in group.items()}
         batches = parallel.shard_batch(host, self.mesh, batch_axis=1)
-        self.params, loss = self._compiled(self.params, batches, learning_rates.astype(np.float32), self._key,
-                                           np.int32(self.step), self.tables)
+        self.params, loss = self._compiled(
+            self.params, batches, learning_rates.astype(np.float32), self._key, np.int32(self.step), self.tables
+        )
         self.step += s
         return loss
 
@@ -606,15 +652,24 @@ class Word2Vec:
                 groups = buffer.full_groups()
                 before, stats.words = stats.words, stats.words + len(ids)
                 for j, group in enumerate(groups):
-                    fraction = (before + (stats.words - before) * (j + np.arange(settings.steps_per_call)
-                                                                   / settings.steps_per_call) / len(groups)) / total
+                    fraction = (
+                        before
+                        + (stats.words - before)
+                        * (j + np.arange(settings.steps_per_call) / settings.steps_per_call)
+                        / len(groups)
+                    ) / total
                     losses.append(self._run(group, self.learning_rate(fraction)))
                 bar.update(len(ids))
                 now = time.perf_counter()
                 if not progress and now - last_log >= log_every_s:
                     last_log = now
-                    logging.info("word2vec epoch %d: %d/%d words, %.0f words/s", epoch + 1, stats.words, total,
-                                 stats.words / (now - start))
+                    logging.info(
+                        "word2vec epoch %d: %d/%d words, %.0f words/s",
+                        epoch + 1,
+                        stats.words,
+                        total,
+                        stats.words / (now - start),
+                    )
             if epoch == settings.epochs - 1:
                 tail = buffer.flush()
                 if tail is not None:
@@ -625,20 +680,27 @@ class Word2Vec:
                 raise FloatingPointError(
                     f"word2vec diverged in epoch {epoch + 1} (loss {stats.loss}): a batch sums the updates of "
                     f"every occurrence of a word, which overshoots for frequent words when batches are large; "
-                    f"lower batch_size (now {settings.batch_size}) or the learning rate")
+                    f"lower batch_size (now {settings.batch_size}) or the learning rate"
+                )
         jax.block_until_ready(self.params)
         stats.seconds = time.perf_counter() - start
         bar.close()
-        logging.info("word2vec: %d words in %.1f s, %.0f words/s (compile %.1f s)", stats.words, stats.seconds,
-                     stats.words_per_second, stats.compile_seconds)
+        logging.info(
+            "word2vec: %d words in %.1f s, %.0f words/s (compile %.1f s)",
+            stats.words,
+            stats.seconds,
+            stats.words_per_second,
+            stats.compile_seconds,
+        )
         return stats
 
     def vectors(self, which: str = "embed"):
         """The trained input vectors ('embed', what word2vec exports) as `seqjax.embeddings.WordVectors`."""
         from seqjax.embeddings import WordVectors
 
-        return WordVectors(list(self.vocab.words), np.asarray(jax.device_get(self.params[which])),
-                           counts=self.vocab.counts)
+        return WordVectors(
+            list(self.vocab.words), np.asarray(jax.device_get(self.params[which])), counts=self.vocab.counts
+        )
 
 
 def _flatten(ids: list[np.ndarray], lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -663,7 +725,7 @@ class _ExampleBuffer:
             return []
         merged = {k: np.concatenate([p[k] for p in self.pending]) for k in self.pending[0]}
         n = self.count // self.size * self.size
-        groups = [{k: v[i:i + self.size] for k, v in merged.items()} for i in range(0, n, self.size)]
+        groups = [{k: v[i : i + self.size] for k, v in merged.items()} for i in range(0, n, self.size)]
         rest = {k: v[n:] for k, v in merged.items()}
         self.pending, self.count = [rest], self.count - n
         return groups
@@ -678,8 +740,9 @@ class _ExampleBuffer:
         return padded
 
 
-def train(corpus: Iterable[Sentence], settings: Settings = Settings(), mesh: Any = None,
-          progress: bool = False) -> tuple[Word2Vec, TrainStats]:
+def train(
+    corpus: Iterable[Sentence], settings: Settings = Settings(), mesh: Any = None, progress: bool = False
+) -> tuple[Word2Vec, TrainStats]:
     """Builds the vocabulary from `corpus` and trains; returns (model, stats)."""
     vocab = Vocab.build(corpus, settings.min_count, settings.max_vocab)
     model = Word2Vec(vocab, settings, mesh)
@@ -688,10 +751,30 @@ def train(corpus: Iterable[Sentence], settings: Settings = Settings(), mesh: Any
 
 # --- config ----------------------------------------------------------------------------------
 
-MODEL_KEYS = ("architecture", "dim", "window", "objective", "negative", "ns_exponent", "sample",
-              "subsample_formula", "min_count", "max_vocab", "init_range")
-TRAIN_KEYS = ("epochs", "batch_size", "steps_per_call", "learning_rate", "min_learning_rate", "chunk_words",
-              "max_sentence_length", "cache_corpus", "progress")
+MODEL_KEYS = (
+    "architecture",
+    "dim",
+    "window",
+    "objective",
+    "negative",
+    "ns_exponent",
+    "sample",
+    "subsample_formula",
+    "min_count",
+    "max_vocab",
+    "init_range",
+)
+TRAIN_KEYS = (
+    "epochs",
+    "batch_size",
+    "steps_per_call",
+    "learning_rate",
+    "min_learning_rate",
+    "chunk_words",
+    "max_sentence_length",
+    "cache_corpus",
+    "progress",
+)
 DATA_KEYS = ("files", "source", "split", "feature", "lower")
 
 
@@ -727,5 +810,6 @@ def corpus_from_config(data) -> Corpus:
     from seqjax.data.sources import load_source
 
     options = {k: v for k, v in dict(source).items() if v not in ("", None)}
-    return source_corpus(load_source(split=data.get("split", "train"), **options), data.get("feature", "text"),
-                         **tokenize)
+    return source_corpus(
+        load_source(split=data.get("split", "train"), **options), data.get("feature", "text"), **tokenize
+    )

@@ -24,8 +24,9 @@ def reference_steps(trainer, num_steps):
     mutable 'batch_stats', optax update, next batch."""
     model, task, config = trainer.model, trainer.task, trainer.config
     example = task.batch("train", 0, 2, config.seed)
-    variables = model.init(jax.random.fold_in(jax.random.key(config.seed), 0), example["inputs"],
-                           example.get("lengths"))
+    variables = model.init(
+        jax.random.fold_in(jax.random.key(config.seed), 0), example["inputs"], example.get("lengths")
+    )
     params, stats = variables["params"], variables["batch_stats"]
     tx = optim.build_optimizer(config.optimizer, config.train.num_steps)
     opt_state = tx.init(params)
@@ -33,8 +34,13 @@ def reference_steps(trainer, num_steps):
         batch = task.batch("train", index, config.train.batch_size, config.seed)
 
         def loss_fn(p):
-            predictions, updated = model.apply({"params": p, "batch_stats": stats}, batch["inputs"],
-                                               batch.get("lengths"), deterministic=False, mutable=["batch_stats"])
+            predictions, updated = model.apply(
+                {"params": p, "batch_stats": stats},
+                batch["inputs"],
+                batch.get("lengths"),
+                deterministic=False,
+                mutable=["batch_stats"],
+            )
             return task.loss_and_metrics(predictions, batch)[0], updated["batch_stats"]
 
         (_, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -52,12 +58,14 @@ def test_trainer_updates_running_statistics_like_a_hand_written_loop():
     for _ in range(3):
         state, _ = trainer.step(state)
     params, stats = reference_steps(trainer, 3)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-                 jax.device_get(state.batch_stats), stats)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), jax.device_get(state.batch_stats), stats
+    )
     # atol: biases feeding a BatchNorm get ~0 gradients, which Adam turns into
     # O(lr) steps of reduction-order noise; real parameters are O(0.1).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-4),
-                 jax.device_get(state.params), params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-4), jax.device_get(state.params), params
+    )
     moved = [np.abs(np.asarray(x)).max() for x in jax.tree.leaves(state.batch_stats)]
     assert min(moved) > 0, "every running statistic moved away from its initial value"
 
@@ -87,7 +95,9 @@ def test_running_statistics_are_checkpointed_and_reloaded(tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), 1, 1)
     saved = ckpt.restore_latest(run.trainer.init_state())
     ckpt.close()
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(saved.batch_stats), jax.device_get(run.model_state["batch_stats"]))
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.device_get(saved.batch_stats), jax.device_get(run.model_state["batch_stats"])
+    )
     assert max(np.abs(np.asarray(x)).max() for x in jax.tree.leaves(run.model_state["batch_stats"])) > 0
 
 

@@ -13,8 +13,17 @@ from seqjax import decoding
 # A hand-built Markov chain: token -> next-token probabilities.
 VOCAB = 9
 START, EOS, A, B, C, X, Y, Z = 1, 2, 3, 4, 5, 6, 7, 8
-TRANSITIONS = {START: {A: 0.5, B: 0.4, EOS: 0.1}, A: {X: 0.34, Y: 0.33, Z: 0.33}, B: {C: 0.9, EOS: 0.1},
-               C: {EOS: 1.0}, X: {EOS: 1.0}, Y: {EOS: 1.0}, Z: {EOS: 1.0}, 0: {EOS: 1.0}, EOS: {EOS: 1.0}}
+TRANSITIONS = {
+    START: {A: 0.5, B: 0.4, EOS: 0.1},
+    A: {X: 0.34, Y: 0.33, Z: 0.33},
+    B: {C: 0.9, EOS: 0.1},
+    C: {EOS: 1.0},
+    X: {EOS: 1.0},
+    Y: {EOS: 1.0},
+    Z: {EOS: 1.0},
+    0: {EOS: 1.0},
+    EOS: {EOS: 1.0},
+}
 
 
 def chain_table(transitions=TRANSITIONS, floor=1e-6):
@@ -40,8 +49,7 @@ def test_beam_finds_the_best_sequence_that_greedy_misses():
     step = markov(table)
     greedy, _ = decoding.decode(step, jnp.zeros(1), jnp.array([START]), 4, eos_id=EOS)
     np.testing.assert_array_equal(greedy, [[A, X, EOS, 0]])  # 0.5 * 0.34 = 0.17
-    result = decoding.beam_search(step, jnp.zeros(1), jnp.array([START]), 4, 2, eos_id=EOS, alpha=0.0,
-                                  num_return=2)
+    result = decoding.beam_search(step, jnp.zeros(1), jnp.array([START]), 4, 2, eos_id=EOS, alpha=0.0, num_return=2)
     np.testing.assert_array_equal(result.tokens[0], [[B, C, EOS, 0], [A, X, EOS, 0]])  # 0.4 * 0.9 = 0.36 first
     expected = [table[START, B] + table[B, C] + table[C, EOS], table[START, A] + table[A, X] + table[X, EOS]]
     np.testing.assert_allclose(result.log_probs[0], expected, rtol=1e-6)
@@ -53,8 +61,12 @@ def test_beam_finds_the_best_sequence_that_greedy_misses():
 def test_length_penalty_decides_between_a_short_and_a_longer_hypothesis():
     # [EOS] has P = 0.5; [A, EOS] has P = 0.5 * 0.9 = 0.45.
     table = chain_table({START: {EOS: 0.5, A: 0.5}, A: {EOS: 0.9, X: 0.1}, X: {EOS: 1.0}})
-    run = lambda alpha: decoding.beam_search(markov(table), jnp.zeros(1), jnp.array([START]), 3, 2, eos_id=EOS,
-                                             alpha=alpha, num_return=2)
+
+    def run(alpha):
+        return decoding.beam_search(
+            markov(table), jnp.zeros(1), jnp.array([START]), 3, 2, eos_id=EOS, alpha=alpha, num_return=2
+        )
+
     raw = run(0.0)
     np.testing.assert_array_equal(raw.tokens[0, 0], [EOS, 0, 0])
     penalised = run(1.0)  # lp(1) = 1, lp(2) = 7/6: log 0.45 / (7/6) = -0.684 > log 0.5 = -0.693
@@ -131,18 +143,25 @@ def test_a_beam_as_wide_as_all_hypotheses_is_exhaustive_search():
     length, alpha = 4, 0.8
     best = exhaustive(2, length, alpha)[:5]
     # 3 non-EOS tokens: at most 27 live prefixes, so 32 beams keep all of them.
-    result = decoding.beam_search(history_model(), jnp.zeros((1,), jnp.int32), jnp.array([2]), length, 32,
-                                  eos_id=HASH_EOS, alpha=alpha, num_return=5)
+    result = decoding.beam_search(
+        history_model(),
+        jnp.zeros((1,), jnp.int32),
+        jnp.array([2]),
+        length,
+        32,
+        eos_id=HASH_EOS,
+        alpha=alpha,
+        num_return=5,
+    )
     np.testing.assert_allclose(result.scores[0], [score for score, _ in best], rtol=1e-5)
     for row, (_, tokens) in zip(np.asarray(result.tokens[0]), best):
-        np.testing.assert_array_equal(row[:len(tokens)], tokens)
-        assert np.all(row[len(tokens):] == 0)  # padded after the end
+        np.testing.assert_array_equal(row[: len(tokens)], tokens)
+        assert np.all(row[len(tokens) :] == 0)  # padded after the end
 
 
 def test_rows_of_a_batch_are_searched_independently_under_jit():
     step = history_model()
-    search = jax.jit(lambda cache, first: decoding.beam_search(step, cache, first, 5, 3, eos_id=HASH_EOS,
-                                                               num_return=3))
+    search = jax.jit(lambda cache, first: decoding.beam_search(step, cache, first, 5, 3, eos_id=HASH_EOS, num_return=3))
     batched = search(jnp.zeros((3,), jnp.int32), jnp.array([0, 2, 3]))
     alone = search(jnp.zeros((1,), jnp.int32), jnp.array([2]))
     np.testing.assert_array_equal(batched.tokens[1], alone.tokens[0])
@@ -175,21 +194,25 @@ def test_beam_hypotheses_of_a_seq2seq_model_score_their_teacher_forced_log_proba
     params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.7, s.shape), s.dtype), shapes["params"])
     start, tokens_to_logits = seq2seq.incremental_decoder(model, params)
     k, length, alpha, sos, eos = 3, 5, 0.6, 2, 3
-    result = jax.jit(lambda cache: decoding.beam_search(tokens_to_logits, cache, jnp.full((2,), sos), length, k,
-                                                        eos_id=eos, alpha=alpha, num_return=k))(
-        start(source, lengths))
+    result = jax.jit(
+        lambda cache: decoding.beam_search(
+            tokens_to_logits, cache, jnp.full((2,), sos), length, k, eos_id=eos, alpha=alpha, num_return=k
+        )
+    )(start(source, lengths))
     hypotheses = np.asarray(result.tokens).reshape(2 * k, length)
     decoder_inputs = np.concatenate([np.full((2 * k, 1), sos), hypotheses[:, :-1]], axis=1)
-    logits = model.apply({"params": params}, np.repeat(source, k, 0), np.repeat(lengths, k, 0),
-                         decoder_inputs=decoder_inputs)
+    logits = model.apply(
+        {"params": params}, np.repeat(source, k, 0), np.repeat(lengths, k, 0), decoder_inputs=decoder_inputs
+    )
     token_log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), hypotheses[..., None], -1)[..., 0]
     hypothesis_lengths = np.asarray(result.lengths).reshape(-1)
     expected = np.array([token_log_probs[i, :n].sum() for i, n in enumerate(hypothesis_lengths)])
     np.testing.assert_allclose(np.asarray(result.log_probs).reshape(-1), expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(result.scores, result.log_probs / decoding.length_penalty(result.lengths, alpha),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result.scores, result.log_probs / decoding.length_penalty(result.lengths, alpha), rtol=1e-6
+    )
     for row, n in zip(hypotheses, hypothesis_lengths):  # ends at EOS (or at the length limit), padded after
-        assert (row[n - 1] == eos or n == length) and eos not in row[:n - 1] and np.all(row[n:] == 0)
+        assert (row[n - 1] == eos or n == length) and eos not in row[: n - 1] and np.all(row[n:] == 0)
 
 
 def test_static_cache_parts_are_tiled_once_and_never_reordered():
@@ -208,6 +231,7 @@ def test_static_cache_parts_are_tiled_once_and_never_reordered():
         return table[tokens] + poison[:, None], cache
 
     start = {"memory": decoding.Static(jnp.array([0.0, 10.0]))}
-    result = jax.jit(lambda c: decoding.beam_search(tokens_to_logits, c, jnp.array([START, START]), 4, 2,
-                                                    eos_id=EOS))(start)
+    result = jax.jit(lambda c: decoding.beam_search(tokens_to_logits, c, jnp.array([START, START]), 4, 2, eos_id=EOS))(
+        start
+    )
     assert np.isfinite(result.scores).all()

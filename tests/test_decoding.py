@@ -37,8 +37,9 @@ def test_sampling_matches_tempered_softmax():
     logits = jnp.log(jnp.array([0.5, 0.25, 0.125, 0.0625, 0.03125, 0.03125]))
     table = jnp.tile(logits, (VOCAB, 1))
     rows = 4000
-    tokens, _ = decoding.decode(markov_step(table), jnp.zeros(()), jnp.zeros(rows, jnp.int32), 1,
-                                jax.random.key(0), temperature=2.0)
+    tokens, _ = decoding.decode(
+        markov_step(table), jnp.zeros(()), jnp.zeros(rows, jnp.int32), 1, jax.random.key(0), temperature=2.0
+    )
     expected = np.asarray(jax.nn.softmax(logits / 2.0))
     observed = np.bincount(np.asarray(tokens[:, 0]), minlength=VOCAB) / rows
     np.testing.assert_allclose(observed, expected, atol=0.03)
@@ -48,14 +49,16 @@ def test_top_k_and_top_p_restrict_the_support():
     probs = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
     logits = jnp.log(jnp.asarray(probs))[None]
     kept_k = np.isfinite(np.asarray(decoding.filter_logits(logits, top_k=2))[0]) & (
-        np.asarray(decoding.filter_logits(logits, top_k=2))[0] > -1e30)
+        np.asarray(decoding.filter_logits(logits, top_k=2))[0] > -1e30
+    )
     np.testing.assert_array_equal(kept_k, [True, True, False, False, False])
     # Nucleus 0.8: 0.4 + 0.3 = 0.7 < 0.8, so the third token (0.15) is needed too.
     filtered = np.asarray(decoding.filter_logits(logits, top_p=0.8))[0]
     np.testing.assert_array_equal(filtered > -1e30, [True, True, True, False, False])
     table = jnp.tile(logits[0], (5, 1))
-    tokens, _ = decoding.decode(markov_step(table), jnp.zeros(()), jnp.zeros(500, jnp.int32), 3,
-                                jax.random.key(1), temperature=1.0, top_k=2)
+    tokens, _ = decoding.decode(
+        markov_step(table), jnp.zeros(()), jnp.zeros(500, jnp.int32), 3, jax.random.key(1), temperature=1.0, top_k=2
+    )
     assert set(np.unique(tokens)) == {0, 1}
 
 
@@ -79,8 +82,7 @@ def test_recurrent_decoder_greedy_equals_argmax_of_a_full_forward_pass():
         vocab_size = output_size = VOCAB
         head = "per_step"
 
-    config = ml_collections.ConfigDict(dict(name="recurrent", cell="gru", hidden_size=16, embed_size=8,
-                                            num_layers=2))
+    config = ml_collections.ConfigDict(dict(name="recurrent", cell="gru", hidden_size=16, embed_size=8, num_layers=2))
     model = models.build(config, LM(ml_collections.ConfigDict()))
     prompt = jnp.array([[1, 4, 2], [3, 3, 0]], jnp.int32)
     params = model.init(jax.random.key(0), prompt)["params"]
@@ -95,8 +97,16 @@ def test_recurrent_decoder_greedy_equals_argmax_of_a_full_forward_pass():
 def _tiny_transformer_lm(max_len):
     from seqjax.nn import transformer
 
-    config = transformer.TransformerConfig(vocab_size=VOCAB + 4, d_model=16, num_heads=2, num_layers=2, d_ff=32,
-                                           dropout_rate=0.0, positional="learned", max_len=max_len)
+    config = transformer.TransformerConfig(
+        vocab_size=VOCAB + 4,
+        d_model=16,
+        num_heads=2,
+        num_layers=2,
+        d_ff=32,
+        dropout_rate=0.0,
+        positional="learned",
+        max_len=max_len,
+    )
     model = transformer.TransformerLM(config, VOCAB + 4)
     variables = model.init(jax.random.key(0), jnp.zeros((2, max_len), jnp.int32))
     # Larger output weights: sharp logits, so argmax ties cannot flip between the two computations.

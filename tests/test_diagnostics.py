@@ -79,8 +79,7 @@ def test_linear_rnn_hidden_gradients_are_matrix_powers(spectral_radius):
 
 def adding_model(cell, hidden=5, seq_len=7):
     task = tasks.get(ml_collections.ConfigDict({"name": "adding", "seq_len": seq_len, "min_seq_len": 0}))
-    config = ml_collections.ConfigDict({"name": "recurrent", "cell": cell, "hidden_size": hidden,
-                                        "forget_bias": 1.0})
+    config = ml_collections.ConfigDict({"name": "recurrent", "cell": cell, "hidden_size": hidden, "forget_bias": 1.0})
     model = models.build(config, task)
     batch = task.batch("test", 0, 1, seed=3)
     params = model.init(jax.random.key(2), batch["inputs"])["params"]
@@ -107,15 +106,19 @@ def manual_loss(task, model, params, batch, step, delta):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_model_hidden_gradient_norms_match_finite_differences(cell):
     task, model, params, batch = adding_model(cell)
-    loss_fn = lambda predictions, b: task.loss_and_metrics(predictions, b)[0]
+
+    def loss_fn(predictions, b):
+        return task.loss_and_metrics(predictions, b)[0]
+
     flow = diagnostics.hidden_state_gradient_norms(model, {"params": params}, batch, loss_fn)
     assert flow.hidden.shape == (7,) and flow.inputs.shape == (7,)
 
     hidden, eps = model.stack.hidden_size, 1e-2
     # Central differences along every unit direction of h_t, all in one program.
     basis = np.eye(hidden, dtype=np.float32)[:, None, :]  # [H, 1, H]
-    loss_at = jax.jit(jax.vmap(lambda step, delta: manual_loss(task, model, params, batch, step, delta),
-                               in_axes=(None, 0)))
+    loss_at = jax.jit(
+        jax.vmap(lambda step, delta: manual_loss(task, model, params, batch, step, delta), in_axes=(None, 0))
+    )
     for step in (6, 3):
         fd = (loss_at(step, eps * basis) - loss_at(step, -eps * basis)) / (2 * eps)
         np.testing.assert_allclose(flow.hidden[step], np.linalg.norm(fd), rtol=2e-2)
@@ -123,7 +126,10 @@ def test_model_hidden_gradient_norms_match_finite_differences(cell):
 
 def test_zero_probes_leave_the_loss_unchanged():
     task, model, params, batch = adding_model("gru")
-    loss_fn = lambda predictions, b: task.loss_and_metrics(predictions, b)[0]
+
+    def loss_fn(predictions, b):
+        return task.loss_and_metrics(predictions, b)[0]
+
     plain = loss_fn(model.apply({"params": params}, batch["inputs"]), batch)
     probes = {"stack/layer_0": jnp.zeros((1, 7, 5))}
     probed = diagnostics.probed_loss(model, {"params": params}, batch, loss_fn, probes)
@@ -132,8 +138,10 @@ def test_zero_probes_leave_the_loss_unchanged():
 
 def test_clipped_norms_never_exceed_the_threshold_and_small_ones_pass_unchanged():
     rng = np.random.default_rng(0)
-    grads = [{"w": rng.normal(size=(4, 3)) * scale, "b": rng.normal(size=(3,)) * scale}
-             for scale in np.geomspace(0.01, 10.0, 12)]
+    grads = [
+        {"w": rng.normal(size=(4, 3)) * scale, "b": rng.normal(size=(3,)) * scale}
+        for scale in np.geomspace(0.01, 10.0, 12)
+    ]
     stats = diagnostics.global_norm_statistics(grads, clip_global_norm=1.0)
     assert stats.before.shape == stats.after.shape == (12,)
     assert np.all(stats.after <= 1.0 + 1e-5)
@@ -165,13 +173,15 @@ def save_untrained_run(workdir, config_spec):
 
 def test_experiment_writes_plots_and_numbers(tmp_path):
     from tests.conftest import import_experiment
+
     gradient_flow = import_experiment("gradient_flow")
 
     run_dir = str(tmp_path / "adding_gru")
     save_untrained_run(run_dir, gradient_flow._DEFAULT_CONFIG + ":gru,smoke")
     out = tmp_path / "flow"
-    record = gradient_flow.run(str(out), ["lstm"], seq_len=12, hidden_size=8, batch_size=8,
-                               num_batches=3, checkpoint_dirs=[run_dir])
+    record = gradient_flow.run(
+        str(out), ["lstm"], seq_len=12, hidden_size=8, batch_size=8, num_batches=3, checkpoint_dirs=[run_dir]
+    )
     for name in ("gradient_flow_hidden.png", "gradient_flow_inputs.png", "grad_norm_histogram.png"):
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -47,8 +47,14 @@ def test_analogies_3cosadd_with_sections_restriction_and_oov(tmp_path):
     top6 = emb.evaluate_analogies(vectors, str(path), restrict_vocab=6)
     assert [s.as_dict() for s in top6.sections] == [
         {"section": "royal", "correct": 1, "answered": 2, "oov": 0, "accuracy": 0.5},
-        {"section": "other", "correct": 0, "answered": 0, "oov": 2, "accuracy": pytest.approx(float("nan"),
-                                                                                          nan_ok=True)}]
+        {
+            "section": "other",
+            "correct": 0,
+            "answered": 0,
+            "oov": 2,
+            "accuracy": pytest.approx(float("nan"), nan_ok=True),
+        },
+    ]
     assert (top6.total.correct, top6.total.answered, top6.total.oov) == (1, 2, 2)
     # All 7 words: regina (cos 1) beats queen in question 1 and answers question 4.
     top7 = emb.evaluate_analogies(vectors, str(path), restrict_vocab=7)
@@ -67,7 +73,7 @@ def test_analogy_file_errors_name_the_line(tmp_path):
 def test_nearest_neighbours_by_cosine():
     vectors = emb.WordVectors(["a", "b", "c", "d"], np.array([[1, 0], [10, 1], [0, 3], [-1, 0]]))
     assert [w for w, _ in vectors.most_similar("a", 3)] == ["b", "c", "d"]
-    (word, score), = vectors.most_similar("a", 1)
+    ((word, score),) = vectors.most_similar("a", 1)
     assert score == pytest.approx(10 / np.sqrt(101))
     assert vectors.most_similar(np.array([0, 1.0]), 1)[0][0] == "c"
     assert [w for w, _ in vectors.most_similar("c", 2, restrict=2)] == ["b", "a"]
@@ -122,14 +128,17 @@ def test_reads_word2vec_c_layouts(tmp_path):
     np.testing.assert_array_equal(loaded.vectors, rows)
 
 
-@pytest.mark.parametrize("content,fmt,message", [
-    ("2 3\na 1 2 3\nb 1 2\n", "word2vec", "line 3: expected a word and 3 values, got 2"),
-    ("a 1 2\nb 1 x\n", "glove", "line 2: 'x' is not a number"),
-    ("3 2\na 1 2\nb 3 4\n", "word2vec", "header announces 3 words but the file has 2"),
-    ("two 3\na 1 2 3\n", "word2vec", "line 1: a word2vec file starts with the header"),
-    ("a 1 2\na 3 4\n", "glove", "word 'a' appears twice"),
-    ("", "glove", "empty"),
-])
+@pytest.mark.parametrize(
+    "content,fmt,message",
+    [
+        ("2 3\na 1 2 3\nb 1 2\n", "word2vec", "line 3: expected a word and 3 values, got 2"),
+        ("a 1 2\nb 1 x\n", "glove", "line 2: 'x' is not a number"),
+        ("3 2\na 1 2\nb 3 4\n", "word2vec", "header announces 3 words but the file has 2"),
+        ("two 3\na 1 2 3\n", "word2vec", "line 1: a word2vec file starts with the header"),
+        ("a 1 2\na 3 4\n", "glove", "word 'a' appears twice"),
+        ("", "glove", "empty"),
+    ],
+)
 def test_malformed_text_files_name_the_problem(tmp_path, content, fmt, message):
     path = tmp_path / "bad.txt"
     path.write_text(content)
@@ -171,8 +180,12 @@ def test_pca_projection_matches_eigendecomposition_and_plots(tmp_path):
 def _model_params(vocab_size, dim=4):
     """Parameters shaped like a seqjax RecurrentModel's (filled from numpy: tracing
     only, no compilation), and the model."""
-    model = RecurrentModel(stack=RecurrentStack(cell="rnn", hidden_size=3, parent=None), output_size=2,
-                           vocab_size=vocab_size, embed_size=dim)
+    model = RecurrentModel(
+        stack=RecurrentStack(cell="rnn", hidden_size=3, parent=None),
+        output_size=2,
+        vocab_size=vocab_size,
+        embed_size=dim,
+    )
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((2, 5), jnp.int32))["params"]
     rng = np.random.default_rng(0)
     return model, jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
@@ -180,7 +193,8 @@ def _model_params(vocab_size, dim=4):
 
 def test_init_embedding_puts_vectors_at_the_tokenizer_ids():
     tokenizer = WordTokenizer(oov_token="<unk>", lower=False).fit_on_texts(
-        ["the cat sat on the mat", "The dog ate a bone"])
+        ["the cat sat on the mat", "The dog ate a bone"]
+    )
     vectors = {"the": np.full(4, 1.0), "cat": np.arange(4.0), "dog": -np.ones(4), "xylophone": np.ones(4)}
     _, params = _model_params(tokenizer.vocab_size)
     new, report = emb.init_embedding(params, tokenizer.word_index, vectors, seed=3)
@@ -199,9 +213,15 @@ def test_init_embedding_puts_vectors_at_the_tokenizer_ids():
     assert not np.allclose(other["embed"]["embedding"][sat], table[sat])
     # Same tree, shapes and dtypes; every other parameter untouched.
     assert jax.tree.structure(new) == jax.tree.structure(params)
-    changed = jax.tree_util.tree_map_with_path(lambda path, a, b: (jax.tree_util.keystr(path), a.shape == b.shape
-                                                                   and a.dtype == b.dtype, np.array_equal(a, b)),
-                                               new, params)
+    changed = jax.tree_util.tree_map_with_path(
+        lambda path, a, b: (
+            jax.tree_util.keystr(path),
+            a.shape == b.shape and a.dtype == b.dtype,
+            np.array_equal(a, b),
+        ),
+        new,
+        params,
+    )
     for path, same_shape, equal in jax.tree.leaves(changed, is_leaf=lambda x: isinstance(x, tuple)):
         assert same_shape and equal == (path != "['embed']['embedding']"), path
 
@@ -265,12 +285,17 @@ def test_config_helpers(tmp_path):
     emb.WordVectors(["cat", "dog"], np.ones((2, 4))).save(str(path))
     tokenizer = WordTokenizer().fit_on_texts(["cat dog bird"])
     _, params = _model_params(tokenizer.vocab_size)
-    config = ml_collections.ConfigDict({"pretrained_embeddings": str(path), "pretrained_format": "auto",
-                                        "freeze_embedding": False, "freeze_embedding_steps": 0})
+    config = ml_collections.ConfigDict(
+        {
+            "pretrained_embeddings": str(path),
+            "pretrained_format": "auto",
+            "freeze_embedding": False,
+            "freeze_embedding_steps": 0,
+        }
+    )
     new, report = emb.init_from_config(config, params, tokenizer.word_index)
     assert (report.found, report.oov) == (2, 1)
-    assert emb.init_from_config(ml_collections.ConfigDict({"pretrained_embeddings": ""}), params, {}) == (params,
-                                                                                                          None)
+    assert emb.init_from_config(ml_collections.ConfigDict({"pretrained_embeddings": ""}), params, {}) == (params, None)
     tx = optax.sgd(0.1)
     assert emb.optimizer_from_config(config, tx) is tx
     config.freeze_embedding = True

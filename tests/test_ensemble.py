@@ -22,8 +22,9 @@ def base_config():
 
 
 def lr_by_seed_runs():
-    return sweeps.expand(sweeps.product(sweeps.values("optimizer.learning_rate", LEARNING_RATES),
-                                        sweeps.seeds(list(SEEDS))))
+    return sweeps.expand(
+        sweeps.product(sweeps.values("optimizer.learning_rate", LEARNING_RATES), sweeps.seeds(list(SEEDS)))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,10 @@ def vmapped_and_sequential(tmp_path_factory):
     finals = ensemble.train_group(base_config(), runs, vmap_dirs, chunk_size=3)
     mesh = parallel.make_mesh(jax.devices()[:1])
     seq_dirs = [str(root / "sequential" / run.name) for run in runs]
-    seq_finals = [training.train_and_evaluate(sweeps.apply_overrides(base_config(), run.overrides), d, mesh)
-                  for run, d in zip(runs, seq_dirs)]
+    seq_finals = [
+        training.train_and_evaluate(sweeps.apply_overrides(base_config(), run.overrides), d, mesh)
+        for run, d in zip(runs, seq_dirs)
+    ]
     return runs, vmap_dirs, finals, seq_dirs, seq_finals
 
 
@@ -63,8 +66,13 @@ def test_each_replica_logs_the_losses_of_its_sequential_run(vmapped_and_sequenti
         for mine, expected in zip(ours, theirs):
             for key in expected:
                 if key != "train_steps_per_second":
-                    np.testing.assert_allclose(mine[key], expected[key], rtol=1e-5, atol=1e-7,
-                                               err_msg=f"{run.name} step {expected['step']} {key}")
+                    np.testing.assert_allclose(
+                        mine[key],
+                        expected[key],
+                        rtol=1e-5,
+                        atol=1e-7,
+                        err_msg=f"{run.name} step {expected['step']} {key}",
+                    )
 
 
 def test_every_run_dir_gets_the_files_of_a_sequential_run(vmapped_and_sequential):
@@ -89,8 +97,7 @@ def test_each_replica_draws_the_dropout_masks_of_its_sequential_run():
     runs = sweeps.expand(sweeps.seeds([0, 1]))
     group = ensemble.Ensemble(ensemble.replica_configs(config, runs), chunk_size=2)
     state = group.init_state()
-    trainer = training.Trainer(sweeps.apply_overrides(config, runs[1].overrides),
-                               parallel.make_mesh(jax.devices()[:1]))
+    trainer = training.Trainer(sweeps.apply_overrides(config, runs[1].overrides), parallel.make_mesh(jax.devices()[:1]))
     single = trainer.init_state()
     for index in range(3):
         state, step_metrics = group.step(state, index)
@@ -100,9 +107,13 @@ def test_each_replica_draws_the_dropout_masks_of_its_sequential_run():
 
 
 def test_runs_differing_in_hidden_size_go_to_different_groups():
-    runs = sweeps.expand(sweeps.product(sweeps.values("model.hidden_size", [8, 16]),
-                                        sweeps.values("optimizer.learning_rate", [1e-3, 1e-2]),
-                                        sweeps.seeds(2)))
+    runs = sweeps.expand(
+        sweeps.product(
+            sweeps.values("model.hidden_size", [8, 16]),
+            sweeps.values("optimizer.learning_rate", [1e-3, 1e-2]),
+            sweeps.seeds(2),
+        )
+    )
     groups = ensemble.group_runs(runs)
     assert [[r.name for r in g] for g in groups] == [[r.name for r in runs[:4]], [r.name for r in runs[4:]]]
     assert {r.overrides["model.hidden_size"] for r in groups[0]} == {8}
@@ -130,8 +141,11 @@ def test_encoder_decoder_seeds_train_together_and_report_decoded_bleu(tmp_path):
     config.train.num_steps = config.train.checkpoint_every = config.train.eval_every = 10
     runs = sweeps.expand(sweeps.seeds([0, 1]))
     finals = ensemble.train_group(config, runs, [str(tmp_path / r.name) for r in runs])
-    sequential = training.train_and_evaluate(sweeps.apply_overrides(config, runs[1].overrides),
-                                             str(tmp_path / "sequential"), parallel.make_mesh(jax.devices()[:1]))
+    sequential = training.train_and_evaluate(
+        sweeps.apply_overrides(config, runs[1].overrides),
+        str(tmp_path / "sequential"),
+        parallel.make_mesh(jax.devices()[:1]),
+    )
     for key in ("test_loss", "test_bleu", "test_greedy_exact_match"):
         np.testing.assert_allclose(finals[1][key], sequential[key], rtol=1e-4, atol=1e-6)
     assert 0.0 <= finals[0]["test_bleu"] <= 100.0

@@ -9,9 +9,17 @@ from seqjax.tasks.forecasting import ForecastTask
 
 
 def task_config(**overrides):
-    config = ml_collections.ConfigDict(dict(name="forecast", series="synthetic", series_len=300,
-                                            input_len=12, horizon=3, mode="many_to_one",
-                                            split=(0.6, 0.2, 0.2)))
+    config = ml_collections.ConfigDict(
+        dict(
+            name="forecast",
+            series="synthetic",
+            series_len=300,
+            input_len=12,
+            horizon=3,
+            mode="many_to_one",
+            split=(0.6, 0.2, 0.2),
+        )
+    )
     config.update(overrides)
     return config
 

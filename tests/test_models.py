@@ -115,19 +115,24 @@ def test_transformer_config_typos_and_bad_values_are_named():
 
     _, _, config = transformer_model()
     config.model.d_modle = 32
-    with pytest.raises(config_lib.ConfigError, match=r"unknown config key config.model.d_modle \(did you mean "
-                                                     r"config.model.d_model\?\)"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"unknown config key config.model.d_modle \(did you mean "
+        r"config.model.d_model\?\)",
+    ):
         config_lib.validate(config)
     with pytest.raises(ValueError, match="bad config.model for transformer_lm: unknown positional='sinusodal'"):
         transformer_model(positional="sinusodal")
-    with pytest.raises(ValueError, match="bad config.model for transformer_lm: d_model=30 is not divisible by "
-                                         "num_heads=4"):
+    with pytest.raises(
+        ValueError, match="bad config.model for transformer_lm: d_model=30 is not divisible by num_heads=4"
+    ):
         transformer_model(d_model=30, num_heads=4)
 
 
 def test_transformer_models_refuse_tasks_of_the_wrong_shape():
-    with pytest.raises(ValueError, match="'transformer_lm' does not fit the many-to-one task AddingTask; "
-                                         "use transformer_classifier"):
+    with pytest.raises(
+        ValueError, match="'transformer_lm' does not fit the many-to-one task AddingTask; use transformer_classifier"
+    ):
         transformer_model("classifier,smoke", name="transformer_lm")
     with pytest.raises(ValueError, match="'transformer_classifier' does not fit the per-step"):
         transformer_model(name="transformer_classifier")

@@ -5,14 +5,17 @@ import pytest
 from seqjax import parallel
 
 
-@pytest.mark.parametrize("environ,expected", [
-    ({}, False),
-    ({"SLURM_NTASKS": "1"}, False),
-    ({"SLURM_NTASKS": "4"}, True),
-    ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
-    ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
-    ({"WORLD_SIZE": ""}, False),
-])
+@pytest.mark.parametrize(
+    "environ,expected",
+    [
+        ({}, False),
+        ({"SLURM_NTASKS": "1"}, False),
+        ({"SLURM_NTASKS": "4"}, True),
+        ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+        ({"WORLD_SIZE": ""}, False),
+    ],
+)
 def test_distributed_is_requested_only_by_multi_process_launches(environ, expected):
     assert parallel.distributed_requested(environ) is expected
 

@@ -27,13 +27,18 @@ TRAIN = [
     ("Ein Mann liest ein Buch.", "A man reads a book."),
     ("Zwei Kinder spielen im Sand.", "Two children play in the sand."),
     ("", "An empty source line."),  # dropped from training
-    ("Ein Hund und eine Katze und ein Mann und zwei Kinder spielen im Park.",
-     "A dog and a cat and a man and two children play in the park."),  # 15 / 16 tokens: over the limit
+    (
+        "Ein Hund und eine Katze und ein Mann und zwei Kinder spielen im Park.",
+        "A dog and a cat and a man and two children play in the park.",
+    ),  # 15 / 16 tokens: over the limit
     ("Die Frau lacht.", "The woman laughs."),
 ]
 VAL = [("Ein Mann schläft.", "A man sleeps."), ("Die Katze liest.", "The cat reads.")]
-TEST = [("Ein Mann läuft.", "A man runs."), ("Zwei Kinder spielen im Park.", "Two children play in the park."),
-        ("Die Frau liest ein Buch.", "The woman reads a book.")]
+TEST = [
+    ("Ein Mann läuft.", "A man runs."),
+    ("Zwei Kinder spielen im Park.", "Two children play in the park."),
+    ("Die Frau liest ein Buch.", "The woman reads a book."),
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +53,27 @@ def files(tmp_path_factory):
 
 def data_config(files, **overrides):
     paths = {split: str(files / f"{split}.{{lang}}") for split in ("train", "val", "test")}
-    data = {"source": {"name": "local/parallel", "data_dir": str(files / "tfds"), "languages": ["de", "en"],
-                       "paths": paths},
-            "splits": {"train": "train", "eval": "val", "test": "test"}, "tokenizer": "word", "vocab_size": 0,
-            "lower": False, "pad_to_multiple": 4}
+    data = {
+        "source": {
+            "name": "local/parallel",
+            "data_dir": str(files / "tfds"),
+            "languages": ["de", "en"],
+            "paths": paths,
+        },
+        "splits": {"train": "train", "eval": "val", "test": "test"},
+        "tokenizer": "word",
+        "vocab_size": 0,
+        "lower": False,
+        "pad_to_multiple": 4,
+    }
     data.update(overrides)
     return ml_collections.ConfigDict(data)
 
 
 def make_task(files, workdir=None, data=None, **task_overrides):
-    config = ml_collections.ConfigDict({"name": "parallel_translation", "max_source_len": 12,
-                                        "max_target_len": 12, **task_overrides})
+    config = ml_collections.ConfigDict(
+        {"name": "parallel_translation", "max_source_len": 12, "max_target_len": 12, **task_overrides}
+    )
     task = tasks.get(config, data or data_config(files))
     task.setup(workdir)
     return task
@@ -79,9 +94,9 @@ def test_batches_frame_targets_with_sos_and_eos_and_round_trip_the_text(files):
         n = batch["target_lengths"][row]
         assert batch["targets"][row, n - 1] == EOS_ID and (batch["targets"][row, n:] == PAD_ID).all()
         assert batch["decoder_inputs"][row, 0] == SOS_ID
-        np.testing.assert_array_equal(batch["decoder_inputs"][row, 1:n], batch["targets"][row, :n - 1])
+        np.testing.assert_array_equal(batch["decoder_inputs"][row, 1:n], batch["targets"][row, : n - 1])
         assert (batch["decoder_inputs"][row, n:] == PAD_ID).all()
-        assert (batch["inputs"][row, batch["lengths"][row]:] == PAD_ID).all()
+        assert (batch["inputs"][row, batch["lengths"][row] :] == PAD_ID).all()
     # Word tokens (punctuation split off) decode back to the raw sentences.
     assert task.source_texts(batch["inputs"][:3]) == [s for s, _ in TEST]
     assert task.detokenize(batch["targets"][:3]) == [t for _, t in TEST]
@@ -105,14 +120,14 @@ def test_training_pairs_over_the_limits_are_filtered_or_truncated(files):
     assert max(lengths) == 12 and batch["inputs"].shape[1] == 12  # cut to max_source_len
     assert batch["target_lengths"].max() == 13 and batch["targets"].shape[1] == 13  # 12 tokens + <eos>
     assert sorted(batch["targets"][:, 0].tolist()) == sorted(
-        truncated.target_tokenizer.encode(t.split()[0])[0] for i, (_, t) in enumerate(TRAIN) if i in (0, 1, 2, 3, 5, 6))
+        truncated.target_tokenizer.encode(t.split()[0])[0] for i, (_, t) in enumerate(TRAIN) if i in (0, 1, 2, 3, 5, 6)
+    )
     with pytest.raises(ValueError, match="max_source_len=12"):
         make_task(files, too_long="error").train_indices()
 
 
 def test_teacher_forcing_schedule_follows_the_batch_count_across_a_resume(files):
-    task = make_task(files, teacher_forcing_ratio=0.0, teacher_forcing_schedule="linear",
-                     teacher_forcing_decay_steps=4)
+    task = make_task(files, teacher_forcing_ratio=0.0, teacher_forcing_schedule="linear", teacher_forcing_decay_steps=4)
     iterator = task.train_loader(4, seed=0).iterator()
     ratios = [float(next(iterator)["teacher_forcing_ratio"][0]) for _ in range(2)]
     state = iterator.get_state()
@@ -194,8 +209,9 @@ def test_rnn_and_transformer_train_through_the_trainer(trained_runs, model):
 
 
 def tiny_transformer():
-    cfg = transformer.TransformerConfig(vocab_size=13, d_model=16, num_heads=2, num_layers=1, d_ff=32,
-                                        dropout_rate=0.0, implementation="xla")
+    cfg = transformer.TransformerConfig(
+        vocab_size=13, d_model=16, num_heads=2, num_layers=1, d_ff=32, dropout_rate=0.0, implementation="xla"
+    )
     model = transformer.TransformerSeq2Seq(cfg, target_vocab_size=11)
     rng = np.random.default_rng(0)
     inputs = jnp.asarray(rng.integers(4, 13, (3, 5)), jnp.int32)
@@ -262,8 +278,7 @@ def test_decode_script_scores_the_test_split(trained_runs):
 
 
 @pytest.mark.parametrize("model", ["luong", "transformer"])
-def test_translate_script_writes_hypotheses_scores_references_and_plots_alignments(trained_runs, model,
-                                                                                    tmp_path):
+def test_translate_script_writes_hypotheses_scores_references_and_plots_alignments(trained_runs, model, tmp_path):
     from absl import app
 
     workdir, _ = trained_runs[model]
@@ -272,9 +287,18 @@ def test_translate_script_writes_hypotheses_scores_references_and_plots_alignmen
     references = ["A zebra runs in the park.", "The cat sleeps.", "A man reads a book."]
     (tmp_path / "en.txt").write_text("".join(r + "\n" for r in references), encoding="utf-8")
     hyps = tmp_path / "hyps.txt"
-    out, err = run_experiment("translate", [
-        f"--workdir={workdir}", f"--input={tmp_path / 'de.txt'}", f"--output={hyps}",
-        f"--references={tmp_path / 'en.txt'}", "--batch_size=2", "--plot=0,2", f"--plot_dir={tmp_path / 'maps'}"])
+    out, err = run_experiment(
+        "translate",
+        [
+            f"--workdir={workdir}",
+            f"--input={tmp_path / 'de.txt'}",
+            f"--output={hyps}",
+            f"--references={tmp_path / 'en.txt'}",
+            "--batch_size=2",
+            "--plot=0,2",
+            f"--plot_dir={tmp_path / 'maps'}",
+        ],
+    )
     hypotheses = hyps.read_text(encoding="utf-8").splitlines()
     assert len(hypotheses) == 3 and "1 source token(s) outside the run's vocabulary" in err  # "Zebra"
     result = json.loads(out.strip().splitlines()[-1])
@@ -283,15 +307,17 @@ def test_translate_script_writes_hypotheses_scores_references_and_plots_alignmen
     for index in (0, 2):
         assert (tmp_path / "maps" / f"alignment_{index}.png").read_bytes()[:4] == b"\x89PNG"
     # Batches of 2 with a filled-up last batch decode exactly as one batch of 3, and stdin works.
-    out, _ = run_experiment("translate", [f"--workdir={workdir}", "--batch_size=3"], stdin=(tmp_path / "de.txt")
-                            .read_text(encoding="utf-8"))
+    out, _ = run_experiment(
+        "translate", [f"--workdir={workdir}", "--batch_size=3"], stdin=(tmp_path / "de.txt").read_text(encoding="utf-8")
+    )
     assert out.splitlines() == hypotheses
     with pytest.raises(app.UsageError, match="source 0 is empty"):
         run_experiment("translate", [f"--workdir={workdir}", "--source= "])
     (tmp_path / "two.txt").write_text("a\nb\n")
     with pytest.raises(app.UsageError, match="2 references for 1 sources"):
-        run_experiment("translate", [f"--workdir={workdir}", "--source=Ein Hund.",
-                                     f"--references={tmp_path / 'two.txt'}"])
+        run_experiment(
+            "translate", [f"--workdir={workdir}", "--source=Ein Hund.", f"--references={tmp_path / 'two.txt'}"]
+        )
     with pytest.raises(app.UsageError, match="beam_size must be 0"):
         run_experiment("translate", [f"--workdir={workdir}", "--source=Ein Hund.", "--beam_size=-1"])
 
@@ -299,9 +325,14 @@ def test_translate_script_writes_hypotheses_scores_references_and_plots_alignmen
 def test_a_tfds_translation_dataset_by_name_takes_its_languages_from_the_supervised_keys(tmp_path):
     import tensorflow_datasets as tfds
 
-    data = ml_collections.ConfigDict({"source": {"name": "ted_hrlr_translate/pt_to_en", "data_dir": ""},
-                                      "splits": {"train": "train", "eval": "validation", "test": "test"},
-                                      "tokenizer": "char", "pad_to_multiple": 8})
+    data = ml_collections.ConfigDict(
+        {
+            "source": {"name": "ted_hrlr_translate/pt_to_en", "data_dir": ""},
+            "splits": {"train": "train", "eval": "validation", "test": "test"},
+            "tokenizer": "char",
+            "pad_to_multiple": 8,
+        }
+    )
     with tfds.testing.mock_data(num_examples=6):
         task = make_task(tmp_path, workdir=str(tmp_path), data=data, max_source_len=200, max_target_len=200)
         batch = next(iter(task.eval_loader("test", 8)))

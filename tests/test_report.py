@@ -52,16 +52,20 @@ def write_run(directory, spec, overrides):
     records = [{"step": 100 * (i + 1), "train_loss": v, "train_mse": v} for i, v in enumerate(spec["curve"])]
     if spec["status"] == "finished":
         # eval_mse is best at the middle line, eval_copy_accuracy too: neither first nor last.
-        records += [{"step": 100, "eval_mse": 0.5, "eval_copy_accuracy": 0.1},
-                    {"step": 200, "eval_mse": 0.2, "eval_copy_accuracy": 0.8},
-                    {"step": 300, "eval_mse": 0.3, "eval_copy_accuracy": 0.6}]
+        records += [
+            {"step": 100, "eval_mse": 0.5, "eval_copy_accuracy": 0.1},
+            {"step": 200, "eval_mse": 0.2, "eval_copy_accuracy": 0.8},
+            {"step": 300, "eval_mse": 0.3, "eval_copy_accuracy": 0.6},
+        ]
         final = {"step": 300, "test_mse": spec["mse"], "test_copy_accuracy": spec["acc"]}
         records.append(final)
         write_json(os.path.join(directory, "final_metrics.json"), final)
     with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
-    write_json(os.path.join(directory, "run_info.json"),
-               {"status": "finished" if spec["status"] == "finished" else "running", "wall_time_s": 12.5})
+    write_json(
+        os.path.join(directory, "run_info.json"),
+        {"status": "finished" if spec["status"] == "finished" else "running", "wall_time_s": 12.5},
+    )
     if spec["status"] == "failed":
         write_json(os.path.join(directory, "failed.json"), {"returncode": 1, "log_tail": LOG_TAIL})
 
@@ -75,8 +79,9 @@ def sweep_dir(tmp_path):
         runs.append({"name": name, "overrides": overrides})
         if spec["status"] != "missing":
             write_run(tmp_path / "runs" / name, spec, overrides)
-    write_json(tmp_path / "sweep.json", {"config": "configs/default.py", "sweep": "fake",
-                                         "swept_keys": SWEPT, "runs": runs})
+    write_json(
+        tmp_path / "sweep.json", {"config": "configs/default.py", "sweep": "fake", "swept_keys": SWEPT, "runs": runs}
+    )
     return str(tmp_path)
 
 
@@ -213,6 +218,7 @@ def test_plot_writes_a_valid_png(sweep_dir, tmp_path):
         data = f.read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     from matplotlib import image
+
     pixels = image.imread(path)
     assert pixels.shape[0] > 300 and pixels.std() > 0.01  # not a blank canvas
     with pytest.raises(ValueError, match="no finished run logged 'eval_nothing'"):
@@ -222,9 +228,20 @@ def test_plot_writes_a_valid_png(sweep_dir, tmp_path):
 def test_cli_writes_every_output_and_prints_the_table(sweep_dir, tmp_path):
     out_dir = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.report", f"--sweep_dir={sweep_dir}", f"--out_dir={out_dir}",
-         "--metrics=test_mse,best_eval_mse", "--curve_metric=train_loss"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "experiments.report",
+            f"--sweep_dir={sweep_dir}",
+            f"--out_dir={out_dir}",
+            "--metrics=test_mse,best_eval_mse",
+            "--curve_metric=train_loss",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "| rnn | 25 | 3 | 0 | 0 | 0.2333 ± 0.15 | ±0.38 |" in result.stdout
     assert run_name("lstm", 25, 2) in result.stdout  # the failure is listed, not dropped
@@ -235,8 +252,19 @@ def test_cli_writes_every_output_and_prints_the_table(sweep_dir, tmp_path):
 
 def test_cli_rejects_a_metric_no_run_reports(sweep_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.report", f"--sweep_dir={sweep_dir}", f"--out_dir={tmp_path}",
-         "--metrics=test_msee"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "experiments.report",
+            f"--sweep_dir={sweep_dir}",
+            f"--out_dir={tmp_path}",
+            "--metrics=test_msee",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "test_msee" in result.stderr and "test_mse" in result.stderr
 
 
@@ -257,9 +285,11 @@ def test_a_diverged_seed_makes_the_mean_nan_instead_of_vanishing(tmp_path):
 
 def test_equal_means_are_all_bold():
     group = report.Group({"model.cell": "a"}, [])
-    rows = [report.GroupRow(group, {"test_mse": report.summarize([0.8, 0.8, 0.8])}),
-            report.GroupRow(group, {"test_mse": report.summarize([0.8])}),
-            report.GroupRow(group, {"test_mse": report.summarize([0.9])})]
+    rows = [
+        report.GroupRow(group, {"test_mse": report.summarize([0.8, 0.8, 0.8])}),
+        report.GroupRow(group, {"test_mse": report.summarize([0.8])}),
+        report.GroupRow(group, {"test_mse": report.summarize([0.9])}),
+    ]
     assert rows[0].stats["test_mse"].std == 0.0  # exact sums: no 1e-16 noise
     assert report.best_row_indices(rows, "test_mse") == {0, 1}
 

@@ -36,8 +36,10 @@ def test_carry_crosses_segments_exactly_and_resets_restart_it():
     config = stream_config()
     trainer = training.Trainer(config, parallel.make_mesh(jax.devices()[:1]))
     state = trainer.init_state()
-    apply = lambda x, carry, resets: trainer.model.apply(
-        {"params": state.params}, x, initial_carry=carry, return_carry=True, resets=resets)
+
+    def apply(x, carry, resets):
+        return trainer.model.apply({"params": state.params}, x, initial_carry=carry, return_carry=True, resets=resets)
+
     whole = trainer.task.stream_batch("train", 0, 2, 20, config.seed)
     expected, _ = apply(whole["inputs"], None, whole["resets"])
     carry, pieces = None, []
@@ -62,7 +64,10 @@ def test_stateful_training_resumes_mid_stream_from_its_checkpoint(tmp_path):
     run(tmp_path / "resumed", 2)
     resumed = run(tmp_path / "resumed", 6)
     assert resumed == straight
-    losses = lambda d: [r["train_loss"] for r in map(json.loads, open(d / "metrics.jsonl")) if "train_loss" in r]
+
+    def losses(d):
+        return [r["train_loss"] for r in map(json.loads, open(d / "metrics.jsonl")) if "train_loss" in r]
+
     np.testing.assert_allclose(losses(tmp_path / "resumed")[-2:], losses(tmp_path / "straight")[-2:], rtol=1e-6)
 
 
@@ -97,6 +102,9 @@ def test_stream_carry_is_sharded_with_the_batch_and_eight_devices_match_one(back
     for leaf in jax.tree.leaves(eight_state.stream_carry):
         assert leaf.sharding.spec == jax.sharding.PartitionSpec("data")
         assert {shard.data.shape for shard in leaf.addressable_shards} == {(1, config.model.hidden_size)}
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 jax.device_get(one_state.stream_carry), jax.device_get(eight_state.stream_carry))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        jax.device_get(one_state.stream_carry),
+        jax.device_get(eight_state.stream_carry),
+    )
     assert all(leaf.sharding.spec == jax.sharding.PartitionSpec() for leaf in jax.tree.leaves(eight_state.params))

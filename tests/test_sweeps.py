@@ -24,12 +24,17 @@ def test_product_of_cells_lengths_and_seeds_gives_48_named_runs():
 
 def test_zip_pairs_entries_and_product_multiplies():
     sweep = sweeps.product(
-        sweeps.zip_(sweeps.values("model.cell", ["rnn", "lstm"]),
-                    sweeps.values("optimizer.learning_rate", [1e-4, 3e-3])),
-        sweeps.seeds([7, 8]))
+        sweeps.zip_(
+            sweeps.values("model.cell", ["rnn", "lstm"]), sweeps.values("optimizer.learning_rate", [1e-4, 3e-3])
+        ),
+        sweeps.seeds([7, 8]),
+    )
     assert [r.name for r in sweeps.expand(sweep)] == [
-        "cell=rnn,learning_rate=0.0001,seed=7", "cell=rnn,learning_rate=0.0001,seed=8",
-        "cell=lstm,learning_rate=0.003,seed=7", "cell=lstm,learning_rate=0.003,seed=8"]
+        "cell=rnn,learning_rate=0.0001,seed=7",
+        "cell=rnn,learning_rate=0.0001,seed=8",
+        "cell=lstm,learning_rate=0.003,seed=7",
+        "cell=lstm,learning_rate=0.003,seed=8",
+    ]
 
 
 def test_zip_of_unequal_axes_is_refused():
@@ -38,12 +43,17 @@ def test_zip_of_unequal_axes_is_refused():
 
 
 def test_fixed_keys_stay_out_of_names_and_ambiguous_short_names_use_full_keys():
-    sweep = sweeps.product(sweeps.fixed({"train.num_steps": 10}),
-                           sweeps.values("model.name", ["recurrent"]),
-                           sweeps.values("task.name", ["adding", "copy"]))
+    sweep = sweeps.product(
+        sweeps.fixed({"train.num_steps": 10}),
+        sweeps.values("model.name", ["recurrent"]),
+        sweeps.values("task.name", ["adding", "copy"]),
+    )
     assert [r.name for r in sweeps.expand(sweep)] == ["name=adding", "name=copy"]
     assert sweeps.short_keys(["model.name", "task.name", "task.seq_len"]) == {
-        "model.name": "model.name", "task.name": "task.name", "task.seq_len": "seq_len"}
+        "model.name": "model.name",
+        "task.name": "task.name",
+        "task.seq_len": "seq_len",
+    }
 
 
 def test_repeated_runs_and_repeated_keys_are_refused():
@@ -65,11 +75,18 @@ def test_unknown_key_or_wrong_type_fails_before_any_run_naming_the_key():
 
 def test_a_variant_axis_trains_each_config_variant_and_validates_each_against_its_own_config():
     runs = sweep_runner.plan("configs/seq2seq_synthetic.py:smoke", "attention_ablation")
-    assert [r.name for r in runs[::3]] == ["variant=none,seed=0", "variant=bahdanau,seed=0",
-                                           "variant=luong_general,seed=0", "variant=transformer,seed=0"]
+    assert [r.name for r in runs[::3]] == [
+        "variant=none,seed=0",
+        "variant=bahdanau,seed=0",
+        "variant=luong_general,seed=0",
+        "variant=transformer,seed=0",
+    ]
     command = sweep_runner.train_command("configs/seq2seq_synthetic.py:smoke", "/tmp/w", runs[-1])
-    assert command[3:] == ["--config=configs/seq2seq_synthetic.py:smoke,transformer", "--workdir=/tmp/w",
-                           "--config.seed=2"]
+    assert command[3:] == [
+        "--config=configs/seq2seq_synthetic.py:smoke,transformer",
+        "--workdir=/tmp/w",
+        "--config.seed=2",
+    ]
     assert sweeps.config_spec_of("configs/default.py", {"variant": "gru", "seed": 1}) == "configs/default.py:gru"
     assert sweeps.config_spec_of("configs/default.py:copy", {"seed": 1}) == "configs/default.py:copy"
     # A key that exists in one variant only is accepted there and refused, naming the run, in the other.
@@ -77,23 +94,30 @@ def test_a_variant_axis_trains_each_config_variant_and_validates_each_against_it
     transformer_run = sweeps.expand(ablation)[1]
     sweeps.validate_runs(sweep_runner.base_config("configs/seq2seq_synthetic.py:transformer"), [transformer_run])
     with pytest.raises(config_lib.ConfigError, match="run variant=none: .*unknown config key 'model.d_model'"):
-        sweeps.validate_runs(sweep_runner.base_config("configs/seq2seq_synthetic.py:none"),
-                             sweeps.expand(ablation)[:1])
+        sweeps.validate_runs(sweep_runner.base_config("configs/seq2seq_synthetic.py:none"), sweeps.expand(ablation)[:1])
 
 
 @pytest.mark.slow
 def test_vmap_mode_trains_each_variant_with_its_own_config(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     config_file = tmp_path / "cells.py"
-    config_file.write_text(TINY_SWEEP.format(default=os.path.join(REPO, "configs/default.py")).replace(
-        'return sweeps.values("task.seq_len", [6, 1])',
-        'return sweeps.product(sweeps.variants(["rnn", "gru"]), sweeps.seeds(2))').replace(
-        'config = base.get_config("smoke")', 'config = base.get_config(",".join(["smoke", variant or ""]))'))
+    config_file.write_text(
+        TINY_SWEEP.format(default=os.path.join(REPO, "configs/default.py"))
+        .replace(
+            'return sweeps.values("task.seq_len", [6, 1])',
+            'return sweeps.product(sweeps.variants(["rnn", "gru"]), sweeps.seeds(2))',
+        )
+        .replace('config = base.get_config("smoke")', 'config = base.get_config(",".join(["smoke", variant or ""]))')
+    )
     runs = sweep_runner.plan(str(config_file), None)
     sweep_dir = str(tmp_path / "sweep")
     result = sweep_runner.run_vmap(str(config_file), runs, sweep_dir, report=lambda line: None)
-    assert result["finished"] == ["variant=rnn,seed=0", "variant=rnn,seed=1", "variant=gru,seed=0",
-                                  "variant=gru,seed=1"]
+    assert result["finished"] == [
+        "variant=rnn,seed=0",
+        "variant=rnn,seed=1",
+        "variant=gru,seed=0",
+        "variant=gru,seed=1",
+    ]
     for run in runs:
         saved = json.loads((tmp_path / "sweep/runs" / run.name / "config.json").read_text())
         assert saved["model"]["cell"] == run.overrides["variant"] and saved["seed"] == run.overrides["seed"]
@@ -101,30 +125,49 @@ def test_vmap_mode_trains_each_variant_with_its_own_config(tmp_path, monkeypatch
 
 def test_print_mode_emits_one_train_command_per_run_and_nothing_else():
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config=configs/default.py",
-         "--sweep=cell_by_length", "--sweep_dir=/tmp/never_created", "--mode=print"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "--config=configs/default.py",
+            "--sweep=cell_by_length",
+            "--sweep_dir=/tmp/never_created",
+            "--mode=print",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 48 and all(l.startswith("python -m experiments.train --config=configs/default.py ") for l in lines)
+    assert len(lines) == 48 and all(
+        line.startswith("python -m experiments.train --config=configs/default.py ") for line in lines
+    )
     assert "--workdir=/tmp/never_created/runs/cell=gru,seq_len=200,seed=1 " in lines[2 * 12 + 2 * 3 + 1]
     assert not os.path.exists("/tmp/never_created")
 
 
 def test_sweep_entry_point_refuses_a_bad_key_before_starting(tmp_path):
     config_file = tmp_path / "bad_sweep.py"
-    config_file.write_text(textwrap.dedent(f"""
+    config_file.write_text(
+        textwrap.dedent(f"""
         import importlib.util
-        spec = importlib.util.spec_from_file_location("base", {os.path.join(REPO, 'configs/default.py')!r})
+        spec = importlib.util.spec_from_file_location("base", {os.path.join(REPO, "configs/default.py")!r})
         base = importlib.util.module_from_spec(spec); spec.loader.exec_module(base)
         get_config = base.get_config
         def get_sweep(name=None):
             from seqjax import sweeps
             return sweeps.values("optimizer.learnin_rate", [0.1, 0.2])
-    """))
-    result = subprocess.run([sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
-                             f"--sweep_dir={tmp_path / 'sweep'}"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    """)
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", f"--config={config_file}", f"--sweep_dir={tmp_path / 'sweep'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "unknown config key 'optimizer.learnin_rate'" in result.stderr
     assert not (tmp_path / "sweep").exists()
@@ -159,8 +202,9 @@ def test_local_mode_isolates_a_crash_and_reruns_only_what_did_not_finish(tmp_pat
     sweep_dir = str(tmp_path / "sweep")
     sweep_runner.write_sweep_record(sweep_dir, str(config_file), None, runs)
     lines = []
-    runner = sweep_runner.LocalRunner(str(config_file), sweep_dir, sweep_runner.detect_slots("cpu", 2),
-                                      report=lines.append)
+    runner = sweep_runner.LocalRunner(
+        str(config_file), sweep_dir, sweep_runner.detect_slots("cpu", 2), report=lines.append
+    )
     result = runner.run(runs)
     assert result == {"finished": ["seq_len=6"], "failed": ["seq_len=1"], "skipped": []}
     failure = json.loads((tmp_path / "sweep/runs/seq_len=1/failed.json").read_text())
@@ -172,8 +216,9 @@ def test_local_mode_isolates_a_crash_and_reruns_only_what_did_not_finish(tmp_pat
     record = json.loads((tmp_path / "sweep/sweep.json").read_text())
     assert [r["name"] for r in record["runs"]] == ["seq_len=6", "seq_len=1"]
 
-    rerun = sweep_runner.LocalRunner(str(config_file), sweep_dir, sweep_runner.detect_slots("cpu", 1),
-                                     report=lines.append).run(runs)
+    rerun = sweep_runner.LocalRunner(
+        str(config_file), sweep_dir, sweep_runner.detect_slots("cpu", 1), report=lines.append
+    ).run(runs)
     assert rerun == {"finished": [], "failed": ["seq_len=1"], "skipped": ["seq_len=6"]}
 
 

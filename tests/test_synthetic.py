@@ -1,9 +1,9 @@
+import ml_collections
 import numpy as np
 import pytest
 
-from seqjax.data import synthetic
 from seqjax import tasks
-import ml_collections
+from seqjax.data import synthetic
 
 
 def test_adding_target_is_sum_of_the_two_marked_values():
@@ -37,7 +37,7 @@ def test_copy_task_layout():
     np.testing.assert_array_equal(targets[:, -3:], inputs[:, :3])
     assert (inputs[:, :3] >= 1).all() and (inputs[:, :3] <= 8).all()
     np.testing.assert_array_equal(inputs[:, 3 + 7 - 1], 9)  # delimiter right before recall
-    assert not targets[:, :-3].any() and not inputs[:, 3:3 + 6].any() and not inputs[:, -3:].any()
+    assert not targets[:, :-3].any() and not inputs[:, 3 : 3 + 6].any() and not inputs[:, -3:].any()
 
 
 def test_task_batches_are_a_pure_function_of_seed_split_and_index():

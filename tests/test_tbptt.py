@@ -9,7 +9,7 @@ from seqjax import parallel, tbptt, training
 
 def copy_config(cell="lstm", seq_len=5, **train):
     config = default.get_config("copy,smoke")
-    config.task.seq_len, config.task.copy_len = seq_len, 3   # T = seq_len + 6
+    config.task.seq_len, config.task.copy_len = seq_len, 3  # T = seq_len + 6
     config.model.cell, config.model.hidden_size, config.model.num_layers = cell, 8, 2
     config.optimizer.name, config.optimizer.schedule, config.optimizer.warmup_steps = "sgd", "constant", 0
     config.optimizer.clip_global_norm, config.optimizer.momentum = 0.0, 0.0
@@ -52,7 +52,7 @@ def hand_truncated_gradient(trainer, params, batch, chunk_len):
     total = float(batch["targets"].size)
     carry, grads = None, jax.tree.map(jnp.zeros_like, params)
     for start in range(0, time, chunk_len):
-        piece = {k: jnp.asarray(v[:, start:start + chunk_len]) for k, v in batch.items()}
+        piece = {k: jnp.asarray(v[:, start : start + chunk_len]) for k, v in batch.items()}
 
         def chunk_loss(p, carry=carry, piece=piece):
             logits, new_carry = model.apply({"params": p}, piece["inputs"], initial_carry=carry, return_carry=True)
@@ -86,10 +86,11 @@ def test_carry_crosses_chunks_so_chunked_forward_equals_full_forward():
     chunks = tbptt.split_into_chunks(batch, 4)
     carry, pieces = None, []
     for c in range(chunks["inputs"].shape[0]):
-        logits, carry = trainer.model.apply({"params": params}, chunks["inputs"][c], chunks["lengths"][c],
-                                            initial_carry=carry, return_carry=True)
+        logits, carry = trainer.model.apply(
+            {"params": params}, chunks["inputs"][c], chunks["lengths"][c], initial_carry=carry, return_carry=True
+        )
         pieces.append(logits)
-    chunked = jnp.concatenate(pieces, axis=1)[:, :full.shape[1]]
+    chunked = jnp.concatenate(pieces, axis=1)[:, : full.shape[1]]
     np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-6)
 
 
@@ -149,7 +150,7 @@ def rnn_reference_loss(params, inputs, targets, valid, stop, cut, carry=None, re
         if t == cut:
             hidden = jax.lax.stop_gradient(hidden)
         if resets is not None:
-            hidden = jnp.where(resets[:, t:t + 1], 0.0, hidden)
+            hidden = jnp.where(resets[:, t : t + 1], 0.0, hidden)
         hidden = jnp.tanh(embedded[:, t] @ cell["input_kernel"] + cell["bias"] + hidden @ cell["recurrent_kernel"])
         if t >= start:
             log_probs = jax.nn.log_softmax(hidden @ out["kernel"] + out["bias"])
@@ -166,8 +167,12 @@ def reference_truncated_gradient(params, batch, chunk_len, backprop_len):
     for start in range(0, time, chunk_len):
         stop = min(start + chunk_len, time)
         cut = max(start + chunk_len - backprop_len, 0)
-        chunk_loss = lambda p: rnn_reference_loss(p, batch["inputs"], batch["targets"], valid, stop, cut,
-                                                  start=start)[0] / valid.sum()
+
+        def chunk_loss(p):
+            return (
+                rnn_reference_loss(p, batch["inputs"], batch["targets"], valid, stop, cut, start=start)[0] / valid.sum()
+            )
+
         grads = jax.tree.map(jnp.add, grads, jax.grad(chunk_loss)(params))
     return grads
 
@@ -189,8 +194,11 @@ def test_k1_k2_gradient_equals_the_hand_built_one_on_a_plain_rnn(chunk_len, back
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, expected)
     if backprop_len > chunk_len:  # the longer window must change the gradient
         shorter = reference_truncated_gradient(state.params, batch, chunk_len, chunk_len)
-        assert not np.allclose(grads["stack"]["layer_0"]["cell"]["recurrent_kernel"],
-                               shorter["stack"]["layer_0"]["cell"]["recurrent_kernel"], rtol=1e-3)
+        assert not np.allclose(
+            grads["stack"]["layer_0"]["cell"]["recurrent_kernel"],
+            shorter["stack"]["layer_0"]["cell"]["recurrent_kernel"],
+            rtol=1e-3,
+        )
 
 
 @pytest.mark.parametrize("update", ["accumulate", "per_chunk"])
@@ -214,8 +222,9 @@ def test_stateful_k1_k2_matches_a_hand_built_stream_reference():
     backpropagates from steps [4i, 4i + 4) to step 4i - 3, entering from the
     carry that the previous parameters produced, and episode starts reset it."""
     chunk_len, backprop_len, batch_size = 4, 7, 2
-    config = copy_config("rnn", tbptt_len=chunk_len, tbptt_backprop_len=backprop_len, stateful=True,
-                         batch_size=batch_size)
+    config = copy_config(
+        "rnn", tbptt_len=chunk_len, tbptt_backprop_len=backprop_len, stateful=True, batch_size=batch_size
+    )
     config.model.num_layers = 1
     trainer = training.Trainer(config, parallel.make_mesh(jax.devices()[:1]))
     state = trainer.init_state()
@@ -233,11 +242,32 @@ def test_stateful_k1_k2_matches_a_hand_built_stream_reference():
             stop = max((earlier + 1) * chunk_len - (backprop_len - chunk_len), 0)
             if stop > position:
                 piece = slice(position, stop)
-                carry = rnn_reference_loss(history[earlier], inputs[:, piece], targets[:, piece], valid[:, piece],
-                                           stop - position, -1, carry, resets[:, piece])[1]
+                carry = rnn_reference_loss(
+                    history[earlier],
+                    inputs[:, piece],
+                    targets[:, piece],
+                    valid[:, piece],
+                    stop - position,
+                    -1,
+                    carry,
+                    resets[:, piece],
+                )[1]
                 position = stop
         assert position == cut
-        expected = jax.grad(lambda p: rnn_reference_loss(
-            p, inputs[:, cut:], targets[:, cut:], valid[:, cut:], start + chunk_len - cut, 0, carry,
-            resets[:, cut:], start=start - cut)[0] / (batch_size * chunk_len))(history[-1])
+        expected = jax.grad(
+            lambda p: (
+                rnn_reference_loss(
+                    p,
+                    inputs[:, cut:],
+                    targets[:, cut:],
+                    valid[:, cut:],
+                    start + chunk_len - cut,
+                    0,
+                    carry,
+                    resets[:, cut:],
+                    start=start - cut,
+                )[0]
+                / (batch_size * chunk_len)
+            )
+        )(history[-1])
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, expected)

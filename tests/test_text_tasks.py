@@ -22,16 +22,23 @@ def files(tmp_path_factory):
     for split, part in (("train", rows), ("dev", rows[::3])):
         (root / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
     (root / "corpus.txt").write_text("to be or not to be, that is the question.\n" * 40)
-    conll = ("EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\nPeter B-PER\nBlackburn I-PER\n\n"
-             "German B-MISC\nPeter B-PER\nsays O\n\n")
+    conll = (
+        "EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\nPeter B-PER\nBlackburn I-PER\n\n"
+        "German B-MISC\nPeter B-PER\nsays O\n\n"
+    )
     (root / "train.conll").write_text(conll * 3)
     (root / "dev.conll").write_text(conll)
     return root
 
 
 def data_config(files, data_dir, **fields):
-    config = ml_collections.ConfigDict(dict(source=ml_collections.ConfigDict(dict(data_dir=data_dir)),
-                                            splits=ml_collections.ConfigDict(), pad_to_multiple=4))
+    config = ml_collections.ConfigDict(
+        dict(
+            source=ml_collections.ConfigDict(dict(data_dir=data_dir)),
+            splits=ml_collections.ConfigDict(),
+            pad_to_multiple=4,
+        )
+    )
     config.update(fields)
     return config
 
@@ -133,8 +140,9 @@ def test_tagging_batches_masks_and_entity_f1(files, data_dir):
 def test_dataset_task_errors(files, data_dir):
     with pytest.raises(ValueError, match="set config.data.source.name"):
         tasks.get(ml_collections.ConfigDict(dict(name="classification")), ml_collections.ConfigDict())
-    task = tasks.get(ml_collections.ConfigDict(dict(name="classification")),
-                     data_config(files, data_dir, tokenizer="word"))
+    task = tasks.get(
+        ml_collections.ConfigDict(dict(name="classification")), data_config(files, data_dir, tokenizer="word")
+    )
     with pytest.raises(RuntimeError, match="setup"):
         task.train_loader(2, 0)
     with pytest.raises(TypeError, match="use train_loader"):

@@ -29,8 +29,14 @@ def data_dir(tmp_path_factory):
 
 
 def test_sst2_smoke_through_the_entry_point(tmp_path, data_dir):
-    command = [sys.executable, "-m", "experiments.train", "--config=configs/sst2.py:smoke",
-               f"--workdir={tmp_path}", f"--config.data.source.data_dir={data_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config=configs/sst2.py:smoke",
+        f"--workdir={tmp_path}",
+        f"--config.data.source.data_dir={data_dir}",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     final = json.loads(result.stdout.strip().splitlines()[-1])
@@ -43,8 +49,17 @@ def test_language_model_smoke_reports_perplexity_and_samples(tmp_path, data_dir)
     final = training.train_and_evaluate(smoke("tinyshakespeare", data_dir), str(tmp_path))
     assert final["test_perplexity"] == pytest.approx(np.exp(final["test_loss"]), rel=1e-5)
     assert final["test_bits_per_token"] == pytest.approx(final["test_loss"] / np.log(2), rel=1e-5)
-    command = [sys.executable, "-m", "experiments.sample", f"--workdir={tmp_path}", "--prompt=The river",
-               "--length=40", "--temperature=0.8", "--top_k=5", "--num_samples=2"]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.sample",
+        f"--workdir={tmp_path}",
+        "--prompt=The river",
+        "--length=40",
+        "--temperature=0.8",
+        "--top_k=5",
+        "--num_samples=2",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     samples = [line for line in result.stdout.splitlines() if line.startswith("The river")]
@@ -57,8 +72,15 @@ def test_char_gpt_smoke_trains_and_samples_past_its_context(tmp_path, data_dir):
     final = training.train_and_evaluate(config, str(tmp_path))
     assert final["step"] == 20 and final["test_perplexity"] == pytest.approx(np.exp(final["test_loss"]), rel=1e-5)
     length = 3 * config.data.seq_len  # several windows of the learned position table
-    command = [sys.executable, "-m", "experiments.sample", f"--workdir={tmp_path}", "--prompt=The river",
-               f"--length={length}", "--temperature=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.sample",
+        f"--workdir={tmp_path}",
+        "--prompt=The river",
+        f"--length={length}",
+        "--temperature=0",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("The river") and len(result.stdout.rstrip("\n")) >= len("The river") + length // 2
@@ -117,8 +139,13 @@ def losses_by_step(workdir):
 @pytest.mark.slow
 def test_killed_dataset_run_resumes_the_same_batches(tmp_path, data_dir):
     def run(workdir, kill_after_step=-1):
-        return subprocess.run([sys.executable, "-c", KILLER, str(kill_after_step), str(workdir), str(data_dir)],
-                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", KILLER, str(kill_after_step), str(workdir), str(data_dir)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     assert run(reference).returncode == 0
@@ -127,8 +154,9 @@ def test_killed_dataset_run_resumes_the_same_batches(tmp_path, data_dir):
     assert finished.returncode == 0, finished.stderr[-3000:]
     # Steps 11..30 saw the batches the uninterrupted run saw: identical losses.
     assert losses_by_step(killed) == losses_by_step(reference)
-    assert (json.loads((killed / "final_metrics.json").read_text())
-            == json.loads((reference / "final_metrics.json").read_text()))
+    assert json.loads((killed / "final_metrics.json").read_text()) == json.loads(
+        (reference / "final_metrics.json").read_text()
+    )
 
 
 def test_finetune_starts_from_the_language_model_and_keeps_it_frozen(tmp_path, data_dir):

@@ -76,8 +76,14 @@ def test_lstm_learns_a_short_adding_problem():
 
 
 def train_command(workdir, *overrides):
-    return [sys.executable, "-m", "experiments.train", "--config=configs/default.py:smoke",
-            f"--workdir={workdir}", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config=configs/default.py:smoke",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
 
 
 @pytest.mark.slow
@@ -132,12 +138,17 @@ training.train_and_evaluate(config, workdir)
 
 
 def run_killer(workdir, kill_after_step=-1, kill_in_save_step=-1):
-    return subprocess.run([sys.executable, "-c", KILLER, str(kill_after_step), str(kill_in_save_step),
-                           str(workdir)], cwd=REPO, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-c", KILLER, str(kill_after_step), str(kill_in_save_step), str(workdir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def losses_by_step(workdir):
-    records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
 
 

@@ -11,9 +11,11 @@ from seqjax import transfer
 
 def params(hidden=4, seed=0):
     keys = jax.random.split(jax.random.key(seed), 3)
-    return {"embed": {"embedding": jax.random.normal(keys[0], (10, 3))},
-            "stack": {"layer_0": {"kernel": jax.random.normal(keys[1], (3, hidden))}},
-            "output": {"kernel": jax.random.normal(keys[2], (hidden, 2))}}
+    return {
+        "embed": {"embedding": jax.random.normal(keys[0], (10, 3))},
+        "stack": {"layer_0": {"kernel": jax.random.normal(keys[1], (3, hidden))}},
+        "output": {"kernel": jax.random.normal(keys[2], (hidden, 2))},
+    }
 
 
 def test_transfer_copies_only_the_named_modules():
@@ -39,8 +41,9 @@ def test_freeze_for_holds_modules_still_then_releases_them():
     history = []
     for _ in range(3):
         updates, state = tx.update(grads, state, p)
-        history.append((float(jnp.abs(updates["embed"]["embedding"]).sum()),
-                        float(jnp.abs(updates["output"]["kernel"]).sum())))
+        history.append(
+            (float(jnp.abs(updates["embed"]["embedding"]).sum()), float(jnp.abs(updates["output"]["kernel"]).sum()))
+        )
     assert history[0][0] == 0.0 and history[1][0] == 0.0 and history[2][0] > 0.0
     assert all(out > 0 for _, out in history)
 

@@ -25,8 +25,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def numbers_task(**overrides):
-    return translation.TranslationTask(ml_collections.ConfigDict({"name": "translation", "kind": "numbers",
-                                                                  **overrides}))
+    return translation.TranslationTask(
+        ml_collections.ConfigDict({"name": "translation", "kind": "numbers", **overrides})
+    )
 
 
 WORD_VALUES = {word: value for value, word in enumerate(translation.ONES)}
@@ -62,8 +63,14 @@ def test_numbers_are_written_out_in_words():
 def test_dates_in_every_format():
     date = datetime.date(1994, 3, 3)  # a Thursday
     rendered = [translation.write_date(date, style) for style in translation.DATE_FORMATS]
-    assert rendered == ["3 march 1994", "march 3, 1994", "mar 3 1994", "03.03.1994", "03/03/1994",
-                        "thursday, march 3, 1994"]
+    assert rendered == [
+        "3 march 1994",
+        "march 3, 1994",
+        "mar 3 1994",
+        "03.03.1994",
+        "03/03/1994",
+        "thursday, march 3, 1994",
+    ]
 
 
 def test_batches_are_pure_and_eval_sentences_are_never_trained_on():
@@ -87,12 +94,12 @@ def test_batch_layout_shifts_targets_behind_sos():
     for row in range(16):
         n = lengths[row]
         assert batch["decoder_inputs"][row, 0] == SOS_ID
-        np.testing.assert_array_equal(batch["decoder_inputs"][row, 1:n], batch["targets"][row, :n - 1])
+        np.testing.assert_array_equal(batch["decoder_inputs"][row, 1:n], batch["targets"][row, : n - 1])
         assert batch["targets"][row, n - 1] == EOS_ID
         assert np.all(batch["targets"][row, n:] == PAD_ID) and np.all(batch["decoder_inputs"][row, n:] == PAD_ID)
         source = "".join(task.source_vocab.decode(batch["inputs"][row]))
         assert len(source) == batch["lengths"][row]
-        assert words_to_number(task.detokenize(batch["targets"][row:row + 1])[0]) == int(source.replace(",", ""))
+        assert words_to_number(task.detokenize(batch["targets"][row : row + 1])[0]) == int(source.replace(",", ""))
     assert batch["inputs"].shape == (16, task.max_source_len) and batch["targets"].shape == (16, task.target_len)
     np.testing.assert_array_equal(batch["teacher_forcing_ratio"], 1.0)
 
@@ -115,7 +122,7 @@ def test_metrics_count_valid_steps_only():
     assert float(loss) < 1e-6
     wrong = np.array(logits)
     wrong[0, 0] = np.roll(wrong[0, 0], 1)  # a valid step of row 0 is now wrong
-    wrong[1, lengths[1]:] = np.roll(wrong[1, lengths[1]:], 1, axis=-1)  # padding of row 1: ignored
+    wrong[1, lengths[1] :] = np.roll(wrong[1, lengths[1] :], 1, axis=-1)  # padding of row 1: ignored
     loss, metrics = task.loss_and_metrics(jnp.asarray(wrong), batch)
     np.testing.assert_allclose(metrics["exact_match"], 7 / 8)
     np.testing.assert_allclose(metrics["token_accuracy"], 1 - 1 / lengths.sum())
@@ -224,19 +231,22 @@ def test_models_refuse_tasks_they_do_not_fit():
 @pytest.mark.slow
 def test_a_short_training_run_learns_and_teacher_forced_exact_match_is_greedy_exact_match():
     task = numbers_task(max_digits=2)
-    config = ml_collections.ConfigDict({"name": "seq2seq", "attention": "luong_general", "hidden_size": 32,
-                                        "embed_size": 16, "implementation": "scan"})
+    config = ml_collections.ConfigDict(
+        {"name": "seq2seq", "attention": "luong_general", "hidden_size": 32, "embed_size": 16, "implementation": "scan"}
+    )
     model = models.build(config, task)
     example = task.batch("train", 0, 64, 0)
-    params = model.init(jax.random.key(0), example["inputs"], example["lengths"],
-                        decoder_inputs=example["decoder_inputs"])["params"]
+    params = model.init(
+        jax.random.key(0), example["inputs"], example["lengths"], decoder_inputs=example["decoder_inputs"]
+    )["params"]
     tx = optax.adam(1e-2)
 
     @jax.jit
     def train_step(params, opt_state, batch):
         def loss(p):
-            logits = model.apply({"params": p}, batch["inputs"], batch["lengths"],
-                                 decoder_inputs=batch["decoder_inputs"])
+            logits = model.apply(
+                {"params": p}, batch["inputs"], batch["lengths"], decoder_inputs=batch["decoder_inputs"]
+            )
             return task.loss_and_metrics(logits, batch)[0]
 
         value, grads = jax.value_and_grad(loss)(params)
@@ -259,14 +269,20 @@ def test_a_short_training_run_learns_and_teacher_forced_exact_match_is_greedy_ex
 
 def test_alignment_heatmaps_are_drawn_from_the_decoded_output(tmp_path):
     from tests.conftest import import_experiment
+
     translate = import_experiment("translate")
 
     task = numbers_task(max_digits=3)
-    model = models.build(ml_collections.ConfigDict({"name": "seq2seq", "attention": "bahdanau", "hidden_size": 8,
-                                                    "embed_size": 4, "implementation": "scan"}), task)
+    model = models.build(
+        ml_collections.ConfigDict(
+            {"name": "seq2seq", "attention": "bahdanau", "hidden_size": 8, "embed_size": 4, "implementation": "scan"}
+        ),
+        task,
+    )
     example = task.batch("train", 0, 2, 0)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), example["inputs"], example["lengths"],
-                            decoder_inputs=example["decoder_inputs"])["params"]
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), example["inputs"], example["lengths"], decoder_inputs=example["decoder_inputs"]
+    )["params"]
     rng = np.random.default_rng(0)  # some weights, without compiling an init
     params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.5, s.shape), s.dtype), shapes)
     inputs, lengths, _ = task.encode_texts(["417", "9"])
@@ -279,32 +295,57 @@ def test_alignment_heatmaps_are_drawn_from_the_decoded_output(tmp_path):
         steps = translate.emitted_steps(outputs[row])
         np.testing.assert_array_equal(np.asarray(logits[row, :steps]).argmax(-1), outputs[row, :steps])
         np.testing.assert_allclose(alpha[row, :steps].sum(-1), 1.0, rtol=1e-5)
-        assert (alpha[row, :, len(text):] == 0).all()  # padded source positions get no weight
-        assert task.token_strings(inputs[row, :lengths[row]]) == list(text)
+        assert (alpha[row, :, len(text) :] == 0).all()  # padded source positions get no weight
+        assert task.token_strings(inputs[row, : lengths[row]]) == list(text)
         assert steps == task.target_len or outputs[row, steps - 1] == EOS_ID
-    translate.save_heatmap(list("417"), task.token_strings(outputs[0, :3], "target"), alpha[0, :3, :3],
-                           str(tmp_path / "a.png"), "title")
+    translate.save_heatmap(
+        list("417"), task.token_strings(outputs[0, :3], "target"), alpha[0, :3, :3], str(tmp_path / "a.png"), "title"
+    )
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
-    no_attention = models.build(ml_collections.ConfigDict({"name": "seq2seq", "attention": "none",
-                                                           "hidden_size": 8, "embed_size": 4}), task)
+    no_attention = models.build(
+        ml_collections.ConfigDict({"name": "seq2seq", "attention": "none", "hidden_size": 8, "embed_size": 4}), task
+    )
     with pytest.raises(ValueError, match="has no attention over the source"):
         translation.source_attention(no_attention, params, inputs, lengths, outputs)
 
 
 @pytest.mark.slow
 def test_train_and_decode_entry_points(tmp_path):
-    train = subprocess.run([sys.executable, "-m", "experiments.train",
-                            "--config=configs/seq2seq_synthetic.py:bahdanau,smoke", f"--workdir={tmp_path}",
-                            "--config.train.num_steps=10"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "--config=configs/seq2seq_synthetic.py:bahdanau,smoke",
+            f"--workdir={tmp_path}",
+            "--config.train.num_steps=10",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert train.returncode == 0, train.stderr[-2000:]
     final = json.loads(train.stdout.strip().splitlines()[-1])
     assert final["step"] == 10 and 0.0 <= final["test_exact_match"] <= 1.0 and np.isfinite(final["test_loss"])
     # config.task.decode_test: greedy decoding of the same test batches; on them teacher-forced exact
     # match is greedy exact match (see the short training run above).
     assert final["test_greedy_exact_match"] == final["test_exact_match"] and 0.0 <= final["test_bleu"] <= 100.0
-    decode = subprocess.run([sys.executable, "-m", "experiments.decode", f"--workdir={tmp_path}", "--beam_size=2",
-                             "--num_batches=1", "--batch_size=8"], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
+    decode = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.decode",
+            f"--workdir={tmp_path}",
+            "--beam_size=2",
+            "--num_batches=1",
+            "--batch_size=8",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert decode.returncode == 0, decode.stderr[-2000:]
     result = json.loads(decode.stdout.strip().splitlines()[-1])
     assert result["search"] == "beam2" and result["sentences"] == 8 and 0.0 <= result["bleu"] <= 100.0

@@ -10,7 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from seqjax import parallel, word2vec as w2v
+from seqjax import parallel
+from seqjax import word2vec as w2v
 
 
 def _np_logistic(h, u, labels, weights):
@@ -25,10 +26,12 @@ def _np_logistic(h, u, labels, weights):
 def test_logistic_loss_and_gradients_match_numpy():
     rng = np.random.default_rng(0)
     h, u = rng.normal(size=(6, 5)), rng.normal(size=(6, 4, 5))
-    labels = np.zeros((6, 4)); labels[:, 0] = 1
+    labels = np.zeros((6, 4))
+    labels[:, 0] = 1
     weights = (rng.random((6, 4)) < 0.8).astype(float)
     loss, (g_h, g_u) = jax.value_and_grad(w2v.logistic_loss, (0, 1))(
-        *(jnp.asarray(x, jnp.float32) for x in (h, u, labels, weights)))
+        *(jnp.asarray(x, jnp.float32) for x in (h, u, labels, weights))
+    )
     ref_loss, ref_h, ref_u = _np_logistic(h, u, labels, weights)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     np.testing.assert_allclose(g_h, ref_h, rtol=1e-4, atol=1e-6)
@@ -40,8 +43,10 @@ def _toy_step(architecture):
     rng = np.random.default_rng(1)
     vocab, dim, batch = 7, 4, 5
     settings = w2v.Settings(architecture=architecture, dim=dim, negative=3, window=2, batch_size=batch)
-    params = {"embed": rng.normal(size=(vocab, dim)).astype(np.float32),
-              "output": rng.normal(size=(vocab, dim)).astype(np.float32)}
+    params = {
+        "embed": rng.normal(size=(vocab, dim)).astype(np.float32),
+        "output": rng.normal(size=(vocab, dim)).astype(np.float32),
+    }
     cdf = np.cumsum(w2v.noise_distribution(np.arange(1, vocab + 1))).astype(np.float32)
     data = {"center": np.array([0, 1, 1, 3, 6], np.int32), "weight": np.array([1, 1, 1, 1, 0], np.float32)}
     if architecture == "cbow":
@@ -52,8 +57,9 @@ def _toy_step(architecture):
     key, lr = jax.random.key(3), 0.1
     new, loss = jax.jit(w2v.sgd_step, static_argnums=5)(params, data, lr, key, {"cdf": cdf}, settings)
     predicted = data["center"] if architecture == "cbow" else data["context"]
-    targets, labels, weights = (np.asarray(x) for x in w2v.output_targets(key, jnp.asarray(predicted),
-                                                                          {"cdf": cdf}, settings))
+    targets, labels, weights = (
+        np.asarray(x) for x in w2v.output_targets(key, jnp.asarray(predicted), {"cdf": cdf}, settings)
+    )
     weights = weights * data["weight"][:, None]
     embed, output = params["embed"].astype(np.float64), params["output"].astype(np.float64)
     if architecture == "cbow":
@@ -129,8 +135,9 @@ def test_skipgram_pairs_follow_each_words_dynamic_window():
     sentence = np.repeat(np.arange(30), rng.multinomial(300, [1 / 30] * 30))[:300].astype(np.int32)
     examples = w2v.skipgram_examples(ids, sentence, 4, np.random.default_rng(9))
     reach = np.random.default_rng(9).integers(1, 5, size=300)  # the draw skipgram_examples makes first
-    assert sorted(zip(examples["center"].tolist(), examples["context"].tolist())) == \
-        _reference_pairs(ids.tolist(), sentence.tolist(), reach.tolist())
+    assert sorted(zip(examples["center"].tolist(), examples["context"].tolist())) == _reference_pairs(
+        ids.tolist(), sentence.tolist(), reach.tolist()
+    )
 
 
 def test_dynamic_window_weights_distance_d_by_window_minus_d_plus_one():
@@ -148,8 +155,12 @@ def test_cbow_contexts_match_skipgram_windows():
     sentence[:3] = -1  # a 3-word sentence
     examples = w2v.cbow_examples(ids, sentence, 3, np.random.default_rng(4))
     reach = np.random.default_rng(4).integers(1, 4, size=60)
-    got = sorted((c, x) for c, row, m in zip(examples["center"], examples["context"], examples["mask"])
-                 for x, used in zip(row, m) if used)
+    got = sorted(
+        (c, x)
+        for c, row, m in zip(examples["center"], examples["context"], examples["mask"])
+        for x, used in zip(row, m)
+        if used
+    )
     assert got == _reference_pairs(ids.tolist(), sentence.tolist(), reach.tolist())
     assert examples["context"].shape == (len(examples["center"]), 6)
     assert examples["mask"].any(axis=1).all()  # no example without context
@@ -158,9 +169,9 @@ def test_cbow_contexts_match_skipgram_windows():
 def test_huffman_codes_are_optimal_prefix_codes():
     counts = np.array([40, 20, 15, 10, 8, 4, 2, 1])
     points, codes, lengths = w2v.huffman_codes(counts)
-    words = ["".join(map(str, codes[i, :lengths[i]])) for i in range(len(counts))]
+    words = ["".join(map(str, codes[i, : lengths[i]])) for i in range(len(counts))]
     assert not any(a != b and b.startswith(a) for a, b in itertools.permutations(words, 2))  # prefix-free
-    assert sum(2.0 ** -lengths) == 1.0  # a full binary tree
+    assert sum(2.0**-lengths) == 1.0  # a full binary tree
     # Huffman cost = the sum of all merged weights, computed independently.
     heap, cost = sorted(counts.tolist()), 0
     while len(heap) > 1:
@@ -173,11 +184,10 @@ def test_huffman_codes_are_optimal_prefix_codes():
     assert points.max() <= len(counts) - 2
     tables = {"points": points, "codes": codes, "lengths": lengths}
     settings = w2v.Settings(objective="hierarchical_softmax")
-    targets, labels, weights = (np.asarray(x) for x in w2v.output_targets(None, jnp.array([7, 0]), tables,
-                                                                          settings))
+    targets, labels, weights = (np.asarray(x) for x in w2v.output_targets(None, jnp.array([7, 0]), tables, settings))
     np.testing.assert_array_equal(weights.sum(1), lengths[[7, 0]])  # padding of shorter paths masked
     np.testing.assert_array_equal(targets[0], points[7])
-    np.testing.assert_array_equal(labels[0, :lengths[7]], 1 - codes[7, :lengths[7]])  # word2vec.c's label
+    np.testing.assert_array_equal(labels[0, : lengths[7]], 1 - codes[7, : lengths[7]])  # word2vec.c's label
 
 
 def test_vocab_min_count_order_and_max_size():
@@ -194,8 +204,9 @@ def test_vocab_min_count_order_and_max_size():
 def test_learning_rate_decays_linearly_to_the_floor():
     vocab = w2v.Vocab.from_counts({"a": 3, "b": 2}, min_count=1)
     model = w2v.Word2Vec(vocab, w2v.Settings(dim=4, batch_size=8), parallel.make_mesh(jax.devices()[:1]))
-    np.testing.assert_allclose(model.learning_rate(np.array([0.0, 0.5, 1.0, 3.0])),
-                               [0.025, 0.025 - 0.5 * (0.025 - 1e-4), 1e-4, 1e-4])
+    np.testing.assert_allclose(
+        model.learning_rate(np.array([0.0, 0.5, 1.0, 3.0])), [0.025, 0.025 - 0.5 * (0.025 - 1e-4), 1e-4, 1e-4]
+    )
     assert w2v.Settings(architecture="cbow").initial_learning_rate == 0.05
 
 
@@ -232,8 +243,9 @@ def _check_planted_pairs(model):
 PLANTED = dict(dim=16, window=2, sample=0, min_count=1, epochs=3, batch_size=256, steps_per_call=4, chunk_words=4000)
 
 
-@pytest.mark.parametrize("architecture,objective", [("cbow", "negative_sampling"),
-                                                    ("skipgram", "hierarchical_softmax")])
+@pytest.mark.parametrize(
+    "architecture,objective", [("cbow", "negative_sampling"), ("skipgram", "hierarchical_softmax")]
+)
 def test_planted_synonyms_are_nearest_neighbours(architecture, objective):
     corpus = _planted_corpus()
     settings = w2v.Settings(architecture=architecture, objective=objective, **PLANTED)
@@ -267,8 +279,11 @@ def test_corpora_from_files_and_sources(tmp_path):
     plain.write_text("The cat sat.\n\nOn the mat!\n", encoding="utf-8")
     with gzip.open(packed, "wt", encoding="utf-8") as f:
         f.write("A dog\n")
-    assert list(w2v.text_file_corpus([str(plain), str(packed)])) == [["the", "cat", "sat"], ["on", "the", "mat"],
-                                                                     ["a", "dog"]]
+    assert list(w2v.text_file_corpus([str(plain), str(packed)])) == [
+        ["the", "cat", "sat"],
+        ["on", "the", "mat"],
+        ["a", "dog"],
+    ]
     source = [{"text": b"One two\nthree"}, {"text": "Four"}]
     assert list(w2v.source_corpus(source)) == [["one", "two"], ["three"], ["four"]]
     with pytest.raises(KeyError, match="no feature 'sentence'"):
@@ -282,6 +297,7 @@ def test_corpora_from_files_and_sources(tmp_path):
 def test_experiment_smoke_run_writes_vectors_and_report(tmp_path):
     from configs import word2vec as config_file
     from tests.conftest import import_experiment
+
     experiment = import_experiment("word2vec")
     from seqjax import embeddings
 

@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -176,12 +177,24 @@ class Loader:
             iterator.close()
 
 
-def make_loader(source: Sequence, preprocess: Preprocess, *, batch_size: int, train: bool,
-                batching: Batching | None = None, seed: int = 0, num_epochs: int | None = None,
-                sequence_keys: Sequence[str] = ("inputs", "targets"),
-                pad_values: Mapping[str, Any] | None = None, return_index: bool = False,
-                process_index: int | None = None, process_count: int | None = None,
-                worker_count: int = 0, read_threads: int = 0, prefetch: int = 2) -> Loader:
+def make_loader(
+    source: Sequence,
+    preprocess: Preprocess,
+    *,
+    batch_size: int,
+    train: bool,
+    batching: Batching | None = None,
+    seed: int = 0,
+    num_epochs: int | None = None,
+    sequence_keys: Sequence[str] = ("inputs", "targets"),
+    pad_values: Mapping[str, Any] | None = None,
+    return_index: bool = False,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    worker_count: int = 0,
+    read_threads: int = 0,
+    prefetch: int = 2,
+) -> Loader:
     """Batches of preprocessed examples from a random-access `source`.
 
     `preprocess(source[i])` returns a dict of arrays; 'inputs' [L, ...] is
@@ -225,42 +238,67 @@ def make_loader(source: Sequence, preprocess: Preprocess, *, batch_size: int, tr
         order = order.shuffle(_mixed_seed(seed)).repeat(num_epochs)
     shard = order[process_index::process_count]
     examples = shard.map_with_index(_Prepare(source, preprocess, sequence_keys, batching))
-    stream = examples.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
-                                                        prefetch_buffer_size=max(read_threads, 1) * 16))
+    stream = examples.to_iter_dataset(
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=max(read_threads, 1) * 16)
+    )
     stream = _in_workers(stream, worker_count)
     total = size if not train else None if num_epochs is None else size * num_epochs
     # Hosts step together: eval passes are filled up to the largest shard's
     # batch count, finite training stops at the smallest one.
-    min_batches = 0 if train else -(-(-(-size // process_count)) // rows)
+    min_batches = 0 if train else _ceil_div(_ceil_div(size, process_count), rows)
     max_batches = total // (rows * process_count) if train and total is not None else None
     collate = _Collate(rows, sequence_keys, dict(pad_values or {}), batching, return_index)
-    batches = _BatchIterDataset(stream, examples, collate, batching, rows, pad_final=not train,
-                                min_batches=min_batches, max_batches=max_batches)
+    batches = _BatchIterDataset(
+        stream, examples, collate, batching, rows, pad_final=not train, min_batches=min_batches, max_batches=max_batches
+    )
     # Buckets fill at their own pace, so only padded passes have a known length.
     num_batches = (min_batches or max_batches) if isinstance(batching, Padding) else None
     return Loader(_with_prefetch(batches, prefetch), rows, num_batches)
 
 
-def _check_loader_args(batching: Batching, train: bool, num_epochs: int | None, process_count: int,
-                       size: int, worker_count: int, read_threads: int, prefetch: int) -> None:
+def _check_loader_args(
+    batching: Batching,
+    train: bool,
+    num_epochs: int | None,
+    process_count: int,
+    size: int,
+    worker_count: int,
+    read_threads: int,
+    prefetch: int,
+) -> None:
     if worker_count < 0 or read_threads < 0 or prefetch < 0:
-        raise ValueError(f"worker_count, read_threads and prefetch must be >= 0, got "
-                         f"{worker_count}, {read_threads}, {prefetch}")
+        raise ValueError(
+            f"worker_count, read_threads and prefetch must be >= 0, got {worker_count}, {read_threads}, {prefetch}"
+        )
     if num_epochs is not None and num_epochs <= 0:
         raise ValueError(f"num_epochs must be positive or None (forever), got {num_epochs}")
     if process_count > 1 and not (isinstance(batching, Padding) and batching.fixed_length):
         # Each host would pick T from its own examples, and a global array
         # needs one shape on every host.
-        raise ValueError(f"with {process_count} hosts every host must build batches of the same shape; "
-                         f"{batching} picks T per host. Use Padding(max_len=..., fixed_length=True)")
+        raise ValueError(
+            f"with {process_count} hosts every host must build batches of the same shape; "
+            f"{batching} picks T per host. Use Padding(max_len=..., fixed_length=True)"
+        )
     if not train and size < process_count:
         raise ValueError(f"the source has {size} examples, fewer than the {process_count} hosts sharing it")
 
 
-def lm_loader(source: Sequence, preprocess: Callable[[Any], Any], *, batch_size: int, seq_len: int,
-              train: bool, layout: str = "windows", seed: int = 0, num_epochs: int | None = None,
-              pad_id: int = 0, process_index: int | None = None, process_count: int | None = None,
-              worker_count: int = 0, prefetch: int = 2) -> Loader:
+def lm_loader(
+    source: Sequence,
+    preprocess: Callable[[Any], Any],
+    *,
+    batch_size: int,
+    seq_len: int,
+    train: bool,
+    layout: str = "windows",
+    seed: int = 0,
+    num_epochs: int | None = None,
+    pad_id: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    worker_count: int = 0,
+    prefetch: int = 2,
+) -> Loader:
     """Language-modelling batches: all documents' ids as one token stream.
 
     `preprocess(source[i])` returns one document's token ids [L]. They are
@@ -305,8 +343,9 @@ def lm_loader(source: Sequence, preprocess: Callable[[Any], Any], *, batch_size:
     return Loader(_with_prefetch(dataset, prefetch), rows, num_batches)
 
 
-def token_stream(source: Sequence, preprocess: Callable[[Any], Any],
-                 worker_count: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def token_stream(
+    source: Sequence, preprocess: Callable[[Any], Any], worker_count: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(tokens [N] int32, starts [N] bool): every document's ids in source
     order, back to back; starts is True at each document's first token."""
     docs = grain.MapDataset.source(source).map_with_index(_DocumentIds(preprocess))
@@ -344,12 +383,19 @@ def batching_from_config(data_config) -> Batching:
     truncate = bool(data_config.get("truncate", False))
     if boundaries:
         return Bucketing(boundaries, truncate=truncate)
-    return Padding(pad_to_multiple=data_config.get("pad_to_multiple", 8),
-                   max_len=data_config.get("max_len", 0) or None, truncate=truncate,
-                   fixed_length=bool(data_config.get("fixed_length", False)))
+    return Padding(
+        pad_to_multiple=data_config.get("pad_to_multiple", 8),
+        max_len=data_config.get("max_len", 0) or None,
+        truncate=truncate,
+        fixed_length=bool(data_config.get("fixed_length", False)),
+    )
 
 
 # --- checks and small helpers -------------------------------------------------
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _check_positive(name: str, value) -> None:
@@ -432,8 +478,7 @@ class _Prepare:
     """(stream position, source index) -> _Example: read, preprocess, turn
     into arrays, check lengths against the batching limit."""
 
-    def __init__(self, source: Sequence, preprocess: Preprocess, sequence_keys: tuple[str, ...],
-                 batching: Batching):
+    def __init__(self, source: Sequence, preprocess: Preprocess, sequence_keys: tuple[str, ...], batching: Batching):
         self.source, self.preprocess = source, preprocess
         self.sequence_keys = sequence_keys
         self.limit, self.truncate = batching.limit, batching.truncate
@@ -442,8 +487,10 @@ class _Prepare:
     def __call__(self, position: int, index: int) -> _Example:
         features = self.preprocess(self.source[index])
         if not isinstance(features, Mapping) or "inputs" not in features:
-            raise ValueError(f"preprocess must return a dict with an 'inputs' entry; for example {index} "
-                             f"it returned {type(features).__name__}")
+            raise ValueError(
+                f"preprocess must return a dict with an 'inputs' entry; for example {index} "
+                f"it returned {type(features).__name__}"
+            )
         features = {key: _as_array(value, f"feature {key!r} of example {index}") for key, value in features.items()}
         clash = sorted(set(features) & set(RESERVED_KEYS))
         if clash:
@@ -451,9 +498,11 @@ class _Prepare:
         length = self._length(features, index)
         if self.limit is not None and length > self.limit:
             if not self.truncate:
-                raise ValueError(f"example {index} has length {length}, longer than {self.limit_name} "
-                                 f"{self.limit}; raise the limit or set truncate=True")
-            features = {k: v[:self.limit] if k in self.sequence_keys else v for k, v in features.items()}
+                raise ValueError(
+                    f"example {index} has length {length}, longer than {self.limit_name} "
+                    f"{self.limit}; raise the limit or set truncate=True"
+                )
+            features = {k: v[: self.limit] if k in self.sequence_keys else v for k, v in features.items()}
             length = self.limit
         return _Example(position, index, features, length)
 
@@ -463,17 +512,25 @@ class _Prepare:
         length = len(features["inputs"])
         for key in self.sequence_keys:
             if key in features and (features[key].ndim == 0 or len(features[key]) != length):
-                raise ValueError(f"sequence feature {key!r} of example {index} has shape {features[key].shape}, "
-                                 f"but 'inputs' has length {length}; leave it out of sequence_keys if it is "
-                                 f"not per step")
+                raise ValueError(
+                    f"sequence feature {key!r} of example {index} has shape {features[key].shape}, "
+                    f"but 'inputs' has length {length}; leave it out of sequence_keys if it is "
+                    f"not per step"
+                )
         return length
 
 
 class _Collate:
     """List of _Example (at most B) -> one batch of B rows padded to T."""
 
-    def __init__(self, rows: int, sequence_keys: tuple[str, ...], pad_values: dict[str, Any],
-                 batching: Batching, return_index: bool):
+    def __init__(
+        self,
+        rows: int,
+        sequence_keys: tuple[str, ...],
+        pad_values: dict[str, Any],
+        batching: Batching,
+        return_index: bool,
+    ):
         self.rows, self.sequence_keys, self.pad_values = rows, sequence_keys, pad_values
         self.batching, self.return_index = batching, return_index
 
@@ -500,8 +557,10 @@ class _Collate:
     @staticmethod
     def _feature(example: _Example, key: str, keys: list[str]) -> np.ndarray:
         if list(example.features) != keys:
-            raise ValueError(f"example {example.source_index} has features {sorted(example.features)}, "
-                             f"others have {sorted(keys)}; preprocess must return the same keys every time")
+            raise ValueError(
+                f"example {example.source_index} has features {sorted(example.features)}, "
+                f"others have {sorted(keys)}; preprocess must return the same keys every time"
+            )
         return example.features[key]
 
     @staticmethod
@@ -509,32 +568,51 @@ class _Collate:
         """[L_b, ...] each -> [B, time, ...]."""
         out = np.full((len(values), time) + values[0].shape[1:], pad_value, values[0].dtype)
         for row, value in enumerate(values):
-            out[row, :len(value)] = value
+            out[row, : len(value)] = value
         return out
 
     @staticmethod
     def _stack(values: list[np.ndarray], key: str) -> np.ndarray:
         shapes = {v.shape for v in values}
         if len(shapes) > 1:
-            raise ValueError(f"feature {key!r} has shapes {sorted(shapes)} across a batch; list it in "
-                             f"sequence_keys if it is per step, or give it one shape")
+            raise ValueError(
+                f"feature {key!r} has shapes {sorted(shapes)} across a batch; list it in "
+                f"sequence_keys if it is per step, or give it one shape"
+            )
         return np.stack(values)
 
 
 class _BatchIterDataset(grain.IterDataset):
     """Groups a stream of _Example into batches, one buffer per bucket."""
 
-    def __init__(self, parent: grain.IterDataset, examples: grain.MapDataset, collate: _Collate,
-                 batching: Batching, rows: int, *, pad_final: bool, min_batches: int,
-                 max_batches: int | None):
+    def __init__(
+        self,
+        parent: grain.IterDataset,
+        examples: grain.MapDataset,
+        collate: _Collate,
+        batching: Batching,
+        rows: int,
+        *,
+        pad_final: bool,
+        min_batches: int,
+        max_batches: int | None,
+    ):
         super().__init__(parent)
         self._examples, self._collate, self._batching = examples, collate, batching
         self._rows, self._pad_final = rows, pad_final
         self._min_batches, self._max_batches = min_batches, max_batches
 
     def __iter__(self) -> grain.DatasetIterator:
-        return _BatchIterator(self._parent.__iter__(), self._examples, self._collate, self._batching,
-                              self._rows, self._pad_final, self._min_batches, self._max_batches)
+        return _BatchIterator(
+            self._parent.__iter__(),
+            self._examples,
+            self._collate,
+            self._batching,
+            self._rows,
+            self._pad_final,
+            self._min_batches,
+            self._max_batches,
+        )
 
     def __str__(self) -> str:
         return f"_BatchIterDataset(rows={self._rows}, batching={self._batching})"
@@ -550,9 +628,17 @@ class _BatchIterator(grain.DatasetIterator):
     in each bucket (re-read on restore), and the number of batches emitted.
     """
 
-    def __init__(self, parent: grain.DatasetIterator, examples: grain.MapDataset, collate: _Collate,
-                 batching: Batching, rows: int, pad_final: bool, min_batches: int,
-                 max_batches: int | None):
+    def __init__(
+        self,
+        parent: grain.DatasetIterator,
+        examples: grain.MapDataset,
+        collate: _Collate,
+        batching: Batching,
+        rows: int,
+        pad_final: bool,
+        min_batches: int,
+        max_batches: int | None,
+    ):
         super().__init__(parent)
         self._examples, self._collate, self._batching = examples, collate, batching
         self._rows, self._pad_final = rows, pad_final
@@ -586,13 +672,18 @@ class _BatchIterator(grain.DatasetIterator):
         return self._collate(examples, bucket, real=len(examples))
 
     def get_state(self) -> dict[str, Any]:
-        return {"parent": self._parent.get_state(), "emitted": self._emitted,
-                "pending": [[e.position for e in waiting] for waiting in self._pending]}
+        return {
+            "parent": self._parent.get_state(),
+            "emitted": self._emitted,
+            "pending": [[e.position for e in waiting] for waiting in self._pending],
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         if len(state["pending"]) != self._batching.num_buckets:
-            raise ValueError(f"the saved loader state has {len(state['pending'])} buckets, this loader "
-                             f"{self._batching.num_buckets}; restore with the batching it was saved with")
+            raise ValueError(
+                f"the saved loader state has {len(state['pending'])} buckets, this loader "
+                f"{self._batching.num_buckets}; restore with the batching it was saved with"
+            )
         self._parent.set_state(state["parent"])
         self._emitted = state["emitted"]
         self._pending = [[self._examples[p] for p in positions] for positions in state["pending"]]
@@ -613,8 +704,9 @@ class _DocumentIds:
         if ids.shape == (0,):  # an empty document ([] is float to numpy)
             return ids.astype(np.int32)
         if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise ValueError(f"LM preprocess must return 1-D integer ids; document {index} gave "
-                             f"{ids.dtype} of shape {ids.shape}")
+            raise ValueError(
+                f"LM preprocess must return 1-D integer ids; document {index} gave {ids.dtype} of shape {ids.shape}"
+            )
         return ids
 
 
@@ -633,9 +725,13 @@ class _TokenStream:
         has_target = (steps + 1 < self.size) & real[:, None]
         resets = self.starts[steps].copy()
         resets[:, 0] |= first_resets
-        return {"inputs": self.tokens[steps], "targets": self.tokens[steps + 1], "resets": resets,
-                "step_mask": (has_target & ~self.starts[steps + 1]).astype(np.float32),
-                "weights": real.astype(np.float32)}
+        return {
+            "inputs": self.tokens[steps],
+            "targets": self.tokens[steps + 1],
+            "resets": resets,
+            "step_mask": (has_target & ~self.starts[steps + 1]).astype(np.float32),
+            "weights": real.astype(np.float32),
+        }
 
 
 class _WindowRows:
@@ -664,19 +760,27 @@ class _EvalWindows:
         return np.where(windows < self.num_windows, windows, -1)
 
 
-def _window_batches(stream: _TokenStream, rows: int, train: bool, seed: int, num_epochs: int | None,
-                    process_index: int, process_count: int) -> tuple[grain.MapDataset, int | None]:
+def _window_batches(
+    stream: _TokenStream,
+    rows: int,
+    train: bool,
+    seed: int,
+    num_epochs: int | None,
+    process_index: int,
+    process_count: int,
+) -> tuple[grain.MapDataset, int | None]:
     """Shuffled windows (train) or all windows in order, padded (eval)."""
     targets = stream.size - 1
     if train:
         num_windows = targets // stream.seq_len
         if num_windows < process_count * rows:
-            raise ValueError(f"the token stream has {stream.size} tokens: {num_windows} full windows of "
-                             f"seq_len={stream.seq_len} + 1, fewer than one global batch of "
-                             f"{process_count * rows}; lower seq_len or batch_size")
+            raise ValueError(
+                f"the token stream has {stream.size} tokens: {num_windows} full windows of "
+                f"seq_len={stream.seq_len} + 1, fewer than one global batch of "
+                f"{process_count * rows}; lower seq_len or batch_size"
+            )
         windows = grain.MapDataset.range(num_windows).shuffle(_mixed_seed(seed)).repeat(num_epochs)
-        batches = windows[process_index::process_count].batch(rows, drop_remainder=True,
-                                                              batch_fn=_WindowRows(stream))
+        batches = windows[process_index::process_count].batch(rows, drop_remainder=True, batch_fn=_WindowRows(stream))
         if num_epochs is None:
             return batches, None
         # Every host stops after the same number of batches.
@@ -685,7 +789,7 @@ def _window_batches(stream: _TokenStream, rows: int, train: bool, seed: int, num
     num_windows = -(-targets // stream.seq_len)
     if num_windows == 0:
         raise ValueError("the token stream has a single token, so there is nothing to predict")
-    num_batches = -(-(-(-num_windows // process_count)) // rows)
+    num_batches = _ceil_div(_ceil_div(num_windows, process_count), rows)
     pick = _EvalWindows(num_windows, rows, process_index, process_count)
     return grain.MapDataset.range(num_batches).map(pick).map(_WindowRows(stream)), num_batches
 
@@ -708,8 +812,9 @@ class _StreamRows:
         return batch
 
 
-def _stream_batches(stream: _TokenStream, rows: int, train: bool, num_epochs: int | None,
-                    process_index: int, process_count: int) -> tuple[grain.MapDataset, int | None]:
+def _stream_batches(
+    stream: _TokenStream, rows: int, train: bool, num_epochs: int | None, process_index: int, process_count: int
+) -> tuple[grain.MapDataset, int | None]:
     """B * process_count contiguous streams; batch k = segment k of each."""
     streams, targets = rows * process_count, stream.size - 1
     if train:
@@ -720,8 +825,10 @@ def _stream_batches(stream: _TokenStream, rows: int, train: bool, num_epochs: in
         stream_len = -(-targets // streams)
         segments = -(-stream_len // stream.seq_len)
     if segments == 0:
-        raise ValueError(f"the token stream has {stream.size} tokens, too few for {streams} streams of "
-                         f"at least seq_len={stream.seq_len} steps; lower seq_len or batch_size")
+        raise ValueError(
+            f"the token stream has {stream.size} tokens, too few for {streams} streams of "
+            f"at least seq_len={stream.seq_len} steps; lower seq_len or batch_size"
+        )
     make = _StreamRows(stream, stream_len, process_index * rows, rows)
     batches = grain.MapDataset.range(segments).map(make)
     if not train:

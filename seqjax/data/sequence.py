@@ -22,8 +22,9 @@ import numpy as np
 PAD_SIDES = ("pre", "post")
 
 
-def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: str = "pre",
-                  truncating: str = "pre", value=0) -> np.ndarray:
+def pad_sequences(
+    sequences, maxlen: int | None = None, dtype="int32", padding: str = "pre", truncating: str = "pre", value=0
+) -> np.ndarray:
     """Pads (and truncates) N sequences to one length.
 
     Args:
@@ -42,8 +43,7 @@ def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: 
     for name, side in (("padding", padding), ("truncating", truncating)):
         if side not in PAD_SIDES:
             raise ValueError(f"{name} must be 'pre' or 'post', got {side!r}")
-    if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer))
-                               or maxlen < 0):
+    if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer)) or maxlen < 0):
         raise ValueError(f"maxlen must be None or an int >= 0, got {maxlen!r}")
     lengths = np.array(_lengths(sequences), dtype=np.int64)
     if maxlen is None:
@@ -51,8 +51,11 @@ def pad_sequences(sequences, maxlen: int | None = None, dtype="int32", padding: 
     target = np.dtype(dtype)
     kept_len = np.minimum(lengths, maxlen)
     # Truncate first, so long sequences cost no more than maxlen steps; slice (copy) only when needed.
-    kept = [seq if k == n else seq[n - k:] if truncating == "pre" else seq[:k]
-            for seq, n, k in zip(sequences, lengths.tolist(), kept_len.tolist()) if k]
+    kept = [
+        seq if k == n else seq[n - k :] if truncating == "pre" else seq[:k]
+        for seq, n, k in zip(sequences, lengths.tolist(), kept_len.tolist())
+        if k
+    ]
     steps, sample_shape = _stack_steps(kept, sequences, lengths)
     out = np.full((len(lengths), int(maxlen)) + sample_shape, _checked_value(value, target), dtype=target)
     if steps.shape[0]:
@@ -82,8 +85,9 @@ def one_hot(ids, num_classes: int, dtype="float32") -> np.ndarray:
     ids = _integer_array(ids, "one_hot")
     bad = np.flatnonzero((ids < 0) | (ids >= num_classes))
     if bad.size:
-        raise ValueError(f"one_hot: id {ids.reshape(-1)[bad[0]]} (flat position {bad[0]}) is outside "
-                         f"[0, {num_classes})")
+        raise ValueError(
+            f"one_hot: id {ids.reshape(-1)[bad[0]]} (flat position {bad[0]}) is outside [0, {num_classes})"
+        )
     return (ids[..., None] == np.arange(num_classes)).astype(dtype)
 
 
@@ -142,8 +146,10 @@ def _stack_steps(kept: list, sequences, lengths) -> tuple[np.ndarray, tuple[int,
     if steps is None or steps.shape[1:] != sample_shape:
         for i, seq in enumerate(sequences):
             if len(seq) and _step_shape(seq, i) != sample_shape:
-                raise ValueError(f"sequence {i} has per-step shape {_step_shape(seq, i)}, the first non-empty "
-                                 f"sequence has {sample_shape}")
+                raise ValueError(
+                    f"sequence {i} has per-step shape {_step_shape(seq, i)}, the first non-empty "
+                    f"sequence has {sample_shape}"
+                )
         raise ValueError(f"sequences could not be stacked into steps of shape {sample_shape}")
     return steps, sample_shape
 
@@ -165,11 +171,13 @@ def _cast(array: np.ndarray, dtype, where) -> np.ndarray:
     if target.kind in "iub" and array.dtype.kind in "fc":
         lossy = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
         if lossy.size:
-            raise ValueError(f"{where(lossy[0])} holds non-integer values, which dtype {target} would "
-                             "truncate; pass a float dtype")
+            raise ValueError(
+                f"{where(lossy[0])} holds non-integer values, which dtype {target} would truncate; pass a float dtype"
+            )
     if target.kind in "iufcb" and array.dtype.kind in "USO":
-        raise TypeError(f"{where(0)} holds {array.dtype} values, not numbers for dtype {target}; "
-                        "pass dtype=object for strings")
+        raise TypeError(
+            f"{where(0)} holds {array.dtype} values, not numbers for dtype {target}; pass dtype=object for strings"
+        )
     return array.astype(target)
 
 

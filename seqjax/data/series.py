@@ -39,7 +39,7 @@ def split_series(series: np.ndarray, fractions: tuple[float, float, float], cont
         raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
     ends = np.cumsum([int(round(f * len(series))) for f in fractions[:2]])
     bounds = [(0, ends[0]), (ends[0] - context, ends[1]), (ends[1] - context, len(series))]
-    return {name: series[max(start, 0):end] for name, (start, end) in zip(SPLIT_ORDER, bounds)}
+    return {name: series[max(start, 0) : end] for name, (start, end) in zip(SPLIT_ORDER, bounds)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Normalizer:
     std: float
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "Normalizer":
+    def fit(cls, values: np.ndarray) -> Normalizer:
         std = float(np.std(values))
         return cls(float(np.mean(values)), std if std > 0 else 1.0)
 
@@ -68,7 +68,7 @@ class Normalizer:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str) -> "Normalizer":
+    def load(cls, path: str) -> Normalizer:
         with open(path) as f:
             return cls(**json.load(f))
 
@@ -83,7 +83,8 @@ def windows(series: np.ndarray, input_len: int, horizon: int) -> tuple[np.ndarra
         raise ValueError(f"input_len and horizon must be >= 1, got {input_len}, {horizon}")
     count = len(series) - input_len - horizon + 1
     if count < 1:
-        raise ValueError(f"a series of {len(series)} steps is too short for windows of "
-                         f"{input_len} inputs + {horizon} targets")
+        raise ValueError(
+            f"a series of {len(series)} steps is too short for windows of {input_len} inputs + {horizon} targets"
+        )
     span = np.lib.stride_tricks.sliding_window_view(series, input_len + horizon)[:count]
     return span[:, :input_len].copy(), span[:, input_len:].copy()

@@ -29,20 +29,35 @@ import contextlib
 import hashlib
 import inspect
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import download_manager as tfds_download_manager
 from tensorflow_datasets.core.download import downloader as tfds_downloader
 
-from seqjax.data.builders import (ChecksumMismatchError, MissingFileError, SeqjaxClassification,
-                                  SeqjaxConll, SeqjaxFolders, SeqjaxParallel, SeqjaxText, SeqjaxTimeseries,
-                                  SourceError)
+from seqjax.data.builders import (
+    ChecksumMismatchError,
+    MissingFileError,
+    SeqjaxClassification,
+    SeqjaxConll,
+    SeqjaxFolders,
+    SeqjaxParallel,
+    SeqjaxText,
+    SeqjaxTimeseries,
+    SourceError,
+)
 
 __all__ = [
-    "LOCAL_KINDS", "ChecksumMismatchError", "MissingFileError", "SourceError",
-    "get_builder", "load_source", "prepare", "source_info",
+    "LOCAL_KINDS",
+    "ChecksumMismatchError",
+    "MissingFileError",
+    "SourceError",
+    "get_builder",
+    "load_source",
+    "prepare",
+    "source_info",
 ]
 
 # Name -> builder class of the local dataset kinds.
@@ -95,13 +110,17 @@ def get_builder(name: str, *, data_dir: str | None = None, **options) -> tfds.co
             raise SourceError(f"{name}: {e}; its options are {list(signature.parameters)}") from None
         return cls(config=cls.make_config(**options), data_dir=data_dir)
     if options:
-        raise SourceError(f"{name} is a TFDS catalog dataset; options {sorted(options)} only apply to "
-                          f"local datasets ({sorted(LOCAL_KINDS)})")
+        raise SourceError(
+            f"{name} is a TFDS catalog dataset; options {sorted(options)} only apply to "
+            f"local datasets ({sorted(LOCAL_KINDS)})"
+        )
     try:
         return tfds.builder(name, data_dir=data_dir, file_format="array_record")
     except tfds.core.registered.DatasetNotFoundError:
-        raise SourceError(f"unknown dataset {name!r}: not in the TFDS catalog (tfds.list_builders()) "
-                          f"and not a local kind {sorted(LOCAL_KINDS)}") from None
+        raise SourceError(
+            f"unknown dataset {name!r}: not in the TFDS catalog (tfds.list_builders()) "
+            f"and not a local kind {sorted(LOCAL_KINDS)}"
+        ) from None
     except ValueError as e:
         if "File format is already set" not in str(e):
             raise
@@ -110,7 +129,8 @@ def get_builder(name: str, *, data_dir: str | None = None, **options) -> tfds.co
             f"{name} is already prepared in data_dir {data_dir or 'TFDS default'} as TFRecord, but random "
             f"access needs ArrayRecord: point data_dir elsewhere, or convert it with `tfds convert_format "
             f"--dataset_version_dir=<that dataset's version folder> --out_file_format=array_record "
-            f"--out_dir=<new folder>`") from None
+            f"--out_dir=<new folder>`"
+        ) from None
 
 
 def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
@@ -125,8 +145,10 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) ->
     if manual_dir is None:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     elif isinstance(builder, tuple(LOCAL_KINDS.values())):
-        raise SourceError(f"manual_dir is for TFDS catalog datasets; local dataset {builder.name} reads "
-                          f"its paths directly, so leave manual_dir unset")
+        raise SourceError(
+            f"manual_dir is for TFDS catalog datasets; local dataset {builder.name} reads "
+            f"its paths directly, so leave manual_dir unset"
+        )
     else:
         _prepare_offline(builder, manual_dir)
     return builder
@@ -135,8 +157,10 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) ->
 def _prepare_offline(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
     manual_dir = os.path.abspath(os.path.expanduser(str(manual_dir)))
     if not os.path.isdir(manual_dir):
-        raise MissingFileError(f"{builder.name}: manual_dir {manual_dir} is not a directory; create it and "
-                               f"put the dataset's download files in it ({_registered_files(builder)})")
+        raise MissingFileError(
+            f"{builder.name}: manual_dir {manual_dir} is not a directory; create it and "
+            f"put the dataset's download files in it ({_registered_files(builder)})"
+        )
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
     with _refuse_downloads(builder, manual_dir):
         try:
@@ -179,12 +203,16 @@ def _refuse_downloads(builder: tfds.core.DatasetBuilder, manual_dir: str):
 def _missing_message(builder: tfds.core.DatasetBuilder, url: str, manual_dir: str) -> str:
     info = (builder.url_infos or {}).get(url)
     if info is None or not info.filename:
-        return (f"{builder.name}: preparing offline, TFDS needs {url}, but it registers no checksum or file "
-                f"name for it, so it cannot take it from manual_dir {manual_dir}. Prepare the dataset where "
-                f"there is network access and copy its folder {builder.data_dir} to the same place here")
-    return (f"{builder.name}: preparing offline, expected the file {os.path.join(manual_dir, info.filename)} "
-            f"({int(info.size)} bytes, sha256 {info.checksum}), downloaded from {url}. Download it where there "
-            f"is network access and put it in {manual_dir} under exactly that name")
+        return (
+            f"{builder.name}: preparing offline, TFDS needs {url}, but it registers no checksum or file "
+            f"name for it, so it cannot take it from manual_dir {manual_dir}. Prepare the dataset where "
+            f"there is network access and copy its folder {builder.data_dir} to the same place here"
+        )
+    return (
+        f"{builder.name}: preparing offline, expected the file {os.path.join(manual_dir, info.filename)} "
+        f"({int(info.size)} bytes, sha256 {info.checksum}), downloaded from {url}. Download it where there "
+        f"is network access and put it in {manual_dir} under exactly that name"
+    )
 
 
 def _mismatch_message(builder: tfds.core.DatasetBuilder, manual_dir: str, error: Exception) -> str:
@@ -196,9 +224,11 @@ def _mismatch_message(builder: tfds.core.DatasetBuilder, manual_dir: str, error:
         checksum = _sha256(path) if size == info.size else None
         if size != info.size or checksum != info.checksum:
             got = f"{size} bytes" if checksum is None else f"sha256 {checksum}"
-            return (f"{builder.name}: the file {path} is not the one TFDS registers for {url}: expected "
-                    f"{int(info.size)} bytes with sha256 {info.checksum}, got {got}. Replace it with the "
-                    f"original download")
+            return (
+                f"{builder.name}: the file {path} is not the one TFDS registers for {url}: expected "
+                f"{int(info.size)} bytes with sha256 {info.checksum}, got {got}. Replace it with the "
+                f"original download"
+            )
     return f"{builder.name}: a file in {manual_dir} does not match its registered checksum: {error}"
 
 
@@ -210,8 +240,9 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_source(name: str, split: str | Sequence[str], *, data_dir: str | None = None,
-                manual_dir: str | None = None, **options):
+def load_source(
+    name: str, split: str | Sequence[str], *, data_dir: str | None = None, manual_dir: str | None = None, **options
+):
     """A random-access source of one split (or a list of sources for a list of splits).
 
     Prepares the dataset first if `data_dir` does not hold it yet.
@@ -230,8 +261,9 @@ def load_source(name: str, split: str | Sequence[str], *, data_dir: str | None =
     return builder.as_data_source(split)
 
 
-def source_info(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
-                **options) -> tfds.core.DatasetInfo:
+def source_info(
+    name: str, *, data_dir: str | None = None, manual_dir: str | None = None, **options
+) -> tfds.core.DatasetInfo:
     """The prepared dataset's info: `.features` (e.g. label names) and `.splits[s].num_examples`."""
     return prepare(get_builder(name, data_dir=data_dir, **options), manual_dir).info
 

@@ -14,8 +14,9 @@ import numpy as np
 ADDING_MEAN_BASELINE_MSE = 2.0 / 12.0
 
 
-def adding_problem(rng: np.random.Generator, batch_size: int, seq_len: int,
-                   min_seq_len: int | None = None) -> dict[str, np.ndarray]:
+def adding_problem(
+    rng: np.random.Generator, batch_size: int, seq_len: int, min_seq_len: int | None = None
+) -> dict[str, np.ndarray]:
     """The adding problem.
 
     Each step carries two features: a value drawn from U(0, 1) and a marker
@@ -57,8 +58,9 @@ def adding_problem(rng: np.random.Generator, batch_size: int, seq_len: int,
     }
 
 
-def copy_task(rng: np.random.Generator, batch_size: int, delay: int, num_symbols: int = 8,
-              copy_len: int = 10) -> dict[str, np.ndarray]:
+def copy_task(
+    rng: np.random.Generator, batch_size: int, delay: int, num_symbols: int = 8, copy_len: int = 10
+) -> dict[str, np.ndarray]:
     """The copy (memory) task of Arjovsky et al. (2016).
 
     Token 0 is blank, 1..num_symbols are data symbols, num_symbols + 1 is the

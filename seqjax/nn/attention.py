@@ -30,7 +30,8 @@ arbitrary boolean `mask` or additive `bias` is accepted too, but only the
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -43,7 +44,6 @@ Array = jax.Array
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas")
 _CUDNN_DTYPES = (jnp.float16, jnp.bfloat16)
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,36 +100,43 @@ def dot_product_attention(
     use_dropout = dropout_rate > 0.0 and dropout_rng is not None
     name = resolve_implementation(implementation, query, key, vis, needs_weights=return_weights or use_dropout)
     if name == "xla":
-        out, weights = xla_attention(query, key, value, vis, scale, dropout_rate if use_dropout else 0.0,
-                                     dropout_rng)
+        out, weights = xla_attention(query, key, value, vis, scale, dropout_rate if use_dropout else 0.0, dropout_rng)
         return (out, weights) if return_weights else out
     if name == "cudnn":
         return cudnn_attention(query, key, value, vis, scale)
     return pallas_attention(query, key, value, vis, scale)
 
 
-def resolve_implementation(implementation: str, query: Array, key: Array, vis: Visibility, *,
-                           needs_weights: bool = False) -> str:
+def resolve_implementation(
+    implementation: str, query: Array, key: Array, vis: Visibility, *, needs_weights: bool = False
+) -> str:
     """The implementation that will run: 'auto' resolved, an explicit choice
     checked against what it supports (a clear error when it cannot run)."""
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown attention implementation {implementation!r}; "
-                         f"choose one of {', '.join(IMPLEMENTATIONS)}")
+        raise ValueError(
+            f"unknown attention implementation {implementation!r}; choose one of {', '.join(IMPLEMENTATIONS)}"
+        )
     if implementation == "xla":
         return "xla"
     pallas_problem = pallas_unsupported_reason(query, key, vis, needs_weights)
     if implementation == "pallas":
         if pallas_problem:
-            raise ValueError(f"attention implementation='pallas' cannot run here: {pallas_problem}; "
-                             "use implementation='xla' or 'auto'")
+            raise ValueError(
+                f"attention implementation='pallas' cannot run here: {pallas_problem}; "
+                "use implementation='xla' or 'auto'"
+            )
         return "pallas"
-    if implementation == "auto" and pallas_problem is None and flash_attention.is_supported(
-            query.shape, key.shape, query.dtype):
+    if (
+        implementation == "auto"
+        and pallas_problem is None
+        and flash_attention.is_supported(query.shape, key.shape, query.dtype)
+    ):
         return "pallas"  # compiled GPU kernel for supported shapes and dtypes
     problem = cudnn_unsupported_reason(query, key, vis, needs_weights)
     if implementation == "cudnn" and problem:
-        raise ValueError(f"attention implementation='cudnn' cannot run here: {problem}; "
-                         "use implementation='xla' or 'auto'")
+        raise ValueError(
+            f"attention implementation='cudnn' cannot run here: {problem}; use implementation='xla' or 'auto'"
+        )
     return "xla" if problem else "cudnn"
 
 
@@ -177,27 +184,33 @@ def check_attention_inputs(query: Array, key: Array, value: Array, vis: Visibili
         raise ValueError(f"attention key and value shapes differ: {tuple(key.shape)} vs {tuple(value.shape)}")
     (batch, q_len, heads, width), (_, kv_len, kv_heads, _) = query.shape, key.shape
     if key.shape[0] != batch or key.shape[-1] != width:
-        raise ValueError(f"attention query {tuple(query.shape)} and key {tuple(key.shape)} must share "
-                         "the batch and head_dim axes")
+        raise ValueError(
+            f"attention query {tuple(query.shape)} and key {tuple(key.shape)} must share the batch and head_dim axes"
+        )
     if heads % kv_heads:
-        raise ValueError(f"the number of query heads ({heads}) must be a multiple of the number of "
-                         f"key/value heads ({kv_heads})")
+        raise ValueError(
+            f"the number of query heads ({heads}) must be a multiple of the number of key/value heads ({kv_heads})"
+        )
     full = (batch, heads, q_len, kv_len)
     for name, x in (("mask", vis.mask), ("bias", vis.bias)):
         if x is not None and (x.ndim != 4 or any(d not in (1, f) for d, f in zip(x.shape, full))):
-            raise ValueError(f"attention {name} of shape {tuple(x.shape)} does not broadcast to "
-                             f"[batch, heads, q_len, kv_len] = {full}")
+            raise ValueError(
+                f"attention {name} of shape {tuple(x.shape)} does not broadcast to "
+                f"[batch, heads, q_len, kv_len] = {full}"
+            )
     if vis.mask is not None and vis.mask.dtype != jnp.bool_:
-        raise TypeError(f"attention mask must be boolean (True = attend), got dtype {vis.mask.dtype}; "
-                        "pass additive masks as bias")
+        raise TypeError(
+            f"attention mask must be boolean (True = attend), got dtype {vis.mask.dtype}; pass additive masks as bias"
+        )
     if vis.kv_lengths is not None and tuple(vis.kv_lengths.shape) != (batch,):
         raise ValueError(f"kv_lengths must have shape [batch]=({batch},), got {tuple(vis.kv_lengths.shape)}")
     if vis.segment_ids is not None:
         if q_len != kv_len:
             raise ValueError(f"segment_ids are for self-attention; q_len={q_len} != kv_len={kv_len}")
         if tuple(vis.segment_ids.shape) != (batch, q_len):
-            raise ValueError(f"segment_ids must have shape [batch, length]=({batch}, {q_len}), "
-                             f"got {tuple(vis.segment_ids.shape)}")
+            raise ValueError(
+                f"segment_ids must have shape [batch, length]=({batch}, {q_len}), got {tuple(vis.segment_ids.shape)}"
+            )
 
 
 def _canonical(vis: Visibility, q_len: int) -> Visibility:
@@ -237,8 +250,15 @@ def visibility_mask(vis: Visibility, q_len: int, kv_len: int) -> Array | None:
     return mask
 
 
-def xla_attention(query: Array, key: Array, value: Array, vis: Visibility, scale: float,
-                  dropout_rate: float = 0.0, dropout_rng: Array | None = None) -> tuple[Array, Array]:
+def xla_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    vis: Visibility,
+    scale: float,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+) -> tuple[Array, Array]:
     """Einsum attention, logits and softmax in float32 whatever the input
     dtype. Returns (out [B, T, H, D] in query.dtype, weights [B, H, T, S])."""
     batch, q_len, heads, width = query.shape
@@ -281,8 +301,9 @@ def xla_attention(query: Array, key: Array, value: Array, vis: Visibility, scale
 def cudnn_attention(query: Array, key: Array, value: Array, vis: Visibility, scale: float) -> Array:
     """cuDNN flash attention through jax.nn.dot_product_attention."""
     lengths = None if vis.kv_lengths is None else vis.kv_lengths.astype(jnp.int32)
-    return jax.nn.dot_product_attention(query, key, value, scale=scale, is_causal=vis.causal,
-                                        key_value_seq_lengths=lengths, implementation="cudnn")
+    return jax.nn.dot_product_attention(
+        query, key, value, scale=scale, is_causal=vis.causal, key_value_seq_lengths=lengths, implementation="cudnn"
+    )
 
 
 def pallas_attention(query: Array, key: Array, value: Array, vis: Visibility, scale: float) -> Array:
@@ -290,8 +311,9 @@ def pallas_attention(query: Array, key: Array, value: Array, vis: Visibility, sc
 
     Rows that see no key give 0, as the 'xla' path does."""
     lengths = None if vis.kv_lengths is None else jnp.asarray(vis.kv_lengths, jnp.int32)
-    return flash_attention.flash_attention(query, key, value, causal=vis.causal, segment_ids=vis.segment_ids,
-                                           kv_lengths=lengths, sm_scale=scale)
+    return flash_attention.flash_attention(
+        query, key, value, causal=vis.causal, segment_ids=vis.segment_ids, kv_lengths=lengths, sm_scale=scale
+    )
 
 
 # ----------------------------------------------------------------------------- rotary
@@ -371,20 +393,38 @@ class MultiHeadAttention(nn.Module):
         return features // self.num_heads
 
     def _project(self, x: Array, heads: int, width: int, name: str) -> Array:
-        return nn.DenseGeneral((heads, width), use_bias=self.use_bias, kernel_init=self.kernel_init,
-                               dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+        return nn.DenseGeneral(
+            (heads, width),
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+        )(x)
 
     def _project_kv(self, inputs_kv: Array, width: int) -> tuple[Array, Array]:
-        return (self._project(inputs_kv, self.kv_heads, width, "key"),
-                self._project(inputs_kv, self.kv_heads, width, "value"))
+        return (
+            self._project(inputs_kv, self.kv_heads, width, "key"),
+            self._project(inputs_kv, self.kv_heads, width, "value"),
+        )
 
     @nn.compact
-    def __call__(self, inputs_q: Array, inputs_kv: Array | tuple[Array, Array] | None = None, *,
-                 causal: bool = False,
-                 kv_lengths: Array | None = None, segment_ids: Array | None = None,
-                 mask: Array | None = None, bias: Array | None = None, positions: Array | None = None,
-                 deterministic: bool = True, decode: bool = False,
-                 decode_lengths: Array | None = None, project_kv_only: bool = False) -> Array:
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Array | tuple[Array, Array] | None = None,
+        *,
+        causal: bool = False,
+        kv_lengths: Array | None = None,
+        segment_ids: Array | None = None,
+        mask: Array | None = None,
+        bias: Array | None = None,
+        positions: Array | None = None,
+        deterministic: bool = True,
+        decode: bool = False,
+        decode_lengths: Array | None = None,
+        project_kv_only: bool = False,
+    ) -> Array:
         """inputs_q [B, T, F] (and inputs_kv [B, S, F_kv]) -> [B, T, out_features].
 
         Cross-attention keys and values can be projected once and reused
@@ -409,8 +449,10 @@ class MultiHeadAttention(nn.Module):
             return self._project_kv(inputs_kv, self.head_dim(inputs_q.shape[-1]))
         width = self.head_dim(inputs_q.shape[-1])
         if decode and not self_attention:
-            raise ValueError("decode=True caches self-attention only; cross-attention keys are "
-                             "the encoder outputs, passed whole at every step")
+            raise ValueError(
+                "decode=True caches self-attention only; cross-attention keys are "
+                "the encoder outputs, passed whole at every step"
+            )
         query = self._project(inputs_q, self.num_heads, width, "query")
         if isinstance(inputs_kv, tuple):  # projected by project_kv_only
             key, value = inputs_kv
@@ -436,17 +478,35 @@ class MultiHeadAttention(nn.Module):
         if self.dropout_rate > 0.0 and not deterministic:
             dropout_rng = self.make_rng("dropout")
         result = dot_product_attention(
-            query, key, value, causal=causal, q_offset=q_offset, kv_lengths=kv_lengths,
-            segment_ids=segment_ids, mask=mask, bias=bias, implementation=self.implementation,
-            dropout_rate=self.dropout_rate, dropout_rng=dropout_rng, return_weights=self.sow_weights)
+            query,
+            key,
+            value,
+            causal=causal,
+            q_offset=q_offset,
+            kv_lengths=kv_lengths,
+            segment_ids=segment_ids,
+            mask=mask,
+            bias=bias,
+            implementation=self.implementation,
+            dropout_rate=self.dropout_rate,
+            dropout_rng=dropout_rng,
+            return_weights=self.sow_weights,
+        )
         if self.sow_weights:
             result, weights = result
             self.sow("intermediates", "attention_weights", weights)
         if q_offset is not None:
             result = self._poison_overflow(result)
         out_features = self.out_features or inputs_q.shape[-1]
-        return nn.DenseGeneral(out_features, axis=(-2, -1), use_bias=self.use_bias, kernel_init=self.kernel_init,
-                               dtype=self.dtype, param_dtype=self.param_dtype, name="out")(result)
+        return nn.DenseGeneral(
+            out_features,
+            axis=(-2, -1),
+            use_bias=self.use_bias,
+            kernel_init=self.kernel_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="out",
+        )(result)
 
     # -- KV cache: the "cache" collection holds cached_key, cached_value [B, S_max, K, D],
     # cache_index [B] (tokens written per row) and overflow [B] --
@@ -460,8 +520,10 @@ class MultiHeadAttention(nn.Module):
 
     def _cache_index(self) -> Array:
         if not self.has_variable("cache", "cache_index"):
-            raise ValueError("decode=True needs a KV cache: create it with seqjax.nn.init_cache(model, ...) "
-                             "and apply with mutable=['cache']")
+            raise ValueError(
+                "decode=True needs a KV cache: create it with seqjax.nn.init_cache(model, ...) "
+                "and apply with mutable=['cache']"
+            )
         return self.get_variable("cache", "cache_index")
 
     def _append_to_cache(self, key: Array, value: Array, lengths: Array | None) -> tuple[Array, Array]:
@@ -493,8 +555,10 @@ def _check_capacity(start: Array, new: int, capacity: int) -> None:
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return  # traced: see _poison_overflow
     if end > capacity:
-        raise ValueError(f"KV cache overflow: writing up to position {end} in a cache of length {capacity}; "
-                         "initialise the cache with a larger max_len")
+        raise ValueError(
+            f"KV cache overflow: writing up to position {end} in a cache of length {capacity}; "
+            "initialise the cache with a larger max_len"
+        )
 
 
 def init_cache(model: nn.Module, *args, **kwargs) -> Any:

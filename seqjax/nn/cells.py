@@ -24,7 +24,8 @@ Shapes: B batch, F input features, H hidden units, G gates.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -87,11 +88,11 @@ class RecurrentCell(nn.Module):
     def weights(self, in_features: int) -> dict[str, Array]:
         """Declares (or fetches) this cell's parameters for `in_features` inputs."""
         width = self.num_gates * self.hidden_size
-        params = {"input_kernel": self.param(
-            "input_kernel", self.kernel_init, (in_features, width), self.param_dtype)}
+        params = {"input_kernel": self.param("input_kernel", self.kernel_init, (in_features, width), self.param_dtype)}
         if self.has_recurrent_kernel:
             params["recurrent_kernel"] = self.param(
-                "recurrent_kernel", self.recurrent_init, (self.hidden_size, width), self.param_dtype)
+                "recurrent_kernel", self.recurrent_init, (self.hidden_size, width), self.param_dtype
+            )
         params.update(self._bias_params(width))
         if self.dtype is not None:
             params = jax.tree.map(lambda p: p.astype(self.dtype), params)

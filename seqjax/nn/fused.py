@@ -58,7 +58,8 @@ forward-over-reverse Hessians) need implementation='scan'.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -175,12 +176,15 @@ def _lstm_step_vjp(w, acts, prev, new, dcarry):
     tanh_c = jnp.tanh(new.cell)
     dh = dcarry.hidden
     dc = dcarry.cell + dh * o * (1.0 - tanh_c * tanh_c)
-    dgates = jnp.concatenate([
-        dc * g * i * (1.0 - i),
-        dc * prev.cell * f * (1.0 - f),
-        dc * i * (1.0 - g * g),
-        dh * tanh_c * o * (1.0 - o),
-    ], axis=-1)
+    dgates = jnp.concatenate(
+        [
+            dc * g * i * (1.0 - i),
+            dc * prev.cell * f * (1.0 - f),
+            dc * i * (1.0 - g * g),
+            dh * tanh_c * o * (1.0 - o),
+        ],
+        axis=-1,
+    )
     dprev = cells_lib.LSTMCarry(dgates @ w["recurrent_kernel_t"], dc * f)
     return dprev, dgates
 
@@ -190,8 +194,7 @@ def _lstm_recurrent_grads(w, dgates, acts, prev):
     return {"recurrent_kernel": _rows_t_matmul(prev.hidden, dgates)}
 
 
-LSTM_RULE = CellRule(_lstm_step, _lstm_step_vjp, _lstm_recurrent_grads, "bias",
-                     _same_weights, _with_recurrent_t)
+LSTM_RULE = CellRule(_lstm_step, _lstm_step_vjp, _lstm_recurrent_grads, "bias", _same_weights, _with_recurrent_t)
 
 
 # ---------------------------------------------------------------------------
@@ -242,8 +245,7 @@ def _gru_before_backward_weights(w):
     """w plus kernel_zr_t = W_h[:, :2H]^T and kernel_n_t = W_h[:, 2H:]^T, stored."""
     w_h = w["recurrent_kernel"]
     hidden = w_h.shape[0]
-    return dict(w, kernel_zr_t=_stored(w_h[:, : 2 * hidden].T),
-                kernel_n_t=_stored(w_h[:, 2 * hidden :].T))
+    return dict(w, kernel_zr_t=_stored(w_h[:, : 2 * hidden].T), kernel_n_t=_stored(w_h[:, 2 * hidden :].T))
 
 
 def _gru_before_step(w, carry, projected):
@@ -272,17 +274,26 @@ def _gru_before_recurrent_grads(w, dgates, saved, prev):
     del w
     hidden = prev.shape[-1]
     reset_prev = saved[..., hidden : 2 * hidden] * prev
-    return {"recurrent_kernel": jnp.concatenate([
-        _rows_t_matmul(prev, dgates[..., : 2 * hidden]),
-        _rows_t_matmul(reset_prev, dgates[..., 2 * hidden :]),
-    ], axis=-1)}
+    return {
+        "recurrent_kernel": jnp.concatenate(
+            [
+                _rows_t_matmul(prev, dgates[..., : 2 * hidden]),
+                _rows_t_matmul(reset_prev, dgates[..., 2 * hidden :]),
+            ],
+            axis=-1,
+        )
+    }
 
 
-GRU_RULE = CellRule(_gru_step, _gru_step_vjp, _gru_recurrent_grads, "input_bias",
-                    _same_weights, _with_recurrent_t)
+GRU_RULE = CellRule(_gru_step, _gru_step_vjp, _gru_recurrent_grads, "input_bias", _same_weights, _with_recurrent_t)
 GRU_RESET_BEFORE_RULE = CellRule(
-    _gru_before_step, _gru_before_step_vjp, _gru_before_recurrent_grads, "bias",
-    _gru_before_forward_weights, _gru_before_backward_weights)
+    _gru_before_step,
+    _gru_before_step_vjp,
+    _gru_before_recurrent_grads,
+    "bias",
+    _gru_before_forward_weights,
+    _gru_before_backward_weights,
+)
 RULES = {"lstm": LSTM_RULE, "gru": GRU_RULE, "gru_reset_before": GRU_RESET_BEFORE_RULE}
 
 
@@ -333,8 +344,7 @@ def _over_chunks(time: int, chunk: int, ascending: bool, run: Callable, state):
     def full_chunks(state):
         if full <= 1:
             return run(0, chunk, state) if full else state
-        return jax.lax.fori_loop(
-            0, full, lambda k, s: run((k if ascending else full - 1 - k) * chunk, chunk, s), state)
+        return jax.lax.fori_loop(0, full, lambda k, s: run((k if ascending else full - 1 - k) * chunk, chunk, s), state)
 
     def rest_chunk(state):
         return run(full * chunk, rest, state) if rest else state
@@ -363,7 +373,7 @@ def _forward_step(rule: CellRule, w, mask, save: bool, t, projected, state):
     hidden = _hidden(new)
     outputs = _set(outputs, hidden if valid is None else jnp.where(valid, hidden, 0), t)
     if save:
-        stored = jax.tree.leaves(new)[1 if mask is None else 0:]
+        stored = jax.tree.leaves(new)[1 if mask is None else 0 :]
         carries = [_set(buffer, leaf, t) for buffer, leaf in zip(carries, stored)]
         saved = _set(saved, saved_t.astype(saved.dtype), t)
     return new, outputs, carries, saved
@@ -382,9 +392,16 @@ def _forward(spec: Spec, w, inputs, mask, carry, *, save: bool):
     w_loop = rule.forward_weights(w)
     leaves = jax.tree.leaves(carry)
     saved_shape = jax.eval_shape(lambda: rule.step(w_loop, carry, _project(rule, w, inputs[:, 0])))[1]
-    buffer = lambda leaf: jnp.zeros((batch, time) + leaf.shape[1:], leaf.dtype)
-    state = (carry, buffer(leaves[0]), [buffer(l) for l in leaves[1 if mask is None else 0:]],
-             buffer(saved_shape) if save else None)
+
+    def buffer(leaf):
+        return jnp.zeros((batch, time) + leaf.shape[1:], leaf.dtype)
+
+    state = (
+        carry,
+        buffer(leaves[0]),
+        [buffer(leaf) for leaf in leaves[1 if mask is None else 0 :]],
+        buffer(saved_shape) if save else None,
+    )
 
     def run(start, size, state):
         projected = _project(rule, w, _steps(inputs, start, size)) if spec.hoist else None
@@ -437,8 +454,9 @@ def _backward_steps(spec: Spec, res: Residuals, w_t, start, size: int, d_outputs
         j = i if spec.reverse else size - 1 - i
         t = start + j
         dcarry_in = _add_to_hidden(dcarry, _at(d_outputs, t))
-        dprev, dgates_t = rule.step_vjp(w_t, _at(res.saved, t), _carry_before(res, t, spec.reverse),
-                                        _carry_at(res, t), dcarry_in)
+        dprev, dgates_t = rule.step_vjp(
+            w_t, _at(res.saved, t), _carry_before(res, t, spec.reverse), _carry_at(res, t), dcarry_in
+        )
         if res.mask is not None:  # a padded step passed its carry through and output zeros
             valid = _at(res.mask, t)[:, None]
             dprev = _keep_valid(valid, dprev, dcarry)
@@ -482,8 +500,7 @@ def _backward(spec: Spec, res: Residuals, cotangents):
         dcarry, dgates = _backward_steps(spec, res, w_t, start, size, d_outputs, dcarry, dgates)
         chunk_grads, chunk_d_inputs = _chunk_grads(rule, res, dgates, start, size, spec.reverse)
         grads = jax.tree.map(lambda g, c: g + c.astype(dtype), grads, chunk_grads)
-        d_inputs = jax.lax.dynamic_update_slice_in_dim(
-            d_inputs, chunk_d_inputs.astype(d_inputs.dtype), start, axis=1)
+        d_inputs = jax.lax.dynamic_update_slice_in_dim(d_inputs, chunk_d_inputs.astype(d_inputs.dtype), start, axis=1)
         return dcarry, grads, d_inputs, dgates if size == chunk else buffer
 
     state = (dcarry, zero_grads, jnp.zeros_like(res.inputs), dgates_buffer)
@@ -493,7 +510,7 @@ def _backward(spec: Spec, res: Residuals, cotangents):
     return grads, d_inputs, None, dcarry
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _custom_vjp_scan(spec: Spec) -> Callable:
     """(weights, inputs [B, T, F], mask [B, T] or None, carry) -> (outputs, final carry)."""
 
@@ -513,11 +530,11 @@ def _custom_vjp_scan(spec: Spec) -> Callable:
 def _fused_scan(kind: str) -> Callable:
     """A function with `scan_cell`'s signature running the fused `kind` recurrence."""
 
-    def fused_scan(cell, weights, inputs, mask, carry, *, reverse=False,
-                   hoist_input_projection=False, unroll=1):
+    def fused_scan(cell, weights, inputs, mask, carry, *, reverse=False, hoist_input_projection=False, unroll=1):
         if weights["recurrent_kernel"].shape[0] != cell.hidden_size:
-            raise ValueError(f"recurrent_kernel {weights['recurrent_kernel'].shape} does not match "
-                             f"hidden_size={cell.hidden_size}")
+            raise ValueError(
+                f"recurrent_kernel {weights['recurrent_kernel'].shape} does not match hidden_size={cell.hidden_size}"
+            )
         if inputs.shape[1] == 0:  # nothing to run: no outputs, the carry passes through
             return jnp.zeros(inputs.shape[:2] + (cell.hidden_size,), inputs.dtype), carry
         spec = Spec(kind, bool(reverse), bool(hoist_input_projection), unroll, CHUNK_STEPS)

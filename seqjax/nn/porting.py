@@ -32,7 +32,8 @@ Typical use:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +51,14 @@ __all__ = [
 
 # Number of gates per cell name (seqjax.nn.cells.CELL_NAMES).
 _GATES = {"rnn": 1, "relu_rnn": 1, "irnn": 1, "lstm": 4, "gru": 3, "gru_reset_before": 3}
-_KERAS_KINDS = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru",
-                "SimpleRNNCell": "rnn", "LSTMCell": "lstm", "GRUCell": "gru"}
+_KERAS_KINDS = {
+    "SimpleRNN": "rnn",
+    "LSTM": "lstm",
+    "GRU": "gru",
+    "SimpleRNNCell": "rnn",
+    "LSTMCell": "lstm",
+    "GRUCell": "gru",
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -109,20 +116,24 @@ def _keras_kind(layer: Any) -> str:
     if name not in _KERAS_KINDS:
         raise TypeError(
             f"unsupported Keras layer type {name!r}; expected SimpleRNN, LSTM, GRU "
-            "or a Bidirectional wrapper around one of them")
+            "or a Bidirectional wrapper around one of them"
+        )
     kind = _KERAS_KINDS[name]
     cell = getattr(layer, "cell", layer)
     activation = _fn_name(getattr(cell, "activation", None))
     if kind == "rnn":
         if activation not in ("tanh", "relu"):
-            raise ValueError(f"Keras {name} {layer.name!r} uses activation {activation!r}; "
-                             "seqjax SimpleRNNCell supports only 'tanh' and 'relu'")
+            raise ValueError(
+                f"Keras {name} {layer.name!r} uses activation {activation!r}; "
+                "seqjax SimpleRNNCell supports only 'tanh' and 'relu'"
+            )
         return "rnn" if activation == "tanh" else "relu_rnn"
     recurrent_activation = _fn_name(getattr(cell, "recurrent_activation", None))
     if activation != "tanh" or recurrent_activation != "sigmoid":
         raise ValueError(
             f"Keras {name} {layer.name!r} uses activation={activation!r}, "
-            f"recurrent_activation={recurrent_activation!r}; seqjax cells need 'tanh' and 'sigmoid'")
+            f"recurrent_activation={recurrent_activation!r}; seqjax cells need 'tanh' and 'sigmoid'"
+        )
     if kind == "gru" and not getattr(cell, "reset_after", True):
         return "gru_reset_before"
     return kind
@@ -130,22 +141,26 @@ def _keras_kind(layer: Any) -> str:
 
 def _keras_weights(layer: Any) -> list[np.ndarray]:
     if not getattr(layer, "built", True) or not layer.get_weights():
-        raise ValueError(f"Keras layer {getattr(layer, 'name', layer)!r} has no weights yet; "
-                         "build it (call it on an input) before importing")
+        raise ValueError(
+            f"Keras layer {getattr(layer, 'name', layer)!r} has no weights yet; "
+            "build it (call it on an input) before importing"
+        )
     return [_to_numpy(w, f"Keras layer {layer.name!r}") for w in layer.get_weights()]
 
 
 def _keras_cell_from_weights(weights: Sequence[Any], cell: str | None, where: str) -> tuple[dict, str]:
     """Keras [kernel, recurrent_kernel(, bias)] -> (seqjax cell params, cell name)."""
     if len(weights) not in (2, 3):
-        raise ValueError(f"{where}: expected [kernel, recurrent_kernel, bias] (or without bias), "
-                         f"got {len(weights)} arrays")
+        raise ValueError(
+            f"{where}: expected [kernel, recurrent_kernel, bias] (or without bias), got {len(weights)} arrays"
+        )
     arrays = [_to_numpy(w, where) for w in weights]
     kernel, recurrent = arrays[0], arrays[1]
     bias = arrays[2] if len(arrays) == 3 else None
     if kernel.ndim != 2 or recurrent.ndim != 2:
-        raise ValueError(f"{where}: kernel and recurrent_kernel must be 2-D, got shapes "
-                         f"{kernel.shape} and {recurrent.shape}")
+        raise ValueError(
+            f"{where}: kernel and recurrent_kernel must be 2-D, got shapes {kernel.shape} and {recurrent.shape}"
+        )
     hidden, width = recurrent.shape
     if hidden == 0 or width % hidden:
         raise ValueError(f"{where}: recurrent_kernel shape {recurrent.shape} is not [H, G*H]")
@@ -153,34 +168,47 @@ def _keras_cell_from_weights(weights: Sequence[Any], cell: str | None, where: st
     if cell is None:
         by_gates = {1: "rnn", 4: "lstm", 3: "gru"}
         if gates not in by_gates:
-            raise ValueError(f"{where}: recurrent_kernel shape {recurrent.shape} has {gates} gates; "
-                             "expected 1 (SimpleRNN), 3 (GRU) or 4 (LSTM)")
+            raise ValueError(
+                f"{where}: recurrent_kernel shape {recurrent.shape} has {gates} gates; "
+                "expected 1 (SimpleRNN), 3 (GRU) or 4 (LSTM)"
+            )
         cell = by_gates[gates]
         if cell == "gru":
             if bias is None:
-                raise ValueError(f"{where}: a GRU without bias is ambiguous; pass cell='gru' "
-                                 "(reset_after=True) or cell='gru_reset_before'")
+                raise ValueError(
+                    f"{where}: a GRU without bias is ambiguous; pass cell='gru' "
+                    "(reset_after=True) or cell='gru_reset_before'"
+                )
             cell = "gru" if bias.ndim == 2 else "gru_reset_before"
     elif _gates_of(cell) != gates:
-        raise ValueError(f"{where}: cell {cell!r} has {_gates_of(cell)} gates but recurrent_kernel "
-                         f"shape {recurrent.shape} implies {gates} (hidden size {hidden})")
+        raise ValueError(
+            f"{where}: cell {cell!r} has {_gates_of(cell)} gates but recurrent_kernel "
+            f"shape {recurrent.shape} implies {gates} (hidden size {hidden})"
+        )
     if kernel.shape[1] != width:
-        raise ValueError(f"{where}: mismatched hidden size: kernel shape {kernel.shape} has "
-                         f"{kernel.shape[1]} columns but recurrent_kernel {recurrent.shape} has {width}")
+        raise ValueError(
+            f"{where}: mismatched hidden size: kernel shape {kernel.shape} has "
+            f"{kernel.shape[1]} columns but recurrent_kernel {recurrent.shape} has {width}"
+        )
     params = {"input_kernel": kernel, "recurrent_kernel": recurrent}
     if cell == "gru":
         if bias is None:
             bias = np.zeros((2, width), kernel.dtype)
         if bias.shape != (2, width):
-            raise ValueError(f"{where}: GRU (reset_after=True) bias must have shape (2, {width}) "
-                             f"[input bias; recurrent bias], got {bias.shape}")
+            raise ValueError(
+                f"{where}: GRU (reset_after=True) bias must have shape (2, {width}) "
+                f"[input bias; recurrent bias], got {bias.shape}"
+            )
         params["input_bias"], params["recurrent_bias"] = bias[0], bias[1]
     else:
         if bias is None:
             bias = np.zeros((width,), kernel.dtype)
         if bias.shape != (width,):
-            hint = (" (a [2, 3H] bias belongs to a reset_after=True GRU)"
-                    if cell == "gru_reset_before" and bias.shape == (2, width) else "")
+            hint = (
+                " (a [2, 3H] bias belongs to a reset_after=True GRU)"
+                if cell == "gru_reset_before" and bias.shape == (2, width)
+                else ""
+            )
             raise ValueError(f"{where}: bias must have shape ({width},), got {bias.shape}{hint}")
         params["bias"] = bias
     return params, cell
@@ -195,44 +223,70 @@ def _keras_layer(layer_or_weights: Any, cell: str | None, where: str) -> tuple[d
             forward, kind = _keras_cell_from_weights(weights[:half], cell, f"{where} (forward)")
             backward, kind_b = _keras_cell_from_weights(weights[half:], cell, f"{where} (backward)")
             _check_same(kind, kind_b, forward, backward, where)
-            config = {"cell": kind, "hidden_size": forward["recurrent_kernel"].shape[0],
-                      "bidirectional": True, "merge": "concat", "reverse": False,
-                      "input_size": forward["input_kernel"].shape[0]}
+            config = {
+                "cell": kind,
+                "hidden_size": forward["recurrent_kernel"].shape[0],
+                "bidirectional": True,
+                "merge": "concat",
+                "reverse": False,
+                "input_size": forward["input_kernel"].shape[0],
+            }
             return {"forward_layer": {"cell": forward}, "backward_layer": {"cell": backward}}, config
         params, kind = _keras_cell_from_weights(weights, cell, where)
-        config = {"cell": kind, "hidden_size": params["recurrent_kernel"].shape[0],
-                  "bidirectional": False, "merge": "concat", "reverse": False,
-                  "input_size": params["input_kernel"].shape[0]}
+        config = {
+            "cell": kind,
+            "hidden_size": params["recurrent_kernel"].shape[0],
+            "bidirectional": False,
+            "merge": "concat",
+            "reverse": False,
+            "input_size": params["input_kernel"].shape[0],
+        }
         return {"cell": params}, config
 
     layer = layer_or_weights
     if _is_keras_bidirectional(layer):
         merge = layer.merge_mode
         if merge not in ("concat", "sum"):
-            raise ValueError(f"Keras Bidirectional {layer.name!r} has merge_mode={merge!r}; "
-                             "seqjax Bidirectional supports only 'concat' and 'sum'")
+            raise ValueError(
+                f"Keras Bidirectional {layer.name!r} has merge_mode={merge!r}; "
+                "seqjax Bidirectional supports only 'concat' and 'sum'"
+            )
         fw_layer, bw_layer = layer.forward_layer, layer.backward_layer
         if getattr(fw_layer, "go_backwards", False) or not getattr(bw_layer, "go_backwards", True):
-            raise ValueError(f"Keras Bidirectional {layer.name!r}: expected a forward layer with "
-                             "go_backwards=False and a backward layer with go_backwards=True")
+            raise ValueError(
+                f"Keras Bidirectional {layer.name!r}: expected a forward layer with "
+                "go_backwards=False and a backward layer with go_backwards=True"
+            )
         kind_f, kind_b = _keras_kind(fw_layer), _keras_kind(bw_layer)
-        forward, kind_f = _keras_cell_from_weights(_keras_weights(fw_layer), cell or kind_f,
-                                                   f"{where} forward layer {fw_layer.name!r}")
-        backward, kind_b = _keras_cell_from_weights(_keras_weights(bw_layer), cell or kind_b,
-                                                    f"{where} backward layer {bw_layer.name!r}")
+        forward, kind_f = _keras_cell_from_weights(
+            _keras_weights(fw_layer), cell or kind_f, f"{where} forward layer {fw_layer.name!r}"
+        )
+        backward, kind_b = _keras_cell_from_weights(
+            _keras_weights(bw_layer), cell or kind_b, f"{where} backward layer {bw_layer.name!r}"
+        )
         _check_same(kind_f, kind_b, forward, backward, where)
-        config = {"cell": kind_f, "hidden_size": forward["recurrent_kernel"].shape[0],
-                  "bidirectional": True, "merge": merge, "reverse": False,
-                  "input_size": forward["input_kernel"].shape[0]}
+        config = {
+            "cell": kind_f,
+            "hidden_size": forward["recurrent_kernel"].shape[0],
+            "bidirectional": True,
+            "merge": merge,
+            "reverse": False,
+            "input_size": forward["input_kernel"].shape[0],
+        }
         return {"forward_layer": {"cell": forward}, "backward_layer": {"cell": backward}}, config
 
     kind = _keras_kind(layer)  # raises TypeError for unknown layer types
-    params, kind = _keras_cell_from_weights(_keras_weights(layer), cell or kind,
-                                            f"{where} {_keras_class(layer)} {layer.name!r}")
-    config = {"cell": kind, "hidden_size": params["recurrent_kernel"].shape[0],
-              "bidirectional": False, "merge": "concat",
-              "reverse": bool(getattr(layer, "go_backwards", False)),
-              "input_size": params["input_kernel"].shape[0]}
+    params, kind = _keras_cell_from_weights(
+        _keras_weights(layer), cell or kind, f"{where} {_keras_class(layer)} {layer.name!r}"
+    )
+    config = {
+        "cell": kind,
+        "hidden_size": params["recurrent_kernel"].shape[0],
+        "bidirectional": False,
+        "merge": "concat",
+        "reverse": bool(getattr(layer, "go_backwards", False)),
+        "input_size": params["input_kernel"].shape[0],
+    }
     return {"cell": params}, config
 
 
@@ -241,8 +295,10 @@ def _check_same(kind_f, kind_b, forward, backward, where):
         raise ValueError(f"{where}: forward cell is {kind_f!r} but backward cell is {kind_b!r}")
     for name in forward:
         if forward[name].shape != backward[name].shape:
-            raise ValueError(f"{where}: mismatched hidden size between directions: forward "
-                             f"{name} {forward[name].shape} vs backward {backward[name].shape}")
+            raise ValueError(
+                f"{where}: mismatched hidden size between directions: forward "
+                f"{name} {forward[name].shape} vs backward {backward[name].shape}"
+            )
 
 
 def import_keras_layer(layer_or_weights: Any, *, cell: str | None = None, dtype: Any = jnp.float32) -> dict:
@@ -278,7 +334,9 @@ def keras_layer_config(layer_or_weights: Any, *, cell: str | None = None) -> dic
 
 def _keras_layer_list(layers: Any) -> list:
     if hasattr(layers, "layers") and not isinstance(layers, (list, tuple)):  # Sequential / Model
-        return [l for l in layers.layers if _keras_class(l) in _KERAS_KINDS or _is_keras_bidirectional(l)]
+        return [
+            layer for layer in layers.layers if _keras_class(layer) in _KERAS_KINDS or _is_keras_bidirectional(layer)
+        ]
     return list(layers)
 
 
@@ -291,8 +349,10 @@ def _keras_stack(layers: Any, cell: str | None) -> tuple[dict, dict]:
     for depth, layer in enumerate(layer_list):
         layer_params, config = _keras_layer(layer, cell, f"Keras stack layer {depth}")
         if config["reverse"]:
-            raise ValueError(f"Keras stack layer {depth} has go_backwards=True; RecurrentStack runs "
-                             "every layer forward (import it alone with import_keras_layer)")
+            raise ValueError(
+                f"Keras stack layer {depth} has go_backwards=True; RecurrentStack runs "
+                "every layer forward (import it alone with import_keras_layer)"
+            )
         params[f"layer_{depth}"] = layer_params
         configs.append(config)
     first = configs[0]
@@ -300,16 +360,24 @@ def _keras_stack(layers: Any, cell: str | None) -> tuple[dict, dict]:
         for key in ("cell", "hidden_size", "bidirectional", "merge"):
             if config[key] != first[key]:
                 label = "mismatched hidden size" if key == "hidden_size" else f"mismatched {key}"
-                raise ValueError(f"Keras stack: {label}: layer 0 has {key}={first[key]!r} but layer "
-                                 f"{depth} has {key}={config[key]!r}; RecurrentStack layers must agree")
+                raise ValueError(
+                    f"Keras stack: {label}: layer 0 has {key}={first[key]!r} but layer "
+                    f"{depth} has {key}={config[key]!r}; RecurrentStack layers must agree"
+                )
         previous = configs[depth - 1]
         expected = previous["hidden_size"] * (2 if previous["bidirectional"] and previous["merge"] == "concat" else 1)
         if config["input_size"] != expected:
-            raise ValueError(f"Keras stack: layer {depth} expects {config['input_size']} input features "
-                             f"but layer {depth - 1} outputs {expected}")
-    stack_config = {"cell": first["cell"], "hidden_size": first["hidden_size"],
-                    "num_layers": len(configs), "bidirectional": first["bidirectional"],
-                    "merge": first["merge"]}
+            raise ValueError(
+                f"Keras stack: layer {depth} expects {config['input_size']} input features "
+                f"but layer {depth - 1} outputs {expected}"
+            )
+    stack_config = {
+        "cell": first["cell"],
+        "hidden_size": first["hidden_size"],
+        "num_layers": len(configs),
+        "bidirectional": first["bidirectional"],
+        "merge": first["merge"],
+    }
     return params, stack_config
 
 
@@ -333,9 +401,18 @@ def keras_stack_config(layers: Any, *, cell: str | None = None) -> dict:
 # ----------------------------------------------------------------------------- PyTorch
 
 _TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
-_TORCH_MODES = {"RNN_TANH": "rnn", "RNN_RELU": "relu_rnn", "LSTM": "lstm", "GRU": "gru",
-                "rnn": "rnn", "rnn_tanh": "rnn", "rnn_relu": "relu_rnn", "relu_rnn": "relu_rnn",
-                "lstm": "lstm", "gru": "gru"}
+_TORCH_MODES = {
+    "RNN_TANH": "rnn",
+    "RNN_RELU": "relu_rnn",
+    "LSTM": "lstm",
+    "GRU": "gru",
+    "rnn": "rnn",
+    "rnn_tanh": "rnn",
+    "rnn_relu": "relu_rnn",
+    "relu_rnn": "relu_rnn",
+    "lstm": "lstm",
+    "gru": "gru",
+}
 
 
 def _torch_state(module_or_state_dict: Any, prefix: str) -> tuple[dict[str, np.ndarray], str | None]:
@@ -355,18 +432,18 @@ def _torch_state(module_or_state_dict: Any, prefix: str) -> tuple[dict[str, np.n
         mode = _TORCH_MODES[mode]
         state = module.state_dict()
     if not isinstance(state, Mapping):
-        raise TypeError(f"expected a torch nn.RNN/LSTM/GRU module or its state_dict, "
-                        f"got {type(state).__name__}")
+        raise TypeError(f"expected a torch nn.RNN/LSTM/GRU module or its state_dict, got {type(state).__name__}")
     out = {}
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         if _TORCH_KEY.match(name):
             out[name] = _to_numpy(value, f"torch state_dict[{key!r}]")
     if not out:
-        raise ValueError(f"no torch recurrent weights (weight_ih_l0, ...) found with prefix {prefix!r}; "
-                         f"keys: {sorted(state)[:8]}")
+        raise ValueError(
+            f"no torch recurrent weights (weight_ih_l0, ...) found with prefix {prefix!r}; keys: {sorted(state)[:8]}"
+        )
     if any(k.startswith("weight_hr") for k in out):
         raise ValueError("torch LSTM with proj_size (weight_hr_l*) has no seqjax equivalent")
     return out, mode
@@ -388,12 +465,15 @@ def _torch_layout(state: dict[str, np.ndarray], mode: str | None) -> tuple[str, 
     if mode is None:
         by_gates = {1: "rnn", 3: "gru", 4: "lstm"}
         if gates not in by_gates:
-            raise ValueError(f"torch weight_hh_l0 shape {w_hh.shape} has {gates} gates; expected 1 (RNN), "
-                             "3 (GRU) or 4 (LSTM)")
+            raise ValueError(
+                f"torch weight_hh_l0 shape {w_hh.shape} has {gates} gates; expected 1 (RNN), 3 (GRU) or 4 (LSTM)"
+            )
         mode = by_gates[gates]
     elif _gates_of(mode) != gates:
-        raise ValueError(f"torch {mode!r} has {_gates_of(mode)} gates but weight_hh_l0 shape "
-                         f"{w_hh.shape} implies {gates} (hidden size {hidden})")
+        raise ValueError(
+            f"torch {mode!r} has {_gates_of(mode)} gates but weight_hh_l0 shape "
+            f"{w_hh.shape} implies {gates} (hidden size {hidden})"
+        )
     return mode, len(layers), bidirectional, hidden
 
 
@@ -406,11 +486,15 @@ def _torch_cell(state, suffix: str, cell: str, hidden: int, input_size: int) -> 
     if w_ih is None or w_hh is None:
         raise ValueError(f"torch state_dict lacks weight_ih{suffix} / weight_hh{suffix}")
     if w_hh.shape != (width, hidden):
-        raise ValueError(f"torch weight_hh{suffix}: mismatched hidden size: expected shape "
-                         f"({width}, {hidden}) for {cell} with hidden size {hidden}, got {w_hh.shape}")
+        raise ValueError(
+            f"torch weight_hh{suffix}: mismatched hidden size: expected shape "
+            f"({width}, {hidden}) for {cell} with hidden size {hidden}, got {w_hh.shape}"
+        )
     if w_ih.shape != (width, input_size):
-        raise ValueError(f"torch weight_ih{suffix}: expected shape ({width}, {input_size}) "
-                         f"[{gates}*hidden, input features], got {w_ih.shape}")
+        raise ValueError(
+            f"torch weight_ih{suffix}: expected shape ({width}, {input_size}) "
+            f"[{gates}*hidden, input features], got {w_ih.shape}"
+        )
     biases = []
     for name in (f"bias_ih{suffix}", f"bias_hh{suffix}"):
         b = state.get(name)
@@ -423,8 +507,12 @@ def _torch_cell(state, suffix: str, cell: str, hidden: int, input_size: int) -> 
     if cell == "gru":
         # torch (r, z, n) -> seqjax/Keras (z, r, n); the n-gate biases stay separate (reset_after).
         order = np.concatenate([np.arange(hidden, 2 * hidden), np.arange(hidden), np.arange(2 * hidden, 3 * hidden)])
-        return {"input_kernel": w_ih[order].T, "recurrent_kernel": w_hh[order].T,
-                "input_bias": b_ih[order], "recurrent_bias": b_hh[order]}
+        return {
+            "input_kernel": w_ih[order].T,
+            "recurrent_kernel": w_hh[order].T,
+            "input_bias": b_ih[order],
+            "recurrent_bias": b_hh[order],
+        }
     # LSTM (i, f, g, o) already matches; RNN has one gate. Both biases just add.
     return {"input_kernel": w_ih.T, "recurrent_kernel": w_hh.T, "bias": b_ih + b_hh}
 
@@ -437,8 +525,12 @@ def _torch_stack(module_or_state_dict, mode, prefix):
         mode = _TORCH_MODES[mode]
     mode = mode or module_mode
     cell, num_layers, bidirectional, hidden = _torch_layout(state, mode)
-    expected = {f"{w}_l{k}{s}" for k in range(num_layers) for w in ("weight_ih", "weight_hh")
-                for s in (("", "_reverse") if bidirectional else ("",))}
+    expected = {
+        f"{w}_l{k}{s}"
+        for k in range(num_layers)
+        for w in ("weight_ih", "weight_hh")
+        for s in (("", "_reverse") if bidirectional else ("",))
+    }
     missing = sorted(expected - set(state))
     if missing:
         raise ValueError(f"torch state_dict is missing {missing}")
@@ -452,13 +544,19 @@ def _torch_stack(module_or_state_dict, mode, prefix):
             directions[label] = {"cell": _torch_cell(state, f"_l{depth}{suffix}", cell, hidden, input_size)}
         params[f"layer_{depth}"] = directions if bidirectional else directions["forward_layer"]
         input_size = hidden * (2 if bidirectional else 1)
-    config = {"cell": cell, "hidden_size": hidden, "num_layers": num_layers,
-              "bidirectional": bidirectional, "merge": "concat"}
+    config = {
+        "cell": cell,
+        "hidden_size": hidden,
+        "num_layers": num_layers,
+        "bidirectional": bidirectional,
+        "merge": "concat",
+    }
     return params, config
 
 
-def import_torch_rnn(module_or_state_dict: Any, *, mode: str | None = None, prefix: str = "",
-                     dtype: Any = jnp.float32) -> dict:
+def import_torch_rnn(
+    module_or_state_dict: Any, *, mode: str | None = None, prefix: str = "", dtype: Any = jnp.float32
+) -> dict:
     """RecurrentStack params from a PyTorch nn.RNN / nn.LSTM / nn.GRU or its state_dict.
 
     Args:
@@ -520,7 +618,9 @@ def check_params_compatible(imported: Any, reference: Any) -> None:
         if a_shape != b_shape:
             hint = ""
             if path.endswith("recurrent_kernel"):
-                hint = f" (mismatched hidden size: {a_shape[0] if a_shape else '?'} vs {b_shape[0] if b_shape else '?'})"
+                hint = (
+                    f" (mismatched hidden size: {a_shape[0] if a_shape else '?'} vs {b_shape[0] if b_shape else '?'})"
+                )
             elif path.endswith("input_kernel") and len(a_shape) == len(b_shape) == 2 and a_shape[0] != b_shape[0]:
                 hint = f" (input features {a_shape[0]} vs {b_shape[0]})"
             raise ValueError(f"params mismatch at {path}: imported shape {a_shape}, model expects {b_shape}{hint}")

@@ -10,7 +10,8 @@ carry untouched) and writes outputs at their original positions.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,8 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.nn import cells as cells_lib
-from seqjax.nn import fused
-from seqjax.nn import minimal
+from seqjax.nn import fused, minimal
 
 Array = jax.Array
 
@@ -37,11 +37,13 @@ def check_sequence_inputs(inputs: Array, lengths: Array | None) -> None:
     if inputs.ndim != 3:
         raise ValueError(
             f"recurrent layers expect inputs of shape [batch, time, features]; got shape "
-            f"{tuple(inputs.shape)} (ndim {inputs.ndim})")
+            f"{tuple(inputs.shape)} (ndim {inputs.ndim})"
+        )
     if not jnp.issubdtype(inputs.dtype, jnp.floating):
         raise TypeError(
             f"recurrent layers expect floating-point inputs, got dtype {inputs.dtype}; "
-            "embed integer token ids first (e.g. flax.linen.Embed)")
+            "embed integer token ids first (e.g. flax.linen.Embed)"
+        )
     if lengths is None:
         return
     batch, time = inputs.shape[:2]
@@ -55,8 +57,7 @@ def check_sequence_inputs(inputs: Array, lengths: Array | None) -> None:
     if (values < 0).any():
         raise ValueError(f"lengths must be >= 0; got negative lengths {values[values < 0].tolist()}")
     if (values > time).any():
-        raise ValueError(
-            f"lengths must be <= the sequence length T={time}; got {values[values > time].tolist()}")
+        raise ValueError(f"lengths must be <= the sequence length T={time}; got {values[values > time].tolist()}")
 
 
 def valid_mask(lengths: Array | None, time: int) -> Array | None:
@@ -143,8 +144,9 @@ class Recurrent(nn.Module):
     unroll: int = 1
 
     @nn.compact
-    def __call__(self, inputs: Array, lengths: Array | None = None,
-                 initial_carry: Any = None, resets: Array | None = None) -> tuple[Array, Any]:
+    def __call__(
+        self, inputs: Array, lengths: Array | None = None, initial_carry: Any = None, resets: Array | None = None
+    ) -> tuple[Array, Any]:
         """inputs [B, T, F], lengths [B] -> (outputs [B, T, H], final carry).
 
         resets [B, T] bool: where True, the carry restarts from this layer's
@@ -169,26 +171,44 @@ class Recurrent(nn.Module):
         mask = valid_mask(lengths, time)
         if resets is not None:
             if self.reverse:
-                raise ValueError("resets mark where documents start in a forward stream; "
-                                 "a reverse layer cannot take them")
-            return scan_cell(self.cell, weights, inputs, mask, initial_carry, hoist_input_projection=hoist,
-                             unroll=self.unroll, resets=resets, reset_carry=self._initial_carry(batch, dtype))
+                raise ValueError(
+                    "resets mark where documents start in a forward stream; a reverse layer cannot take them"
+                )
+            return scan_cell(
+                self.cell,
+                weights,
+                inputs,
+                mask,
+                initial_carry,
+                hoist_input_projection=hoist,
+                unroll=self.unroll,
+                resets=resets,
+                reset_carry=self._initial_carry(batch, dtype),
+            )
         run = self._recurrence()
-        return run(self.cell, weights, inputs, mask, initial_carry,
-                   reverse=self.reverse, hoist_input_projection=hoist, unroll=self.unroll)
+        return run(
+            self.cell,
+            weights,
+            inputs,
+            mask,
+            initial_carry,
+            reverse=self.reverse,
+            hoist_input_projection=hoist,
+            unroll=self.unroll,
+        )
 
     def _recurrence(self):
         """The recurrence function `implementation` asks for (see the class docstring)."""
         if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, "
-                             f"got {self.implementation!r}")
+            raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, got {self.implementation!r}")
         fused_fn = fused.fused_scan_for(self.cell)
         parallel_fn = minimal.parallel_scan_for(self.cell)
         if self.implementation == "fused" and fused_fn is None:
             raise ValueError(f"no fused recurrence for {type(self.cell).__name__}; use implementation='scan'")
         if self.implementation == "parallel" and parallel_fn is None:
-            raise ValueError(f"no parallel scan for {type(self.cell).__name__} (its gates read h_{{t-1}}); "
-                             "use implementation='scan'")
+            raise ValueError(
+                f"no parallel scan for {type(self.cell).__name__} (its gates read h_{{t-1}}); use implementation='scan'"
+            )
         if self.implementation == "scan":
             return scan_cell
         if self.implementation == "parallel":
@@ -211,7 +231,8 @@ class Recurrent(nn.Module):
             for i, leaf in enumerate(leaves)
         ]
         return jax.tree.unflatten(
-            treedef, [jnp.broadcast_to(p.astype(dtype), leaf.shape) for p, leaf in zip(learned, leaves)])
+            treedef, [jnp.broadcast_to(p.astype(dtype), leaf.shape) for p, leaf in zip(learned, leaves)]
+        )
 
     def _check_carry(self, carry: Any, batch: int) -> Any:
         """The user's carry in the cell's own structure (a plain (h, c) tuple
@@ -221,8 +242,7 @@ class Recurrent(nn.Module):
             carry = type(expected)(*carry)
         got = jax.tree.map(jnp.shape, carry)
         if jax.tree.structure(expected) != jax.tree.structure(got) or expected != got:
-            raise ValueError(
-                f"initial_carry for {type(self.cell).__name__} must have shapes {expected}, got {got}")
+            raise ValueError(f"initial_carry for {type(self.cell).__name__} must have shapes {expected}, got {got}")
         return carry
 
 
@@ -295,14 +315,26 @@ class RecurrentStack(nn.Module):
     def _layer(self, reverse: bool, **module_kwargs) -> Recurrent:
         # parent=None: the cell becomes a child of its layer, not of the stack.
         cell = cells_lib.make_cell(self.cell, self.hidden_size, parent=None, **(self.cell_kwargs or {}))
-        return Recurrent(cell, reverse=reverse, learn_initial_carry=self.learn_initial_carry,
-                         hoist_input_projection=self.hoist_input_projection,
-                         implementation=self.implementation, unroll=self.unroll, **module_kwargs)
+        return Recurrent(
+            cell,
+            reverse=reverse,
+            learn_initial_carry=self.learn_initial_carry,
+            hoist_input_projection=self.hoist_input_projection,
+            implementation=self.implementation,
+            unroll=self.unroll,
+            **module_kwargs,
+        )
 
     @nn.compact
-    def __call__(self, inputs: Array, lengths: Array | None = None,
-                 initial_carry: Sequence[Any] | None = None,
-                 *, deterministic: bool = True, resets: Array | None = None) -> tuple[Array, tuple[Any, ...]]:
+    def __call__(
+        self,
+        inputs: Array,
+        lengths: Array | None = None,
+        initial_carry: Sequence[Any] | None = None,
+        *,
+        deterministic: bool = True,
+        resets: Array | None = None,
+    ) -> tuple[Array, tuple[Any, ...]]:
         """inputs [B, T, F] -> (outputs [B, T, H or 2H], per-layer final carries).
 
         resets [B, T] bool restarts every layer's carry where a document
@@ -310,15 +342,18 @@ class RecurrentStack(nn.Module):
         if resets is not None and self.bidirectional:
             raise ValueError("resets need a causal stack; a bidirectional layer reads across document boundaries")
         if initial_carry is not None and len(initial_carry) != self.num_layers:
-            raise ValueError(f"initial_carry needs one entry per layer ({self.num_layers}), "
-                             f"got {len(initial_carry)}")
+            raise ValueError(f"initial_carry needs one entry per layer ({self.num_layers}), got {len(initial_carry)}")
         carries = []
         x = inputs
         for depth in range(self.num_layers):
             if self.bidirectional:
                 # parent=None: the directions become children of the Bidirectional wrapper.
-                layer = Bidirectional(self._layer(False, parent=None), self._layer(True, parent=None),
-                                      merge=self.merge, name=f"layer_{depth}")
+                layer = Bidirectional(
+                    self._layer(False, parent=None),
+                    self._layer(True, parent=None),
+                    merge=self.merge,
+                    name=f"layer_{depth}",
+                )
             else:
                 layer = self._layer(False, name=f"layer_{depth}")
             layer_carry = None if initial_carry is None else initial_carry[depth]

@@ -29,8 +29,9 @@ Array = jax.Array
 SCORES = ("bahdanau", "dot", "general", "concat")
 
 
-def attention_weights(module: nn.Module, score: str, query_size: int, key_size: int,
-                      attention_size: int) -> dict[str, Array]:
+def attention_weights(
+    module: nn.Module, score: str, query_size: int, key_size: int, attention_size: int
+) -> dict[str, Array]:
     """Declares the parameters of `score` on `module` (call it from setup or a
     compact method) and returns them as {name: array}."""
     if score not in SCORES:
@@ -40,15 +41,18 @@ def attention_weights(module: nn.Module, score: str, query_size: int, key_size: 
         if query_size != key_size:
             raise ValueError(
                 f"Luong 'dot' attention needs the decoder state ({query_size}) and the encoder outputs "
-                f"({key_size}) to have the same width; use 'general' or 'concat', or match the sizes")
+                f"({key_size}) to have the same width; use 'general' or 'concat', or match the sizes"
+            )
         return {}
     if score == "general":
         return {"key_kernel": module.param("attention_key_kernel", init, (key_size, query_size))}
     # Additive forms: 'concat' is W_a [s; h] = W s + U h, the same network as Bahdanau's.
-    return {"query_kernel": module.param("attention_query_kernel", init, (query_size, attention_size)),
-            "key_kernel": module.param("attention_key_kernel", init, (key_size, attention_size)),
-            "bias": module.param("attention_bias", nn.initializers.zeros_init(), (attention_size,)),
-            "v": module.param("attention_v", nn.initializers.normal(attention_size ** -0.5), (attention_size,))}
+    return {
+        "query_kernel": module.param("attention_query_kernel", init, (query_size, attention_size)),
+        "key_kernel": module.param("attention_key_kernel", init, (key_size, attention_size)),
+        "bias": module.param("attention_bias", nn.initializers.zeros_init(), (attention_size,)),
+        "v": module.param("attention_v", nn.initializers.normal(attention_size**-0.5), (attention_size,)),
+    }
 
 
 def project_keys(score: str, weights: dict[str, Array], encoded: Array) -> Array:
@@ -76,8 +80,9 @@ def masked_softmax(logits: Array, mask: Array | None) -> Array:
     return jax.nn.softmax(logits, axis=-1) * mask
 
 
-def attend(score: str, weights: dict[str, Array], query: Array, keys: Array, values: Array,
-           mask: Array | None) -> tuple[Array, Array]:
+def attend(
+    score: str, weights: dict[str, Array], query: Array, keys: Array, values: Array, mask: Array | None
+) -> tuple[Array, Array]:
     """(context c [B, E] = Σ_j α_j values_j, α [B, S]) for query [B, Q]."""
     alpha = masked_softmax(scores(score, weights, query, keys), mask)
     return jnp.einsum("bs,bse->be", alpha, values), alpha

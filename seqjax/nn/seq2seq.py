@@ -43,8 +43,7 @@ import jax.numpy as jnp
 
 from seqjax import decoding
 from seqjax.nn import cells as cells_lib
-from seqjax.nn import recurrent
-from seqjax.nn import rnn_attention
+from seqjax.nn import recurrent, rnn_attention
 
 Array = jax.Array
 
@@ -53,8 +52,9 @@ BRIDGES = ("auto", "dense", "none")
 TEACHER_FORCING_SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 
 
-def teacher_forcing_ratio(step: int, schedule: str = "constant", final_ratio: float = 1.0,
-                          decay_steps: int = 1000) -> float:
+def teacher_forcing_ratio(
+    step: int, schedule: str = "constant", final_ratio: float = 1.0, decay_steps: int = 1000
+) -> float:
     """Probability of feeding the true previous token at training step `step`
     (scheduled sampling, Bengio et al. 2015); it falls from 1 to `final_ratio`:
 
@@ -64,8 +64,9 @@ def teacher_forcing_ratio(step: int, schedule: str = "constant", final_ratio: fl
       inverse_sigmoid  final + (1 - final) * k / (k + exp(step / k)), k = decay_steps
     """
     if schedule not in TEACHER_FORCING_SCHEDULES:
-        raise ValueError(f"unknown teacher forcing schedule {schedule!r}; choose one of "
-                         f"{', '.join(TEACHER_FORCING_SCHEDULES)}")
+        raise ValueError(
+            f"unknown teacher forcing schedule {schedule!r}; choose one of {', '.join(TEACHER_FORCING_SCHEDULES)}"
+        )
     if not 0.0 <= final_ratio <= 1.0:
         raise ValueError(f"teacher forcing ratio must lie in [0, 1], got {final_ratio}")
     if decay_steps <= 0:
@@ -153,7 +154,7 @@ class RNNDecoder(nn.Module):
         """The rnn_attention score name, None without attention."""
         if self.attention == "none":
             return None
-        return "bahdanau" if self.attention == "bahdanau" else self.attention[len("luong_"):]
+        return "bahdanau" if self.attention == "bahdanau" else self.attention[len("luong_") :]
 
     @property
     def luong(self) -> bool:
@@ -169,19 +170,29 @@ class RNNDecoder(nn.Module):
         if self.attention != "none" and self.memory_size <= 0:
             raise ValueError(f"attention={self.attention!r} needs the encoder output width (memory_size > 0)")
         hidden, embed = self.hidden_size, self.embed_size
-        self.cells = [cells_lib.make_cell(self.cell, hidden, **(self.cell_kwargs or {}))
-                      for _ in range(self.num_layers)]
+        self.cells = [
+            cells_lib.make_cell(self.cell, hidden, **(self.cell_kwargs or {})) for _ in range(self.num_layers)
+        ]
         self.embedding = self.param("embedding", nn.linear.default_embed_init, (self.vocab_size, embed))
-        self.attention_params = {} if self.score is None else rnn_attention.attention_weights(
-            self, self.score, hidden, self.memory_size, self.attention_size or hidden)
+        self.attention_params = (
+            {}
+            if self.score is None
+            else rnn_attention.attention_weights(
+                self, self.score, hidden, self.memory_size, self.attention_size or hidden
+            )
+        )
         dense = nn.initializers.glorot_uniform()
         zeros = nn.initializers.zeros_init()
         if self.attention == "bahdanau":  # readout from [s_i; c_i; E y_{i-1}], a tanh layer (Bahdanau's is maxout)
-            self.readout = {"kernel": self.param("readout_kernel", dense, (hidden + self.memory_size + embed, hidden)),
-                            "bias": self.param("readout_bias", zeros, (hidden,))}
+            self.readout = {
+                "kernel": self.param("readout_kernel", dense, (hidden + self.memory_size + embed, hidden)),
+                "bias": self.param("readout_bias", zeros, (hidden,)),
+            }
         elif self.luong:  # h̃_i = tanh(W_c [c_i; s_i])
-            self.readout = {"kernel": self.param("readout_kernel", dense, (self.memory_size + hidden, hidden)),
-                            "bias": self.param("readout_bias", zeros, (hidden,))}
+            self.readout = {
+                "kernel": self.param("readout_kernel", dense, (self.memory_size + hidden, hidden)),
+                "bias": self.param("readout_bias", zeros, (hidden,)),
+            }
         else:
             self.readout = {}
         output = {"bias": self.param("output_bias", zeros, (self.vocab_size,))}
@@ -200,9 +211,13 @@ class RNNDecoder(nn.Module):
 
     def weights(self) -> dict[str, Any]:
         """Every parameter as a plain array, for the pure `step`."""
-        return {"cells": [cell.weights(self.input_size(i)) for i, cell in enumerate(self.cells)],
-                "embedding": self.embedding, "attention": self.attention_params, "readout": self.readout,
-                "output": self.output}
+        return {
+            "cells": [cell.weights(self.input_size(i)) for i, cell in enumerate(self.cells)],
+            "embedding": self.embedding,
+            "attention": self.attention_params,
+            "readout": self.readout,
+            "output": self.output,
+        }
 
     def initial_state(self, carries: tuple) -> dict[str, Any]:
         """Decoder state from per-layer carries (adds h̃_0 = 0 when feeding)."""
@@ -221,8 +236,9 @@ class RNNDecoder(nn.Module):
         return {"values": encoded, "keys": keys, "mask": mask}
 
     @nn.nowrap
-    def step(self, w: dict, state: dict, tokens: Array, memory: dict | None,
-             keep: dict | None = None) -> tuple[dict, Array, Array | None]:
+    def step(
+        self, w: dict, state: dict, tokens: Array, memory: dict | None, keep: dict | None = None
+    ) -> tuple[dict, Array, Array | None]:
         """One decoder step on tokens [B] -> (state, logits [B, V], α [B, S] or None).
 
         keep: dropout keep-masks {'embed': [B, embed], 'output': [B, H]}
@@ -258,8 +274,7 @@ class RNNDecoder(nn.Module):
 
     @nn.nowrap
     def _attend(self, w, query, memory):
-        return rnn_attention.attend(self.score, w["attention"], query, memory["keys"], memory["values"],
-                                    memory["mask"])
+        return rnn_attention.attend(self.score, w["attention"], query, memory["keys"], memory["values"], memory["mask"])
 
     @nn.nowrap
     def _readout(self, w, parts):
@@ -274,9 +289,15 @@ class RNNDecoder(nn.Module):
             features = features @ output["projection"]
         return features @ w["embedding"].T + output["bias"]
 
-    def __call__(self, state: dict, decoder_inputs: Array, memory: dict | None, *,
-                 teacher_forcing_ratio: Array | float | None = None,
-                 deterministic: bool = True) -> tuple[Array, Array | None]:
+    def __call__(
+        self,
+        state: dict,
+        decoder_inputs: Array,
+        memory: dict | None,
+        *,
+        teacher_forcing_ratio: Array | float | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Array, Array | None]:
         """Runs the decoder over decoder_inputs [B, T] -> (logits [B, T, V], α [B, T, S] or None).
 
         Step t reads decoder_inputs[:, t] (teacher forcing). With a
@@ -292,7 +313,7 @@ class RNNDecoder(nn.Module):
         if not deterministic and self.dropout_rate > 0:
             ones = jnp.ones((time, batch, self.embed_size + self.hidden_size), self.embedding.dtype)
             masks = self.dropout(ones, deterministic=False)
-            keep = {"embed": masks[..., :self.embed_size], "output": masks[..., self.embed_size:]}
+            keep = {"embed": masks[..., : self.embed_size], "output": masks[..., self.embed_size :]}
         use_truth = sample_keys = None
         if teacher_forcing_ratio is not None and not deterministic:
             _check_ratio(teacher_forcing_ratio)
@@ -393,26 +414,46 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTIONS)}")
         if self.bridge not in BRIDGES:
             raise ValueError(f"unknown bridge {self.bridge!r}; choose one of {', '.join(BRIDGES)}")
-        self.source_embedding = self.param("source_embedding", nn.linear.default_embed_init,
-                                           (self.source_vocab_size, self.embed_size))
+        self.source_embedding = self.param(
+            "source_embedding", nn.linear.default_embed_init, (self.source_vocab_size, self.embed_size)
+        )
         self.embed_dropout = nn.Dropout(self.dropout_rate)
         self.encoder = recurrent.RecurrentStack(
-            cell=self.cell, hidden_size=self.encoder_hidden_size or self.hidden_size,
-            num_layers=self.encoder_layers, bidirectional=self.bidirectional, dropout_rate=self.dropout_rate,
-            implementation=self.implementation, cell_kwargs=self.cell_kwargs)
+            cell=self.cell,
+            hidden_size=self.encoder_hidden_size or self.hidden_size,
+            num_layers=self.encoder_layers,
+            bidirectional=self.bidirectional,
+            dropout_rate=self.dropout_rate,
+            implementation=self.implementation,
+            cell_kwargs=self.cell_kwargs,
+        )
         self.decoder = RNNDecoder(
-            self.target_vocab_size, cell=self.cell, hidden_size=self.hidden_size, num_layers=self.decoder_layers,
-            embed_size=self.embed_size, attention=self.attention,
+            self.target_vocab_size,
+            cell=self.cell,
+            hidden_size=self.hidden_size,
+            num_layers=self.decoder_layers,
+            embed_size=self.embed_size,
+            attention=self.attention,
             memory_size=self.encoder_output_size if self.attention != "none" else 0,
-            attention_size=self.attention_size, input_feeding=self.input_feeding,
-            tie_embeddings=self.tie_embeddings, dropout_rate=self.dropout_rate, cell_kwargs=self.cell_kwargs)
+            attention_size=self.attention_size,
+            input_feeding=self.input_feeding,
+            tie_embeddings=self.tie_embeddings,
+            dropout_rate=self.dropout_rate,
+            cell_kwargs=self.cell_kwargs,
+        )
         width, parts = self.encoder_output_size, _num_carry_parts(self.cell)
         if self.bridge == "dense" or (self.bridge == "auto" and width != self.hidden_size):
             init = nn.initializers.glorot_uniform()
-            self.bridge_weights = [[(self.param(f"bridge_{layer}_{part}_kernel", init, (width, self.hidden_size)),
-                                     self.param(f"bridge_{layer}_{part}_bias", nn.initializers.zeros_init(),
-                                                (self.hidden_size,)))
-                                    for part in range(parts)] for layer in range(self.decoder_layers)]
+            self.bridge_weights = [
+                [
+                    (
+                        self.param(f"bridge_{layer}_{part}_kernel", init, (width, self.hidden_size)),
+                        self.param(f"bridge_{layer}_{part}_bias", nn.initializers.zeros_init(), (self.hidden_size,)),
+                    )
+                    for part in range(parts)
+                ]
+                for layer in range(self.decoder_layers)
+            ]
         else:
             self.bridge_weights = None
 
@@ -461,21 +502,35 @@ class Seq2Seq(nn.Module):
         """tokens_to_logits: tokens [B] -> (logits [B, V], cache)."""
         return _decode_step(self.decoder, tokens, cache)
 
-    def __call__(self, inputs: Array, lengths: Array | None = None, *, decoder_inputs: Array | None = None,
-                 teacher_forcing_ratio: Array | float | None = None, deterministic: bool = True,
-                 return_attention: bool = False):
+    def __call__(
+        self,
+        inputs: Array,
+        lengths: Array | None = None,
+        *,
+        decoder_inputs: Array | None = None,
+        teacher_forcing_ratio: Array | float | None = None,
+        deterministic: bool = True,
+        return_attention: bool = False,
+    ):
         """Logits [B, T, V] for decoder_inputs [B, T] (<sos> + target[:-1]);
         with return_attention also α [B, T, S] over the source positions as
         given (un-reversed when reverse_source)."""
         if decoder_inputs is None:
-            raise ValueError("Seq2Seq needs decoder_inputs: the target shifted right (<sos> first), "
-                             "the decoder's teacher-forced input")
+            raise ValueError(
+                "Seq2Seq needs decoder_inputs: the target shifted right (<sos> first), "
+                "the decoder's teacher-forced input"
+            )
         decoder_inputs = jnp.asarray(decoder_inputs)
         check_token_ids(decoder_inputs, self.target_vocab_size, "decoder_inputs")
         _check_ratio(teacher_forcing_ratio)
         cache = self.encode(inputs, lengths, deterministic=deterministic)
-        logits, alpha = self.decoder(cache["state"], decoder_inputs, cache.get("memory"),
-                                     teacher_forcing_ratio=teacher_forcing_ratio, deterministic=deterministic)
+        logits, alpha = self.decoder(
+            cache["state"],
+            decoder_inputs,
+            cache.get("memory"),
+            teacher_forcing_ratio=teacher_forcing_ratio,
+            deterministic=deterministic,
+        )
         if not return_attention:
             return logits
         if alpha is None:
@@ -508,9 +563,15 @@ class VectorToSequence(nn.Module):
 
     def setup(self):
         self.decoder = RNNDecoder(
-            self.target_vocab_size, cell=self.cell, hidden_size=self.hidden_size, num_layers=self.decoder_layers,
-            embed_size=self.embed_size, tie_embeddings=self.tie_embeddings, dropout_rate=self.dropout_rate,
-            cell_kwargs=self.cell_kwargs)
+            self.target_vocab_size,
+            cell=self.cell,
+            hidden_size=self.hidden_size,
+            num_layers=self.decoder_layers,
+            embed_size=self.embed_size,
+            tie_embeddings=self.tie_embeddings,
+            dropout_rate=self.dropout_rate,
+            cell_kwargs=self.cell_kwargs,
+        )
         parts = _num_carry_parts(self.cell)
         self.bridge = [[nn.Dense(self.hidden_size) for _ in range(parts)] for _ in range(self.decoder_layers)]
 
@@ -519,19 +580,29 @@ class VectorToSequence(nn.Module):
         del lengths, deterministic
         inputs = jnp.asarray(inputs)
         if inputs.ndim != 2 or not jnp.issubdtype(inputs.dtype, jnp.floating):
-            raise ValueError(f"VectorToSequence conditions on float features [batch, features]; got "
-                             f"shape {tuple(inputs.shape)} dtype {inputs.dtype}")
+            raise ValueError(
+                f"VectorToSequence conditions on float features [batch, features]; got "
+                f"shape {tuple(inputs.shape)} dtype {inputs.dtype}"
+            )
         structure = jax.tree.structure(cells_lib.make_cell(self.cell, 1, parent=None).initial_carry(1))
-        carries = tuple(jax.tree.unflatten(structure, [jnp.tanh(dense(inputs)) for dense in layer])
-                        for layer in self.bridge)
+        carries = tuple(
+            jax.tree.unflatten(structure, [jnp.tanh(dense(inputs)) for dense in layer]) for layer in self.bridge
+        )
         return {"state": self.decoder.initial_state(carries)}
 
     def decode_step(self, tokens: Array, cache: dict) -> tuple[Array, dict]:
         """tokens_to_logits: tokens [B] -> (logits [B, V], cache)."""
         return _decode_step(self.decoder, tokens, cache)
 
-    def __call__(self, inputs: Array, lengths: Array | None = None, *, decoder_inputs: Array | None = None,
-                 teacher_forcing_ratio: Array | float | None = None, deterministic: bool = True) -> Array:
+    def __call__(
+        self,
+        inputs: Array,
+        lengths: Array | None = None,
+        *,
+        decoder_inputs: Array | None = None,
+        teacher_forcing_ratio: Array | float | None = None,
+        deterministic: bool = True,
+    ) -> Array:
         """Logits [B, T, V] for features [B, F] and decoder_inputs [B, T]."""
         if decoder_inputs is None:
             raise ValueError("VectorToSequence needs decoder_inputs (<sos> + target[:-1])")
@@ -539,8 +610,13 @@ class VectorToSequence(nn.Module):
         check_token_ids(decoder_inputs, self.target_vocab_size, "decoder_inputs")
         _check_ratio(teacher_forcing_ratio)
         cache = self.encode(inputs, lengths)
-        logits, _ = self.decoder(cache["state"], decoder_inputs, None, teacher_forcing_ratio=teacher_forcing_ratio,
-                                 deterministic=deterministic)
+        logits, _ = self.decoder(
+            cache["state"],
+            decoder_inputs,
+            None,
+            teacher_forcing_ratio=teacher_forcing_ratio,
+            deterministic=deterministic,
+        )
         return logits
 
 

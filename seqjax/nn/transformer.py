@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -89,10 +90,13 @@ class TransformerConfig:
 
     def __post_init__(self):
         for field, value, allowed in (
-                ("positional", self.positional, POSITIONAL), ("norm", self.norm, NORMS),
-                ("norm_position", self.norm_position, NORM_POSITIONS),
-                ("activation", self.activation, tuple(ACTIVATIONS)),
-                ("implementation", self.implementation, IMPLEMENTATIONS), ("dtype", self.dtype, tuple(DTYPES))):
+            ("positional", self.positional, POSITIONAL),
+            ("norm", self.norm, NORMS),
+            ("norm_position", self.norm_position, NORM_POSITIONS),
+            ("activation", self.activation, tuple(ACTIVATIONS)),
+            ("implementation", self.implementation, IMPLEMENTATIONS),
+            ("dtype", self.dtype, tuple(DTYPES)),
+        ):
             if value not in allowed:
                 raise ValueError(f"unknown {field}={value!r}; choose one of {', '.join(allowed)}")
         if self.d_model % self.num_heads:
@@ -100,8 +104,9 @@ class TransformerConfig:
         if self.num_heads % (self.num_kv_heads or self.num_heads):
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.positional == "rotary" and (self.d_model // self.num_heads) % 2:
-            raise ValueError(f"rotary positions need an even head width, got d_model/num_heads="
-                             f"{self.d_model // self.num_heads}")
+            raise ValueError(
+                f"rotary positions need an even head width, got d_model/num_heads={self.d_model // self.num_heads}"
+            )
         for field in ("dropout_rate", "attention_dropout_rate"):
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
@@ -137,13 +142,15 @@ class Embedder(nn.Module):
         cfg = self.config
         if self.vocab_size:
             # std d^-1/2 so that E · √d has unit scale, as the paper's scaling intends.
-            self.embedding = self.param("embedding", nn.initializers.normal(cfg.d_model ** -0.5),
-                                        (self.vocab_size, cfg.d_model), jnp.float32)
+            self.embedding = self.param(
+                "embedding", nn.initializers.normal(cfg.d_model**-0.5), (self.vocab_size, cfg.d_model), jnp.float32
+            )
         else:
             self.projection = nn.Dense(cfg.d_model, dtype=cfg.compute_dtype, name="projection")
         if cfg.positional == "learned":
-            self.position_table = self.param("position_embedding", nn.initializers.normal(0.02),
-                                             (cfg.max_len, cfg.d_model), jnp.float32)
+            self.position_table = self.param(
+                "position_embedding", nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model), jnp.float32
+            )
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def embed(self, inputs: Array) -> Array:
@@ -154,8 +161,9 @@ class Embedder(nn.Module):
                 raise ValueError(f"real-valued inputs must be [batch, time, features], got shape {tuple(inputs.shape)}")
             return self.projection(inputs)
         if inputs.ndim != 2 or not jnp.issubdtype(inputs.dtype, jnp.integer):
-            raise ValueError(f"token-id inputs must be integer [batch, time], got shape {tuple(inputs.shape)} "
-                             f"dtype {inputs.dtype}")
+            raise ValueError(
+                f"token-id inputs must be integer [batch, time], got shape {tuple(inputs.shape)} dtype {inputs.dtype}"
+            )
         vectors = jnp.take(self.embedding, inputs, axis=0)
         return (vectors * math.sqrt(cfg.d_model)).astype(cfg.compute_dtype)
 
@@ -166,8 +174,10 @@ class Embedder(nn.Module):
             x = x + sinusoidal_encoding(positions, cfg.d_model).astype(x.dtype)
         elif cfg.positional == "learned":
             if x.shape[1] > cfg.max_len:
-                raise ValueError(f"sequence of length {x.shape[1]} is longer than the learned position "
-                                 f"table (max_len={cfg.max_len}); raise config max_len or use sinusoidal/rotary")
+                raise ValueError(
+                    f"sequence of length {x.shape[1]} is longer than the learned position "
+                    f"table (max_len={cfg.max_len}); raise config max_len or use sinusoidal/rotary"
+                )
             x = x + jnp.take(self.position_table, positions, axis=0).astype(x.dtype)
         return self.dropout(x, deterministic=deterministic)
 
@@ -196,8 +206,10 @@ class Norm(nn.Module):
         if self.kind == "rms":
             return nn.RMSNorm(dtype=self.dtype)(x)
         if not deterministic and not self.is_mutable_collection("batch_stats"):
-            raise ValueError("norm='batch' updates running statistics while training: apply the model with "
-                             "mutable=['batch_stats'] (and pass the 'batch_stats' collection back in)")
+            raise ValueError(
+                "norm='batch' updates running statistics while training: apply the model with "
+                "mutable=['batch_stats'] (and pass the 'batch_stats' collection back in)"
+            )
         mask = None if valid is None else jnp.broadcast_to(valid[..., None], x.shape)
         return nn.BatchNorm(use_running_average=deterministic, momentum=0.9, dtype=self.dtype)(x, mask=mask)
 
@@ -214,10 +226,19 @@ class FeedForward(nn.Module):
         return nn.Dense(cfg.d_model, dtype=cfg.compute_dtype, name="output")(ACTIVATIONS[cfg.activation](h))
 
 
-def residual(cfg: TransformerConfig, x: Array, sublayer: Callable[[Array], Array], norm: Norm,
-             valid: Array | None, deterministic: bool) -> Array:
+def residual(
+    cfg: TransformerConfig,
+    x: Array,
+    sublayer: Callable[[Array], Array],
+    norm: Norm,
+    valid: Array | None,
+    deterministic: bool,
+) -> Array:
     """post-LN: Norm(x + Dropout(sublayer(x))); pre-LN: x + Dropout(sublayer(Norm(x)))."""
-    drop = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+
+    def drop(y):
+        return nn.Dropout(cfg.dropout_rate)(y, deterministic=deterministic)
+
     if cfg.norm_position == "pre":
         return x + drop(sublayer(norm(x, valid, deterministic)))
     return norm(x + drop(sublayer(x)), valid, deterministic)
@@ -225,9 +246,16 @@ def residual(cfg: TransformerConfig, x: Array, sublayer: Callable[[Array], Array
 
 def _attention(cfg: TransformerConfig, name: str, rotary: bool) -> nn.Module:
     return cfg.attention_cls(
-        num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, dropout_rate=cfg.attention_dropout_rate,
-        rotary=rotary, rotary_base=cfg.rotary_base, implementation=cfg.implementation,
-        sow_weights=cfg.sow_attention_weights, dtype=cfg.compute_dtype, name=name)
+        num_heads=cfg.num_heads,
+        num_kv_heads=cfg.num_kv_heads,
+        dropout_rate=cfg.attention_dropout_rate,
+        rotary=rotary,
+        rotary_base=cfg.rotary_base,
+        implementation=cfg.implementation,
+        sow_weights=cfg.sow_attention_weights,
+        dtype=cfg.compute_dtype,
+        name=name,
+    )
 
 
 class EncoderBlock(nn.Module):
@@ -239,10 +267,22 @@ class EncoderBlock(nn.Module):
     def __call__(self, x: Array, lengths: Array | None, valid: Array | None, deterministic: bool) -> Array:
         cfg = self.config
         attend = _attention(cfg, "self_attention", cfg.positional == "rotary")
-        x = residual(cfg, x, lambda h: attend(h, kv_lengths=lengths, deterministic=deterministic),
-                     Norm(cfg.norm, cfg.compute_dtype, name="attention_norm"), valid, deterministic)
-        return residual(cfg, x, FeedForward(cfg, name="ffn"), Norm(cfg.norm, cfg.compute_dtype, name="ffn_norm"),
-                        valid, deterministic)
+        x = residual(
+            cfg,
+            x,
+            lambda h: attend(h, kv_lengths=lengths, deterministic=deterministic),
+            Norm(cfg.norm, cfg.compute_dtype, name="attention_norm"),
+            valid,
+            deterministic,
+        )
+        return residual(
+            cfg,
+            x,
+            FeedForward(cfg, name="ffn"),
+            Norm(cfg.norm, cfg.compute_dtype, name="ffn_norm"),
+            valid,
+            deterministic,
+        )
 
 
 class DecoderBlock(nn.Module):
@@ -252,9 +292,18 @@ class DecoderBlock(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, valid: Array | None, deterministic: bool, *, encoded: Any = None,
-                 encoded_lengths: Array | None = None, decode: bool = False,
-                 decode_lengths: Array | None = None, project_memory: bool = False) -> Any:
+    def __call__(
+        self,
+        x: Array,
+        valid: Array | None,
+        deterministic: bool,
+        *,
+        encoded: Any = None,
+        encoded_lengths: Array | None = None,
+        decode: bool = False,
+        decode_lengths: Array | None = None,
+        project_memory: bool = False,
+    ) -> Any:
         """x [B, T, d] -> [B, T, d]. `encoded`: the encoder output [B, S, d], or
         this block's cross-attention (key, value) from project_memory=True,
         which returns them for encoded [B, S, d] (x is ignored)."""
@@ -262,18 +311,36 @@ class DecoderBlock(nn.Module):
         if project_memory:
             return _attention(cfg, "cross_attention", rotary=False)(encoded, encoded, project_kv_only=True)
         self_attend = _attention(cfg, "self_attention", cfg.positional == "rotary")
-        x = residual(cfg, x, lambda h: self_attend(h, causal=True, deterministic=deterministic, decode=decode,
-                                                   decode_lengths=decode_lengths),
-                     Norm(cfg.norm, cfg.compute_dtype, name="attention_norm"), valid, deterministic)
+        x = residual(
+            cfg,
+            x,
+            lambda h: self_attend(
+                h, causal=True, deterministic=deterministic, decode=decode, decode_lengths=decode_lengths
+            ),
+            Norm(cfg.norm, cfg.compute_dtype, name="attention_norm"),
+            valid,
+            deterministic,
+        )
         if self.cross_attention:
             if encoded is None:
                 raise ValueError("a decoder block with cross-attention needs the encoder outputs (encoded)")
             cross_attend = _attention(cfg, "cross_attention", rotary=False)
-            x = residual(cfg, x, lambda h: cross_attend(h, encoded, kv_lengths=encoded_lengths,
-                                                        deterministic=deterministic),
-                         Norm(cfg.norm, cfg.compute_dtype, name="cross_norm"), valid, deterministic)
-        return residual(cfg, x, FeedForward(cfg, name="ffn"), Norm(cfg.norm, cfg.compute_dtype, name="ffn_norm"),
-                        valid, deterministic)
+            x = residual(
+                cfg,
+                x,
+                lambda h: cross_attend(h, encoded, kv_lengths=encoded_lengths, deterministic=deterministic),
+                Norm(cfg.norm, cfg.compute_dtype, name="cross_norm"),
+                valid,
+                deterministic,
+            )
+        return residual(
+            cfg,
+            x,
+            FeedForward(cfg, name="ffn"),
+            Norm(cfg.norm, cfg.compute_dtype, name="ffn_norm"),
+            valid,
+            deterministic,
+        )
 
 
 def _valid(lengths: Array | None, time: int) -> Array | None:
@@ -308,8 +375,16 @@ class Decoder(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, lengths: Array | None, deterministic: bool, *, encoded: Any = None,
-                 project_memory: bool = False, **block_kwargs) -> Any:
+    def __call__(
+        self,
+        x: Array,
+        lengths: Array | None,
+        deterministic: bool,
+        *,
+        encoded: Any = None,
+        project_memory: bool = False,
+        **block_kwargs,
+    ) -> Any:
         """`encoded`: the encoder output [B, S, d], or the per-layer list of
         cross-attention (key, value) that project_memory=True returns for it."""
         cfg = self.config
@@ -401,12 +476,20 @@ class TransformerLM(nn.Module):
     output_size: int
 
     @nn.compact
-    def __call__(self, inputs: Array, lengths: Array | None = None, *, deterministic: bool = True,
-                 decode: bool = False, decode_lengths: Array | None = None) -> Array:
+    def __call__(
+        self,
+        inputs: Array,
+        lengths: Array | None = None,
+        *,
+        deterministic: bool = True,
+        decode: bool = False,
+        decode_lengths: Array | None = None,
+    ) -> Array:
         cfg = self.config
         if cfg.tie_embeddings and self.output_size != cfg.vocab_size:
-            raise ValueError(f"tie_embeddings needs output_size == vocab_size, got {self.output_size} "
-                             f"and {cfg.vocab_size}")
+            raise ValueError(
+                f"tie_embeddings needs output_size == vocab_size, got {self.output_size} and {cfg.vocab_size}"
+            )
         batch, time = inputs.shape[:2]
         _check_lengths(lengths, batch)
         embedder = Embedder(cfg, cfg.vocab_size, name="embedder")
@@ -455,33 +538,59 @@ class TransformerSeq2Seq(nn.Module):
         `decode` takes the list in place of `encoded`."""
         return self.decoder(encoded, None, True, encoded=encoded, project_memory=True)
 
-    def decode(self, decoder_inputs: Array, encoded: Any, lengths: Array | None = None, *,
-               decoder_lengths: Array | None = None, deterministic: bool = True, decode: bool = False,
-               decode_lengths: Array | None = None) -> Array:
+    def decode(
+        self,
+        decoder_inputs: Array,
+        encoded: Any,
+        lengths: Array | None = None,
+        *,
+        decoder_lengths: Array | None = None,
+        deterministic: bool = True,
+        decode: bool = False,
+        decode_lengths: Array | None = None,
+    ) -> Array:
         """Shifted targets [B, T] attending to encoded [B, S, d] (or its
         `cross_memory`) -> logits [B, T, V_target]."""
         batch, time = decoder_inputs.shape[:2]
         positions = self.positions(batch, time, decode, decode_lengths)
         y = self.target_embedder(decoder_inputs, positions, deterministic)
-        y = self.decoder(y, decoder_lengths, deterministic, encoded=encoded, encoded_lengths=lengths,
-                         decode=decode, decode_lengths=decode_lengths)
+        y = self.decoder(
+            y,
+            decoder_lengths,
+            deterministic,
+            encoded=encoded,
+            encoded_lengths=lengths,
+            decode=decode,
+            decode_lengths=decode_lengths,
+        )
         return self.output(y, self.target_embedder)
 
-    def __call__(self, inputs: Array, lengths: Array | None = None, *, decoder_inputs: Array | None = None,
-                 decoder_lengths: Array | None = None, deterministic: bool = True) -> Array:
+    def __call__(
+        self,
+        inputs: Array,
+        lengths: Array | None = None,
+        *,
+        decoder_inputs: Array | None = None,
+        decoder_lengths: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
         if decoder_inputs is None:
-            raise ValueError("TransformerSeq2Seq needs decoder_inputs: the target tokens shifted right "
-                             "(begin-of-sequence first), as the decoder's teacher-forced input")
+            raise ValueError(
+                "TransformerSeq2Seq needs decoder_inputs: the target tokens shifted right "
+                "(begin-of-sequence first), as the decoder's teacher-forced input"
+            )
         encoded = self.encode(inputs, lengths, deterministic=deterministic)
-        return self.decode(decoder_inputs, encoded, lengths, decoder_lengths=decoder_lengths,
-                           deterministic=deterministic)
+        return self.decode(
+            decoder_inputs, encoded, lengths, decoder_lengths=decoder_lengths, deterministic=deterministic
+        )
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
-def init_decoding_cache(model: nn.Module, batch_size: int, max_len: int, encoded: Array | None = None,
-                        lengths: Array | None = None) -> Any:
+def init_decoding_cache(
+    model: nn.Module, batch_size: int, max_len: int, encoded: Array | None = None, lengths: Array | None = None
+) -> Any:
     """A zero KV cache for decoding up to `max_len` tokens per row with a
     TransformerLM, or a TransformerSeq2Seq given its `encoded` source [B, S, d]."""
     tokens = jnp.zeros((batch_size, max_len), jnp.int32)
@@ -511,8 +620,9 @@ def lm_decoder(model: TransformerLM, variables: dict, max_len: int) -> tuple[Cal
         if prompt.shape[1] == 1:
             return cache
         seen = None if lengths is None else jnp.asarray(lengths, jnp.int32) - 1
-        _, state = model.apply({**variables, "cache": cache}, prompt[:, :-1], decode=True, decode_lengths=seen,
-                               mutable=["cache"])
+        _, state = model.apply(
+            {**variables, "cache": cache}, prompt[:, :-1], decode=True, decode_lengths=seen, mutable=["cache"]
+        )
         return state["cache"]
 
     def tokens_to_logits(tokens: Array, cache: Any) -> tuple[Array, Any]:
@@ -544,8 +654,15 @@ def seq2seq_decoder(model: TransformerSeq2Seq, variables: dict, max_len: int) ->
 
     def tokens_to_logits(tokens: Array, cache: dict) -> tuple[Array, dict]:
         memory, lengths = cache["source"].value
-        logits, state = model.apply({**variables, "cache": cache["kv"]}, tokens[:, None], memory, lengths,
-                                    decode=True, mutable=["cache"], method=TransformerSeq2Seq.decode)
+        logits, state = model.apply(
+            {**variables, "cache": cache["kv"]},
+            tokens[:, None],
+            memory,
+            lengths,
+            decode=True,
+            mutable=["cache"],
+            method=TransformerSeq2Seq.decode,
+        )
         return logits[:, 0], {**cache, "kv": state["cache"]}
 
     return start, tokens_to_logits

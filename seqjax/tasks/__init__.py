@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import ml_collections
 
@@ -10,8 +10,8 @@ from seqjax.tasks.base import SPLITS, Task
 from seqjax.tasks.forecasting import ForecastTask
 from seqjax.tasks.parallel import ParallelTranslationTask
 from seqjax.tasks.synthetic import AddingTask, CopyTask
-from seqjax.tasks.translation import CaptioningTask, TranslationTask
 from seqjax.tasks.text import ClassificationTask, LanguageModelTask, TaggingTask
+from seqjax.tasks.translation import CaptioningTask, TranslationTask
 
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict], Task]] = {}
 

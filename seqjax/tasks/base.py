@@ -75,7 +75,7 @@ class Task:
             covered += len(episode["inputs"])
             number += 1
         offset = start - first_step
-        return {name: np.concatenate([e[name] for e in episodes])[offset:offset + length] for name in episodes[0]}
+        return {name: np.concatenate([e[name] for e in episodes])[offset : offset + length] for name in episodes[0]}
 
     def _episode_length(self, split: str, seed: int) -> int:
         example = self.make_batch(np.random.default_rng([seed, zlib.crc32(split.encode())]), 1)
@@ -105,8 +105,7 @@ class Task:
                 raise TypeError(f"{type(self).__name__} expects integer token ids, got dtype {inputs.dtype}")
             bad = (inputs < 0) | (inputs >= self.vocab_size)
             if bad.any():
-                raise ValueError(
-                    f"token id out of range [0, {self.vocab_size}): found {inputs[bad][:5].tolist()}")
+                raise ValueError(f"token id out of range [0, {self.vocab_size}): found {inputs[bad][:5].tolist()}")
         elif not np.issubdtype(inputs.dtype, np.floating):
             raise TypeError(f"{type(self).__name__} expects float features, got dtype {inputs.dtype}")
         lengths = batch.get("lengths")

@@ -16,7 +16,7 @@ a gold chunk. Scores are micro-averaged over chunks (the CoNLL convention).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 Chunk = tuple[str, int, int]  # (type, first token, last token), inclusive
 PREFIXES = ("B", "I", "E", "S")
@@ -95,5 +95,11 @@ def _prf(num_correct: int, num_predicted: int, num_gold: int) -> dict[str, float
     precision = num_correct / num_predicted if num_predicted else 0.0
     recall = num_correct / num_gold if num_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "num_gold": num_gold,
-            "num_predicted": num_predicted, "num_correct": num_correct}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "num_gold": num_gold,
+        "num_predicted": num_predicted,
+        "num_correct": num_correct,
+    }

@@ -25,11 +25,23 @@ MODES = ("many_to_one", "many_to_many")
 
 class ForecastTask(Task):
     """Config: series ('synthetic' or a path to a CSV file), column (CSV
-    column to forecast), data_dir (where the CSV is prepared as a TFDS dataset), series_len, series_seed and noise (synthetic only), input_len,
+    column to forecast), data_dir (where the CSV is prepared as a TFDS
+    dataset), series_len, series_seed and noise (synthetic only), input_len,
     horizon (many_to_one), mode, split (train/eval/test fractions)."""
 
     vocab_size = 0
-    config_keys = ("series", "column", "data_dir", "series_len", "series_seed", "noise", "input_len", "horizon", "mode", "split")
+    config_keys = (
+        "series",
+        "column",
+        "data_dir",
+        "series_len",
+        "series_seed",
+        "noise",
+        "input_len",
+        "horizon",
+        "mode",
+        "split",
+    )
 
     def __init__(self, config):
         super().__init__(config)
@@ -51,12 +63,14 @@ class ForecastTask(Task):
     def _load_series(self) -> np.ndarray:
         source = self.config.get("series", "synthetic")
         if source == "synthetic":
-            return series_lib.synthetic_series(self.config.get("series_len", 2000),
-                                               self.config.get("series_seed", 0),
-                                               self.config.get("noise", 0.1))
+            return series_lib.synthetic_series(
+                self.config.get("series_len", 2000), self.config.get("series_seed", 0), self.config.get("noise", 0.1)
+            )
         from seqjax.data import sources  # local builders: only needed for real files
-        return sources.load_time_series(source, self.config.get("column", ""),
-                                        data_dir=self.config.get("data_dir", "") or None)
+
+        return sources.load_time_series(
+            source, self.config.get("column", ""), data_dir=self.config.get("data_dir", "") or None
+        )
 
     def num_examples(self, split: str) -> int:
         return len(self._windows[split][0])
@@ -80,8 +94,11 @@ class ForecastTask(Task):
         if self.mode == "many_to_many":
             # Step t sees values 0..t and predicts value t + 1.
             targets = np.concatenate([inputs[:, 1:], targets], axis=1)
-        return {"inputs": inputs[..., None].astype(np.float32), "targets": targets.astype(np.float32),
-                "weights": weights}
+        return {
+            "inputs": inputs[..., None].astype(np.float32),
+            "targets": targets.astype(np.float32),
+            "weights": weights,
+        }
 
     def _naive(self, batch):
         """Last-value forecast, the same shape as the targets."""
@@ -99,11 +116,13 @@ class ForecastTask(Task):
         error = (predictions - batch["targets"]) * self.normalizer.std
         naive_error = (self._naive(batch) - batch["targets"]) * self.normalizer.std
         normalized_mse = ((predictions - batch["targets"]) ** 2 * weights).sum()
-        return {"loss": (normalized_mse, count),
-                "mae": ((jnp.abs(error) * weights).sum(), count),
-                "mse": ((error ** 2 * weights).sum(), count),
-                "naive_mae": ((jnp.abs(naive_error) * weights).sum(), count),
-                "naive_mse": ((naive_error ** 2 * weights).sum(), count)}
+        return {
+            "loss": (normalized_mse, count),
+            "mae": ((jnp.abs(error) * weights).sum(), count),
+            "mse": ((error**2 * weights).sum(), count),
+            "naive_mae": ((jnp.abs(naive_error) * weights).sum(), count),
+            "naive_mse": ((naive_error**2 * weights).sum(), count),
+        }
 
     def loss_and_metrics(self, predictions, batch):
         sums = self.metric_sums(predictions, batch)

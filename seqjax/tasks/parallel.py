@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grain
 import ml_collections
@@ -52,8 +53,16 @@ SIDES = ("source", "target")
 TOO_LONG = ("filter", "truncate", "error")
 TOKENIZER_FILES = {side: f"{side}_tokenizer.json" for side in SIDES}
 # Batching keys of config.data this task does not use: the limits are per side (config.task).
-UNUSED_DATA_KEYS = ("max_len", "truncate", "bucket_boundaries", "tokenizer_path", "seq_len", "text_key",
-                    "label_key", "tags_key")
+UNUSED_DATA_KEYS = (
+    "max_len",
+    "truncate",
+    "bucket_boundaries",
+    "tokenizer_path",
+    "seq_len",
+    "text_key",
+    "label_key",
+    "tags_key",
+)
 
 # Word-level tokens: punctuation other than apostrophes and hyphens inside
 # words becomes a token of its own ("shirt." -> "shirt ."), so the vocabulary
@@ -85,7 +94,7 @@ def decode_side(tokenizer: tokenizers.Tokenizer, ids: Sequence[int]) -> str:
     """Text of ids up to the first <eos> (control ids dropped)."""
     ids = [int(i) for i in ids]
     if EOS_ID in ids:
-        ids = ids[:ids.index(EOS_ID)]
+        ids = ids[: ids.index(EOS_ID)]
     text = tokenizer.decode(ids)
     return join_punctuation(text) if isinstance(tokenizer, tokenizers.WordTokenizer) else text
 
@@ -99,8 +108,15 @@ class EncodePair:
     empty source becomes a single <unk> (so every example is scored).
     """
 
-    def __init__(self, source_tokenizer, target_tokenizer, languages: tuple[str, str], max_source_len: int,
-                 max_target_len: int, too_long: str):
+    def __init__(
+        self,
+        source_tokenizer,
+        target_tokenizer,
+        languages: tuple[str, str],
+        max_source_len: int,
+        max_target_len: int,
+        too_long: str,
+    ):
         self.source_tokenizer, self.target_tokenizer = source_tokenizer, target_tokenizer
         self.languages, self.too_long = languages, too_long
         self.max_source_len, self.max_target_len = max_source_len, max_target_len
@@ -110,16 +126,21 @@ class EncodePair:
         source_ids = self._fit(encode_side(self.source_tokenizer, source), self.max_source_len, "source", source)
         target_ids = self._fit(encode_side(self.target_tokenizer, target), self.max_target_len, "target", target)
         targets = np.full(self.max_target_len + 1, PAD_ID, np.int32)
-        targets[:len(target_ids)] = target_ids
+        targets[: len(target_ids)] = target_ids
         targets[len(target_ids)] = EOS_ID
-        return {"inputs": np.asarray(source_ids or [UNK_ID], np.int32), "targets": targets,
-                "target_lengths": np.int32(len(target_ids) + 1)}
+        return {
+            "inputs": np.asarray(source_ids or [UNK_ID], np.int32),
+            "targets": targets,
+            "target_lengths": np.int32(len(target_ids) + 1),
+        }
 
     def _fit(self, ids: list[int], limit: int, side: str, text: str) -> list[int]:
         if len(ids) > limit and self.too_long == "error":
-            raise ValueError(f"a {side} sentence has {len(ids)} tokens, more than config.task.max_{side}_len="
-                             f"{limit} ({text[:80]!r}); raise the limit or set config.task.too_long to "
-                             f"'filter' or 'truncate'")
+            raise ValueError(
+                f"a {side} sentence has {len(ids)} tokens, more than config.task.max_{side}_len="
+                f"{limit} ({text[:80]!r}); raise the limit or set config.task.too_long to "
+                f"'filter' or 'truncate'"
+            )
         return ids[:limit]
 
 
@@ -139,8 +160,12 @@ class FinishBatch:
             time = min(-(-longest // self.pad_to_multiple) * self.pad_to_multiple, self.target_len)
         targets = batch["targets"][:, :time]
         rows = len(targets)
-        return dict(batch, targets=targets, decoder_inputs=shift_right(targets),
-                    teacher_forcing_ratio=np.full((rows,), self.ratio(count), np.float32))
+        return dict(
+            batch,
+            targets=targets,
+            decoder_inputs=shift_right(targets),
+            teacher_forcing_ratio=np.full((rows,), self.ratio(count), np.float32),
+        )
 
 
 class RatioSchedule:
@@ -216,7 +241,12 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
     """
 
     config_keys = GenerationObjective.config_keys + (
-        "source_language", "target_language", "max_source_len", "max_target_len", "too_long")
+        "source_language",
+        "target_language",
+        "max_source_len",
+        "max_target_len",
+        "too_long",
+    )
 
     def __init__(self, config: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
         super().__init__(config, data)
@@ -231,9 +261,11 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
             raise ValueError(f"config.task.too_long must be one of {TOO_LONG}, got {self.too_long!r}")
         unused = [key for key in UNUSED_DATA_KEYS if data.get(key)]
         if unused:
-            raise ValueError(f"config.data.{unused[0]} does not apply to translation: the length limits are "
-                             "config.task.max_source_len / max_target_len / too_long, and each side fits its "
-                             "own tokenizer (source_tokenizer.json, target_tokenizer.json in the workdir)")
+            raise ValueError(
+                f"config.data.{unused[0]} does not apply to translation: the length limits are "
+                "config.task.max_source_len / max_target_len / too_long, and each side fits its "
+                "own tokenizer (source_tokenizer.json, target_tokenizer.json in the workdir)"
+            )
         kind = data.get("tokenizer", "subword")
         if kind not in TOKENIZERS:
             raise ValueError(f"config.data.tokenizer must be one of {TOKENIZERS}, got {kind!r}")
@@ -253,14 +285,18 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
         known = self.source_info().supervised_keys or ()
         if not (source and target):
             if len(known) != 2:
-                raise ValueError(f"dataset {self.data.source.name!r} names no (source, target) languages; "
-                                 "set config.task.source_language and target_language")
+                raise ValueError(
+                    f"dataset {self.data.source.name!r} names no (source, target) languages; "
+                    "set config.task.source_language and target_language"
+                )
             source, target = source or known[0], target or known[1]
         features = set(self.source_info().features.keys())
         for side, lang in zip(SIDES, (source, target)):
             if lang not in features:
-                raise ValueError(f"config.task.{side}_language={lang!r} is not a feature of dataset "
-                                 f"{self.data.source.name!r}; it has {sorted(features)}")
+                raise ValueError(
+                    f"config.task.{side}_language={lang!r} is not a feature of dataset "
+                    f"{self.data.source.name!r}; it has {sorted(features)}"
+                )
         if source == target:
             raise ValueError(f"source and target language are both {source!r}")
         return source, target
@@ -287,8 +323,10 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
         for side, tokenizer in zip(SIDES, (self.source_tokenizer, self.target_tokenizer)):
             got = {name: getattr(tokenizer, name) for name in want}
             if got != want or tokenizer.pad_id != PAD_ID:
-                raise ValueError(f"the {side} tokenizer has special ids {got} (pad {tokenizer.pad_id}); "
-                                 f"translation needs pad 0 and {want}")
+                raise ValueError(
+                    f"the {side} tokenizer has special ids {got} (pad {tokenizer.pad_id}); "
+                    f"translation needs pad 0 and {want}"
+                )
 
     def side_texts(self, language: str) -> list[str]:
         source = self.source("train")
@@ -300,8 +338,14 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
         vocab = self.data.get("vocab_size", 0) or None
         lower = self.data.get("lower", False)
         if kind == "word":
-            words = tokenizers.WordTokenizer(num_words=vocab, lower=lower, filters="", oov_token=tokenizers.UNK,
-                                             sos_token=tokenizers.SOS, eos_token=tokenizers.EOS)
+            words = tokenizers.WordTokenizer(
+                num_words=vocab,
+                lower=lower,
+                filters="",
+                oov_token=tokenizers.UNK,
+                sos_token=tokenizers.SOS,
+                eos_token=tokenizers.EOS,
+            )
             return words.fit_on_texts([split_punctuation(t) for t in texts])
         if kind == "char":
             return tokenizers.CharTokenizer(lower=lower).fit(texts)
@@ -311,8 +355,14 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
     # --- batches ------------------------------------------------------------------
 
     def _encoder(self, too_long: str) -> EncodePair:
-        return EncodePair(self.source_tokenizer, self.target_tokenizer, self.languages, self.max_source_len,
-                          self.max_target_len, too_long)
+        return EncodePair(
+            self.source_tokenizer,
+            self.target_tokenizer,
+            self.languages,
+            self.max_source_len,
+            self.max_target_len,
+            too_long,
+        )
 
     def train_indices(self) -> np.ndarray:
         """Indices of the training pairs that are kept: both sides non-empty
@@ -336,18 +386,28 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
                 else:
                     keep.append(i)
             if not keep:
-                raise ValueError(f"no training pair is left: {empty} have an empty side and {long} are longer "
-                                 f"than max_source_len={self.max_source_len} / max_target_len="
-                                 f"{self.max_target_len}")
+                raise ValueError(
+                    f"no training pair is left: {empty} have an empty side and {long} are longer "
+                    f"than max_source_len={self.max_source_len} / max_target_len="
+                    f"{self.max_target_len}"
+                )
             action = {"filter": "dropped", "truncate": "truncated", "error": "-"}[self.too_long]
-            logging.info("translation training pairs: %d kept of %d (%d with an empty side dropped, %d over "
-                         "the length limits %s)", len(keep), len(source), empty, long, action)
+            logging.info(
+                "translation training pairs: %d kept of %d (%d with an empty side dropped, %d over "
+                "the length limits %s)",
+                len(keep),
+                len(source),
+                empty,
+                long,
+                action,
+            )
             self.train_report = {"kept": len(keep), "total": len(source), "empty": empty, "too_long": long}
             self._train_indices = np.asarray(keep, np.int64)
         return self._train_indices
 
-    def loader(self, split: str, batch_size: int, train: bool, seed: int,
-               return_index: bool = False) -> loader_lib.Loader:
+    def loader(
+        self, split: str, batch_size: int, train: bool, seed: int, return_index: bool = False
+    ) -> loader_lib.Loader:
         source = self.source(split)
         too_long = "truncate" if train else ("error" if self.too_long == "error" else "truncate")
         if split == "train":
@@ -355,9 +415,17 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
         multiple = self.data.get("pad_to_multiple", 8)
         fixed = bool(self.data.get("fixed_length", False))
         batching = loader_lib.Padding(pad_to_multiple=multiple, max_len=self.max_source_len, fixed_length=fixed)
-        inner = loader_lib.make_loader(source, self._encoder(too_long), batch_size=batch_size, train=train,
-                                       batching=batching, seed=seed, sequence_keys=("inputs",),
-                                       return_index=return_index, worker_count=self.data.get("worker_count", 0))
+        inner = loader_lib.make_loader(
+            source,
+            self._encoder(too_long),
+            batch_size=batch_size,
+            train=train,
+            batching=batching,
+            seed=seed,
+            sequence_keys=("inputs",),
+            return_index=return_index,
+            worker_count=self.data.get("worker_count", 0),
+        )
         ratio = RatioSchedule(self.tf_schedule, self.tf_ratio, self.tf_decay_steps) if train else RatioSchedule()
         finish = FinishBatch(multiple, self.target_len, fixed, ratio)
         return loader_lib.Loader(_CountedMap(inner.dataset, finish), inner.batch_size, inner.num_batches)
@@ -375,14 +443,16 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
             if not text.strip() or not ids:
                 raise ValueError(f"source {row} is empty")
             if len(ids) > self.max_source_len:
-                raise ValueError(f"source {row} ({text[:60]!r}) has {len(ids)} tokens; the run allows at most "
-                                 f"config.task.max_source_len={self.max_source_len}")
+                raise ValueError(
+                    f"source {row} ({text[:60]!r}) has {len(ids)} tokens; the run allows at most "
+                    f"config.task.max_source_len={self.max_source_len}"
+                )
             rows.append(ids)
         multiple = self.data.get("pad_to_multiple", 8)
         time = min(-(-max(len(r) for r in rows) // multiple) * multiple, self.max_source_len)
         inputs = np.full((len(rows), time), PAD_ID, np.int32)
         for row, ids in enumerate(rows):
-            inputs[row, :len(ids)] = ids
+            inputs[row, : len(ids)] = ids
         unknown = int((inputs == UNK_ID).sum())
         return inputs, np.asarray([len(r) for r in rows], np.int32), unknown
 

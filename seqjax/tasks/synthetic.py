@@ -54,7 +54,7 @@ class CopyTask(Task):
         batch = synthetic.copy_task(rng, batch_size, self.config.seq_len, self.num_symbols, self.copy_len)
         # Marks the steps to recall, so accuracy can be summed chunk by chunk.
         batch["recall_mask"] = np.zeros_like(batch["targets"], np.float32)
-        batch["recall_mask"][:, -self.copy_len:] = 1.0
+        batch["recall_mask"][:, -self.copy_len :] = 1.0
         return batch
 
     def step_sums(self, predictions, batch):

@@ -39,9 +39,24 @@ from seqjax.data import sources, tokenizers
 from seqjax.tasks import entities
 from seqjax.tasks.base import SPLITS, Task
 
-DATA_KEYS = ("source", "splits", "tokenizer", "vocab_size", "lower", "text_key", "label_key", "tags_key",
-             "max_len", "pad_to_multiple", "truncate", "bucket_boundaries", "fixed_length", "seq_len",
-             "worker_count", "tokenizer_path")
+DATA_KEYS = (
+    "source",
+    "splits",
+    "tokenizer",
+    "vocab_size",
+    "lower",
+    "text_key",
+    "label_key",
+    "tags_key",
+    "max_len",
+    "pad_to_multiple",
+    "truncate",
+    "bucket_boundaries",
+    "fixed_length",
+    "seq_len",
+    "worker_count",
+    "tokenizer_path",
+)
 TOKENIZERS = ("word", "char", "subword")
 DEFAULT_SPLITS = {"train": "train", "eval": "validation", "test": "test"}
 TOKENIZER_FILE = "tokenizer.json"
@@ -60,8 +75,10 @@ class DatasetTask(Task):
     def __init__(self, config: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
         super().__init__(config)
         if data is None or not data.get("source"):
-            raise ValueError(f"task {config.name!r} reads a dataset: set config.data.source.name "
-                             "(a TFDS name or local/<kind>, see docs/datasets.md)")
+            raise ValueError(
+                f"task {config.name!r} reads a dataset: set config.data.source.name "
+                "(a TFDS name or local/<kind>, see docs/datasets.md)"
+            )
         self.data = data
         self.tokenizer: tokenizers.Tokenizer | None = None
         self._sources: dict[str, Any] = {}
@@ -105,7 +122,8 @@ class DatasetTask(Task):
         lower = self.data.get("lower", kind == "word")
         if kind == "word":
             return tokenizers.WordTokenizer(num_words=vocab, lower=lower, oov_token=tokenizers.UNK).fit_on_texts(
-                list(self.training_texts()))
+                list(self.training_texts())
+            )
         if kind == "char":
             return tokenizers.CharTokenizer(lower=lower).fit(self.training_texts())
         if kind == "subword":
@@ -117,8 +135,9 @@ class DatasetTask(Task):
             raise RuntimeError(f"{type(self).__name__}.setup(workdir) must run before batches are made")
 
     def batch(self, split, index, batch_size, seed):
-        raise TypeError(f"{type(self).__name__} reads a dataset: use train_loader / eval_loader, "
-                        "not batch(split, index)")
+        raise TypeError(
+            f"{type(self).__name__} reads a dataset: use train_loader / eval_loader, not batch(split, index)"
+        )
 
     def example_batch(self, seed: int) -> dict[str, np.ndarray]:
         """Two training examples, batched: for shapes at initialisation."""
@@ -159,8 +178,10 @@ class EncodeText:
         ids = self.tokenizer.encode(as_text(example[self.text_key])) or [self.tokenizer.unk_id or 0]
         label = int(example[self.label_key])
         if label < 0:
-            raise ValueError(f"an example of split {self.split!r} has no label (-1): evaluate on a labelled "
-                             "split (config.data.splits)")
+            raise ValueError(
+                f"an example of split {self.split!r} has no label (-1): evaluate on a labelled "
+                "split (config.data.splits)"
+            )
         return {"inputs": np.asarray(ids, np.int32), "targets": np.int32(label)}
 
 
@@ -193,11 +214,19 @@ class ClassificationTask(DatasetTask):
         return feature.num_classes
 
     def loader(self, split, batch_size, train, seed):
-        preprocess = EncodeText(self.tokenizer, self.data.get("text_key", "text"),
-                                self.data.get("label_key", "label"), split)
-        return loader_lib.make_loader(self.source(split), preprocess, batch_size=batch_size, train=train,
-                                      batching=self._batching(), seed=seed, sequence_keys=("inputs",),
-                                      worker_count=self.data.get("worker_count", 0))
+        preprocess = EncodeText(
+            self.tokenizer, self.data.get("text_key", "text"), self.data.get("label_key", "label"), split
+        )
+        return loader_lib.make_loader(
+            self.source(split),
+            preprocess,
+            batch_size=batch_size,
+            train=train,
+            batching=self._batching(),
+            seed=seed,
+            sequence_keys=("inputs",),
+            worker_count=self.data.get("worker_count", 0),
+        )
 
     def metric_sums(self, predictions, batch):
         """predictions [B, num_classes] logits (or [B, 1] for BCE)."""
@@ -248,10 +277,17 @@ class LanguageModelTask(DatasetTask):
 
     def loader(self, split, batch_size, train, seed, layout: str = "windows", seq_len: int | None = None):
         preprocess = EncodeDocument(self.tokenizer, self.data.get("text_key", "text"))
-        return loader_lib.lm_loader(self.source(split), preprocess, batch_size=batch_size,
-                                    seq_len=seq_len or self.data.get("seq_len", 128), train=train,
-                                    layout=layout, seed=seed, pad_id=tokenizers.PAD_ID,
-                                    worker_count=self.data.get("worker_count", 0))
+        return loader_lib.lm_loader(
+            self.source(split),
+            preprocess,
+            batch_size=batch_size,
+            seq_len=seq_len or self.data.get("seq_len", 128),
+            train=train,
+            layout=layout,
+            seed=seed,
+            pad_id=tokenizers.PAD_ID,
+            worker_count=self.data.get("worker_count", 0),
+        )
 
     def stream_loader(self, split: str, batch_size: int, seq_len: int) -> loader_lib.Loader:
         """Contiguous streams for stateful training: row b of each segment
@@ -323,8 +359,9 @@ class TaggingTask(DatasetTask):
         if self.data.get("tokenizer", "word") != "word":
             raise ValueError("the tagging task needs config.data.tokenizer='word' (one id per token)")
         vocab = self.data.get("vocab_size", 0) or None
-        return tokenizers.WordTokenizer(num_words=vocab, lower=self.data.get("lower", False), filters="",
-                                        oov_token=tokenizers.UNK).fit_on_texts(self.training_texts())
+        return tokenizers.WordTokenizer(
+            num_words=vocab, lower=self.data.get("lower", False), filters="", oov_token=tokenizers.UNK
+        ).fit_on_texts(self.training_texts())
 
     def setup(self, workdir):
         super().setup(workdir)
@@ -332,11 +369,19 @@ class TaggingTask(DatasetTask):
         self.output_size = len(self.tag_names)
 
     def loader(self, split, batch_size, train, seed):
-        preprocess = EncodeTokens(self.tokenizer, self.data.get("text_key", "tokens"),
-                                  self.data.get("tags_key", "tags"))
-        return loader_lib.make_loader(self.source(split), preprocess, batch_size=batch_size, train=train,
-                                      batching=self._batching(), seed=seed, sequence_keys=("inputs", "targets"),
-                                      worker_count=self.data.get("worker_count", 0))
+        preprocess = EncodeTokens(
+            self.tokenizer, self.data.get("text_key", "tokens"), self.data.get("tags_key", "tags")
+        )
+        return loader_lib.make_loader(
+            self.source(split),
+            preprocess,
+            batch_size=batch_size,
+            train=train,
+            batching=self._batching(),
+            seed=seed,
+            sequence_keys=("inputs", "targets"),
+            worker_count=self.data.get("worker_count", 0),
+        )
 
     def _token_mask(self, batch):
         time = batch["inputs"].shape[1]
@@ -351,13 +396,19 @@ class TaggingTask(DatasetTask):
         return {"loss": (xent.sum(), mask.sum()), "token_accuracy": (hits.sum(), mask.sum())}
 
     def loss_and_metrics(self, predictions, batch):
-        metrics = {k: total / jnp.maximum(count, 1.0) for k, (total, count) in self.metric_sums(predictions, batch).items()}
+        metrics = {
+            k: total / jnp.maximum(count, 1.0) for k, (total, count) in self.metric_sums(predictions, batch).items()
+        }
         return metrics["loss"], metrics
 
     def collect(self, predictions, batch):
         """What evaluation keeps per batch for the corpus-level F1."""
-        return {"predicted": predictions.argmax(-1), "targets": batch["targets"], "lengths": batch["lengths"],
-                "weights": batch["weights"]}
+        return {
+            "predicted": predictions.argmax(-1),
+            "targets": batch["targets"],
+            "lengths": batch["lengths"],
+            "weights": batch["weights"],
+        }
 
     def corpus_metrics(self, collected: list[dict]) -> dict[str, float]:
         """Entity precision / recall / F1 over every real sentence (none when

@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -44,15 +45,46 @@ from seqjax.tasks.base import SPLITS, Task
 Batch = dict[str, np.ndarray]
 HELD_OUT_BUCKETS = 10  # 1 in 10 sentences is held out for eval/test
 
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-        "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 SCALES = ["", "thousand", "million", "billion"]
-MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-          "november", "december"]
+MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-DATE_FORMATS = ("d month yyyy", "month d, yyyy", "mon d yyyy", "dd.mm.yyyy", "mm/dd/yyyy",
-                "weekday, month d, yyyy")
+DATE_FORMATS = ("d month yyyy", "month d, yyyy", "mon d yyyy", "dd.mm.yyyy", "mm/dd/yyyy", "weekday, month d, yyyy")
 FIRST_DATE, NUM_DAYS = datetime.date(1950, 1, 1), 36525  # 1950-01-01 .. 2049-12-31
 SOURCE_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz ,./-"
 COLORS = ["red", "green", "blue", "yellow"]
@@ -66,13 +98,13 @@ KINDS = ("numbers", "dates")
 def number_to_words(n: int) -> str:
     """American English words for 0 <= n < 10**12, without 'and' or hyphens
     ("forty thousand seventeen")."""
-    if not 0 <= n < 10 ** 12:
+    if not 0 <= n < 10**12:
         raise ValueError(f"number_to_words covers 0 <= n < 10**12, got {n}")
     if n == 0:
         return "zero"
     words = []
     for scale in range(len(SCALES) - 1, -1, -1):
-        group = n // 1000 ** scale % 1000
+        group = n // 1000**scale % 1000
         if group:
             words += _hundreds(group) + ([SCALES[scale]] if scale else [])
     return " ".join(words)
@@ -154,8 +186,9 @@ class Vocabulary:
         return tokens
 
 
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a",
-                lowercase: bool = False) -> tuple[float, str]:
+def corpus_bleu(
+    hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a", lowercase: bool = False
+) -> tuple[float, str]:
     """(corpus BLEU, sacrebleu signature) of detokenised hypotheses against
     one reference each; `lowercase` scores case-insensitively (the signature
     then says case:lc)."""
@@ -195,8 +228,7 @@ class GenerationObjective:
     head = "per_step"
     bleu_tokenize = "13a"
     bleu_lowercase = False
-    config_keys = ("teacher_forcing_ratio", "teacher_forcing_schedule", "teacher_forcing_decay_steps",
-                   "decode_test")
+    config_keys = ("teacher_forcing_ratio", "teacher_forcing_schedule", "teacher_forcing_decay_steps", "decode_test")
 
     def init_generation(self, config) -> None:
         """Reads the config keys every generation task shares: teacher forcing,
@@ -217,8 +249,9 @@ class GenerationObjective:
         own output, so sweeps can tabulate BLEU."""
         if not self.decode_test:
             return {}
-        result = evaluate_decoding(self, model, params, "test", num_batches=num_batches, batch_size=batch_size,
-                                   seed=seed)
+        result = evaluate_decoding(
+            self, model, params, "test", num_batches=num_batches, batch_size=batch_size, seed=seed
+        )
         return {"bleu": result["bleu"], "greedy_exact_match": result["exact_match"]}
 
     @property
@@ -240,9 +273,11 @@ class GenerationObjective:
         xent = optax.softmax_cross_entropy_with_integer_labels(predictions.astype(jnp.float32), targets)
         correct = (predictions.argmax(-1) == targets) | ~valid
         tokens = valid.sum()
-        return {"loss": ((xent * valid).sum(), tokens),
-                "token_accuracy": ((correct & valid).sum(), tokens),
-                "exact_match": ((correct.all(axis=1) & rows).sum(), rows.sum())}
+        return {
+            "loss": ((xent * valid).sum(), tokens),
+            "token_accuracy": ((correct & valid).sum(), tokens),
+            "exact_match": ((correct.all(axis=1) & rows).sum(), rows.sum()),
+        }
 
     def loss_and_metrics(self, predictions, batch):
         """Mean cross-entropy per target token. `exact_match` is the fraction
@@ -298,8 +333,9 @@ class SequenceGenerationTask(GenerationObjective, Task):
             raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
         rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])
         train = split == "train"
-        batch = self.encode_pairs(self.pairs(rng, batch_size, held_out=not train),
-                                  self.tf_ratio_at(index) if train else 1.0)
+        batch = self.encode_pairs(
+            self.pairs(rng, batch_size, held_out=not train), self.tf_ratio_at(index) if train else 1.0
+        )
         self.validate_batch(batch)
         return batch
 
@@ -313,9 +349,13 @@ class SequenceGenerationTask(GenerationObjective, Task):
     def encode_pairs(self, pairs: Sequence[tuple[Any, str]], ratio: float) -> Batch:
         inputs, lengths = self.encode_sources([source for source, _ in pairs])
         targets, target_lengths = self.encode_targets([target for _, target in pairs])
-        batch = {"inputs": inputs, "decoder_inputs": shift_right(targets), "targets": targets,
-                 "target_lengths": target_lengths,
-                 "teacher_forcing_ratio": np.full((len(pairs),), ratio, np.float32)}
+        batch = {
+            "inputs": inputs,
+            "decoder_inputs": shift_right(targets),
+            "targets": targets,
+            "target_lengths": target_lengths,
+            "teacher_forcing_ratio": np.full((len(pairs),), ratio, np.float32),
+        }
         if lengths is not None:
             batch["lengths"] = lengths
         return batch
@@ -328,7 +368,7 @@ class SequenceGenerationTask(GenerationObjective, Task):
             ids, unknown = self.target_vocab.encode(self.split_target(text))
             if unknown or len(ids) > self.max_target_len:
                 raise ValueError(f"target {text!r} does not fit the target vocabulary / length {self.max_target_len}")
-            targets[row, :len(ids)] = ids
+            targets[row, : len(ids)] = ids
             targets[row, len(ids)] = EOS_ID
             lengths[row] = len(ids) + 1
         return targets, lengths
@@ -374,7 +414,7 @@ class TranslationTask(SequenceGenerationTask):
             if not 1 <= self.max_digits <= 12:
                 raise ValueError(f"config.task.max_digits must lie in [1, 12], got {self.max_digits}")
             self.target_vocab = Vocabulary(ONES + TENS[2:] + ["hundred"] + SCALES[1:])
-            largest = 10 ** self.max_digits - 1  # the most words and characters
+            largest = 10**self.max_digits - 1  # the most words and characters
             self.max_target_len = len(number_to_words(largest).split())
             self.max_source_len = len(write_number(largest, commas=True))
         else:
@@ -398,7 +438,7 @@ class TranslationTask(SequenceGenerationTask):
     def _draw(self, rng) -> tuple[str, str]:
         if self.kind == "numbers":
             digits = int(rng.integers(1, self.max_digits + 1))
-            n = int(rng.integers(0 if digits == 1 else 10 ** (digits - 1), 10 ** digits))
+            n = int(rng.integers(0 if digits == 1 else 10 ** (digits - 1), 10**digits))
             return write_number(n, commas=bool(rng.integers(2))), number_to_words(n)
         date = FIRST_DATE + datetime.timedelta(days=int(rng.integers(NUM_DAYS)))
         return write_date(date, DATE_FORMATS[int(rng.integers(len(DATE_FORMATS)))]), date.isoformat()
@@ -427,10 +467,12 @@ class TranslationTask(SequenceGenerationTask):
             if not chars:
                 raise ValueError(f"source {row} is empty")
             if len(chars) > self.max_source_len:
-                raise ValueError(f"source {row} ({text!r}) has {len(chars)} characters; the task allows at most "
-                                 f"{self.max_source_len}")
+                raise ValueError(
+                    f"source {row} ({text!r}) has {len(chars)} characters; the task allows at most "
+                    f"{self.max_source_len}"
+                )
             ids, unknown_here = self.source_vocab.encode(chars)
-            inputs[row, :len(ids)], lengths[row] = ids, len(ids)
+            inputs[row, : len(ids)], lengths[row] = ids, len(ids)
             unknown += unknown_here
         return inputs, lengths, unknown
 
@@ -460,7 +502,8 @@ class CaptioningTask(SequenceGenerationTask):
         self.max_target_len = 7  # "n color shapes and n color shapes"
         # Fixed across seeds and runs: the "image encoder" is part of the task.
         self.projection = np.random.default_rng(1234).normal(
-            0, 1 / np.sqrt(len(COLORS) * len(SHAPES)), (len(COLORS) * len(SHAPES), self.feature_size))
+            0, 1 / np.sqrt(len(COLORS) * len(SHAPES)), (len(COLORS) * len(SHAPES), self.feature_size)
+        )
         super().__init__(config)
 
     def sample(self, rng, held_out):
@@ -503,13 +546,24 @@ def generate(model, params, inputs, lengths=None, *, max_len: int, beam_size: in
     if beam_size == 0:
         tokens, _ = decoding.decode(tokens_to_logits, cache, first, max_len, eos_id=EOS_ID, pad_id=PAD_ID)
         return tokens
-    result = decoding.beam_search(tokens_to_logits, cache, first, max_len, beam_size, eos_id=EOS_ID,
-                                  pad_id=PAD_ID, alpha=alpha)
+    result = decoding.beam_search(
+        tokens_to_logits, cache, first, max_len, beam_size, eos_id=EOS_ID, pad_id=PAD_ID, alpha=alpha
+    )
     return result.tokens[:, 0]
 
 
-def evaluate_decoding(task: GenerationObjective, model, params, split: str = "test", *, num_batches: int = 0,
-                      batch_size: int = 64, seed: int = 0, beam_size: int = 0, alpha: float = 0.6) -> dict:
+def evaluate_decoding(
+    task: GenerationObjective,
+    model,
+    params,
+    split: str = "test",
+    *,
+    num_batches: int = 0,
+    batch_size: int = 64,
+    seed: int = 0,
+    beam_size: int = 0,
+    alpha: float = 0.6,
+) -> dict:
     """Decodes `split` (greedy or beam search) and scores it against the
     references. Generated tasks decode `num_batches` batches (0: 8); dataset
     tasks every example of the split (or the first `num_batches` batches).
@@ -517,18 +571,22 @@ def evaluate_decoding(task: GenerationObjective, model, params, split: str = "te
     Returns {'exact_match', 'bleu', 'bleu_signature', 'sentences',
     'examples': [(source, reference, hypothesis), ...] (the first 5)}.
     """
-    run = jax.jit(lambda p, x, n: generate(model, p, x, n, max_len=task.target_len, beam_size=beam_size,
-                                           alpha=alpha))
+    run = jax.jit(lambda p, x, n: generate(model, p, x, n, max_len=task.target_len, beam_size=beam_size, alpha=alpha))
     hypotheses, references, sources = [], [], []
     for batch, batch_sources, batch_references in task.reference_batches(split, batch_size, num_batches, seed):
         tokens = run(params, batch["inputs"], batch.get("lengths"))
-        hypotheses += task.detokenize(jax.device_get(tokens))[:len(batch_references)]
+        hypotheses += task.detokenize(jax.device_get(tokens))[: len(batch_references)]
         references += batch_references
         sources += batch_sources
     bleu, signature = corpus_bleu(hypotheses, references, task.bleu_tokenize, task.bleu_lowercase)
     exact = float(np.mean([h == r for h, r in zip(hypotheses, references)]))
-    return {"exact_match": exact, "bleu": bleu, "bleu_signature": signature, "sentences": len(hypotheses),
-            "examples": list(zip(sources, references, hypotheses))[:5]}
+    return {
+        "exact_match": exact,
+        "bleu": bleu,
+        "bleu_signature": signature,
+        "sentences": len(hypotheses),
+        "examples": list(zip(sources, references, hypotheses))[:5],
+    }
 
 
 def source_attention(model, params, inputs, lengths, outputs) -> jax.Array:
@@ -545,13 +603,13 @@ def source_attention(model, params, inputs, lengths, outputs) -> jax.Array:
     decoder_inputs = jnp.asarray(shift_right(np.asarray(outputs)))
     if isinstance(model, transformer.TransformerSeq2Seq):
         sowing = model.clone(config=dataclasses.replace(model.config, sow_attention_weights=True))
-        _, state = sowing.apply({"params": params}, inputs, lengths, decoder_inputs=decoder_inputs,
-                                mutable=["intermediates"])
+        _, state = sowing.apply(
+            {"params": params}, inputs, lengths, decoder_inputs=decoder_inputs, mutable=["intermediates"]
+        )
         decoder = state["intermediates"]["decoder"]
         last = decoder[f"layer_{len(decoder) - 1}"]["cross_attention"]["attention_weights"][0]  # [B, H, T, S]
         return jnp.mean(last.astype(jnp.float32), axis=1)
     if getattr(model, "attention", "none") == "none":
         raise ValueError(f"{type(model).__name__} with attention='none' has no attention over the source")
-    _, alpha = model.apply({"params": params}, inputs, lengths, decoder_inputs=decoder_inputs,
-                           return_attention=True)
+    _, alpha = model.apply({"params": params}, inputs, lengths, decoder_inputs=decoder_inputs, return_attention=True)
     return alpha

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from seqjax.data.builders import (MissingFileError, SeqjaxClassification, SeqjaxConll, SeqjaxFolders,
-                                  SeqjaxParallel, SeqjaxText, SeqjaxTimeseries, SourceError)
+from seqjax.data.builders import (
+    MissingFileError,
+    SeqjaxClassification,
+    SeqjaxConll,
+    SeqjaxFolders,
+    SeqjaxParallel,
+    SeqjaxText,
+    SeqjaxTimeseries,
+    SourceError,
+)
 from seqjax.data.builders.common import decode_utf8, fraction_bounds, fraction_indices, split_lines
 
 
@@ -106,7 +114,7 @@ def test_config_name_changes_with_file_content_and_options(tmp_path):
 def test_text_lines_skip_blank_lines_and_keep_text_exactly(tmp_path, data_dir):
     path = write(tmp_path / "a.txt", "  first line \r\n\n   \nsécond\n")
     builder = prepare(SeqjaxText, data_dir, paths={"train": path}, unit="line")
-    assert examples(builder, "train") == [{"text": "  first line ".encode()}, {"text": "sécond".encode()}]
+    assert examples(builder, "train") == [{"text": b"  first line "}, {"text": "sécond".encode()}]
 
 
 def test_text_file_fractions_are_contiguous_character_ranges(tmp_path, data_dir):
@@ -131,8 +139,9 @@ def test_text_paragraphs_and_one_file_per_split(tmp_path, data_dir):
 def test_text_line_fractions_with_a_seed_partition_the_lines(tmp_path, data_dir):
     lines = [f"line {i}" for i in range(20)]
     path = write(tmp_path / "lines.txt", "\n".join(lines) + "\n")
-    builder = prepare(SeqjaxText, data_dir, paths=path, unit="line", split_seed=1,
-                      fractions={"train": 0.75, "test": 0.25})
+    builder = prepare(
+        SeqjaxText, data_dir, paths=path, unit="line", split_seed=1, fractions={"train": 0.75, "test": 0.25}
+    )
     train = [e["text"].decode() for e in examples(builder, "train")]
     test = [e["text"].decode() for e in examples(builder, "test")]
     assert len(train) == 15 and len(test) == 5 and sorted(train + test) == sorted(lines)
@@ -161,8 +170,10 @@ def test_classification_glue_tsv_with_unlabeled_test(tmp_path, data_dir):
     assert builder.info.features["label"].names == ["0", "1"]
     # GLUE's trailing space and quote characters are text (quoting 'none').
     assert examples(builder, "train") == [
-        {"text": b'it \'s "fine" ', "label": 1}, {"text": b"bad , bad ", "label": 0},
-        {"text": b"good ", "label": 1}]
+        {"text": b'it \'s "fine" ', "label": 1},
+        {"text": b"bad , bad ", "label": 0},
+        {"text": b"good ", "label": 1},
+    ]
     assert examples(builder, "validation") == [{"text": b"meh ", "label": 0}]
     assert examples(builder, "test") == [{"text": b"unseen one", "label": -1}, {"text": b"unseen two", "label": -1}]
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 3, "validation": 1, "test": 2}
@@ -173,13 +184,23 @@ def test_classification_csv_quoting_and_numeric_label_order(tmp_path, data_dir):
     builder = prepare(SeqjaxClassification, data_dir, paths=path, text_column="review", label_column="stars")
     assert builder.info.features["label"].names == ["2", "10"]  # numeric, not string, order
     assert examples(builder, "train") == [
-        {"text": b"great, really", "label": 1}, {"text": b'said "meh"', "label": 0}, {"text": b"ok", "label": 0}]
+        {"text": b"great, really", "label": 1},
+        {"text": b'said "meh"', "label": 0},
+        {"text": b"ok", "label": 0},
+    ]
 
 
 def test_classification_columns_by_index_without_header(tmp_path, data_dir):
     path = write(tmp_path / "plain.tsv", "pos\tnice\nneg\tawful\n")
-    builder = prepare(SeqjaxClassification, data_dir, paths=path, has_header=False, text_column=1,
-                      label_column=0, label_names=["neg", "pos"])
+    builder = prepare(
+        SeqjaxClassification,
+        data_dir,
+        paths=path,
+        has_header=False,
+        text_column=1,
+        label_column=0,
+        label_names=["neg", "pos"],
+    )
     assert examples(builder, "train") == [{"text": b"nice", "label": 1}, {"text": b"awful", "label": 0}]
 
 
@@ -210,9 +231,14 @@ def test_classification_header_only_and_unknown_delimiter(tmp_path):
 
 
 def test_folders_aclimdb_layout(tmp_path, data_dir):
-    for split, cls, name, text in [("train", "pos", "1_9.txt", "loved it"), ("train", "neg", "0_2.txt", "awful"),
-                                   ("train", "neg", "3_1.txt", "dull"), ("train", "unsup", "5_0.txt", "?"),
-                                   ("test", "pos", "2_8.txt", "great"), ("test", "neg", "4_3.txt", "bad")]:
+    for split, cls, name, text in [
+        ("train", "pos", "1_9.txt", "loved it"),
+        ("train", "neg", "0_2.txt", "awful"),
+        ("train", "neg", "3_1.txt", "dull"),
+        ("train", "unsup", "5_0.txt", "?"),
+        ("test", "pos", "2_8.txt", "great"),
+        ("test", "neg", "4_3.txt", "bad"),
+    ]:
         write(tmp_path / "aclImdb" / split / cls / name, text)
     write(tmp_path / "aclImdb" / "train" / "pos" / "notes.md", "not a review")
     write(tmp_path / "aclImdb" / ".cache" / "pos" / "x.txt", "hidden folders are not splits")
@@ -221,7 +247,8 @@ def test_folders_aclimdb_layout(tmp_path, data_dir):
     assert examples(builder, "train") == [
         {"text": b"awful", "label": 0, "filename": b"neg/0_2.txt"},
         {"text": b"dull", "label": 0, "filename": b"neg/3_1.txt"},
-        {"text": b"loved it", "label": 1, "filename": b"pos/1_9.txt"}]
+        {"text": b"loved it", "label": 1, "filename": b"pos/1_9.txt"},
+    ]
     assert [e["text"] for e in examples(builder, "test")] == [b"bad", b"great"]
 
 
@@ -242,20 +269,35 @@ def test_parallel_aligned_gz_files_by_template(tmp_path, data_dir):
     write(tmp_path / "train.en.gz", "A dog.\nTwo cats.\n")
     write(tmp_path / "val.de", "Hallo.\n")
     write(tmp_path / "val.en", "Hello.\n")
-    builder = prepare(SeqjaxParallel, data_dir, languages=["de", "en"],
-                      paths={"train": str(tmp_path / "train.{lang}.gz"),
-                             "validation": [str(tmp_path / "val.de"), str(tmp_path / "val.en")]})
+    builder = prepare(
+        SeqjaxParallel,
+        data_dir,
+        languages=["de", "en"],
+        paths={
+            "train": str(tmp_path / "train.{lang}.gz"),
+            "validation": [str(tmp_path / "val.de"), str(tmp_path / "val.en")],
+        },
+    )
     assert builder.info.supervised_keys == ("de", "en")
-    assert examples(builder, "train") == [{"de": "Ein Hund.".encode(), "en": b"A dog."},
-                                          {"de": b"Zwei Katzen.", "en": b"Two cats."}]
+    assert examples(builder, "train") == [
+        {"de": b"Ein Hund.", "en": b"A dog."},
+        {"de": b"Zwei Katzen.", "en": b"Two cats."},
+    ]
     assert examples(builder, "validation") == [{"de": b"Hallo.", "en": b"Hello."}]
 
 
 def test_parallel_tsv_pairs_pick_columns_and_split_by_seed(tmp_path, data_dir):
     rows = [f"sentence {i}\tfrase {i}\tCC-BY attribution #{i}" for i in range(10)]
     path = write(tmp_path / "spa.txt", "\n".join(rows) + "\n")
-    builder = prepare(SeqjaxParallel, data_dir, paths=path, languages=["es", "en"], columns=[1, 0],
-                      fractions={"train": 0.8, "test": 0.2}, split_seed=0)
+    builder = prepare(
+        SeqjaxParallel,
+        data_dir,
+        paths=path,
+        languages=["es", "en"],
+        columns=[1, 0],
+        fractions={"train": 0.8, "test": 0.2},
+        split_seed=0,
+    )
     train, test = examples(builder, "train"), examples(builder, "test")
     assert len(train) == 8 and len(test) == 2
     pairs = {(e["en"].decode(), e["es"].decode()) for e in train + test}
@@ -327,8 +369,14 @@ def test_conll_pos_column_and_errors(tmp_path, data_dir):
 def test_timeseries_crlf_quoted_dates_and_contiguous_fractions(tmp_path, data_dir):
     rows = "".join(f'"1949-{m:02d}",{100 + m}\r\n' for m in range(1, 11))
     path = write(tmp_path / "air.csv", '"Month","Passengers"\r\n' + rows.rstrip("\r\n"))
-    builder = prepare(SeqjaxTimeseries, data_dir, paths=path, value_column="Passengers", time_column="Month",
-                      fractions={"train": 0.7, "test": 0.3})
+    builder = prepare(
+        SeqjaxTimeseries,
+        data_dir,
+        paths=path,
+        value_column="Passengers",
+        time_column="Month",
+        fractions={"train": 0.7, "test": 0.3},
+    )
     (train,), (test,) = examples(builder, "train"), examples(builder, "test")
     np.testing.assert_array_equal(train["values"], np.arange(101, 108, dtype=np.float32))
     np.testing.assert_array_equal(test["values"], np.arange(108, 111, dtype=np.float32))
@@ -371,6 +419,7 @@ def test_source_survives_pickling_for_worker_processes(tmp_path, data_dir):
 def test_fractions_as_pairs_keep_their_order():
     # ConfigDicts sort keys, so configs give fractions as (split, fraction) pairs.
     from seqjax.data.builders.common import normalize_fractions
+
     pairs = normalize_fractions([["train", 0.8], ["validation", 0.1], ["test", 0.1]])
     assert pairs == (("train", 0.8), ("validation", 0.1), ("test", 0.1))
     with pytest.raises(SourceError, match="non-empty mapping split -> fraction or"):

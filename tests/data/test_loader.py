@@ -15,8 +15,10 @@ ONE_HOST = dict(process_index=0, process_count=1)
 def make_source(size: int, max_len: int = 30, seed: int = 0) -> list[dict]:
     """Examples with ids 1..49 of random length in [1, max_len] and their number."""
     rng = np.random.default_rng(seed)
-    return [{"ids": rng.integers(1, 50, rng.integers(1, max_len + 1)).tolist(), "label": i % 3, "id": i}
-            for i in range(size)]
+    return [
+        {"ids": rng.integers(1, 50, rng.integers(1, max_len + 1)).tolist(), "label": i % 3, "id": i}
+        for i in range(size)
+    ]
 
 
 def preprocess(raw: dict) -> dict:
@@ -44,11 +46,14 @@ def real_ids(batches: list[dict]) -> list[int]:
 
 def test_padding_keeps_values_pads_to_multiple_and_reports_lengths():
     source = make_source(12)
-    batches = list(loader.make_loader(source, preprocess, batch_size=4, train=False,
-                                      batching=loader.Padding(pad_to_multiple=8), **ONE_HOST))
+    batches = list(
+        loader.make_loader(
+            source, preprocess, batch_size=4, train=False, batching=loader.Padding(pad_to_multiple=8), **ONE_HOST
+        )
+    )
     assert len(batches) == 3
     for k, batch in enumerate(batches):
-        rows = source[4 * k: 4 * k + 4]
+        rows = source[4 * k : 4 * k + 4]
         longest = max(len(r["ids"]) for r in rows)
         assert batch["inputs"].shape == (4, -(-longest // 8) * 8)
         assert batch["inputs"].dtype == np.int32 and batch["lengths"].dtype == np.int32
@@ -63,11 +68,14 @@ def test_padding_keeps_values_pads_to_multiple_and_reports_lengths():
 def test_fixed_length_pads_every_batch_to_max_len_and_truncates():
     source = make_source(8, max_len=30)
     batching = loader.Padding(max_len=10, truncate=True, fixed_length=True)
-    batches = list(loader.make_loader(source, preprocess, batch_size=4, train=False, batching=batching,
-                                      pad_values={"inputs": -1}, **ONE_HOST))
+    batches = list(
+        loader.make_loader(
+            source, preprocess, batch_size=4, train=False, batching=batching, pad_values={"inputs": -1}, **ONE_HOST
+        )
+    )
     for k, batch in enumerate(batches):
         assert batch["inputs"].shape == (4, 10)
-        for row, raw in enumerate(source[4 * k: 4 * k + 4]):
+        for row, raw in enumerate(source[4 * k : 4 * k + 4]):
             kept = min(len(raw["ids"]), 10)
             assert batch["lengths"][row] == kept
             np.testing.assert_array_equal(batch["inputs"][row, :kept], raw["ids"][:kept])
@@ -76,25 +84,46 @@ def test_fixed_length_pads_every_batch_to_max_len_and_truncates():
 
 def test_max_len_caps_the_rounded_up_length():
     source = [{"ids": [1] * 9, "label": 0, "id": 0}]
-    batch = next(iter(loader.make_loader(source, preprocess, batch_size=1, train=False,
-                                         batching=loader.Padding(pad_to_multiple=8, max_len=10), **ONE_HOST)))
+    batch = next(
+        iter(
+            loader.make_loader(
+                source,
+                preprocess,
+                batch_size=1,
+                train=False,
+                batching=loader.Padding(pad_to_multiple=8, max_len=10),
+                **ONE_HOST,
+            )
+        )
+    )
     assert batch["inputs"].shape == (1, 10)  # 16 rounded up, capped at max_len
 
 
 def test_per_step_targets_are_padded_with_the_inputs():
     source = [{"ids": [3, 4, 5]}, {"ids": [6]}]
     tag = lambda raw: {"inputs": raw["ids"], "targets": [i % 2 for i in raw["ids"]]}  # noqa: E731
-    batch = next(iter(loader.make_loader(source, tag, batch_size=2, train=False,
-                                         batching=loader.Padding(pad_to_multiple=4),
-                                         pad_values={"targets": -100}, **ONE_HOST)))
+    batch = next(
+        iter(
+            loader.make_loader(
+                source,
+                tag,
+                batch_size=2,
+                train=False,
+                batching=loader.Padding(pad_to_multiple=4),
+                pad_values={"targets": -100},
+                **ONE_HOST,
+            )
+        )
+    )
     np.testing.assert_array_equal(batch["targets"], [[1, 0, 1, -100], [0, -100, -100, -100]])
 
 
 def test_bucketing_never_mixes_lengths_beyond_its_bucket():
     boundaries = (4, 8, 16, 32)
     source = make_source(300, max_len=32)
-    iterator = loader.make_loader(source, preprocess, batch_size=8, train=True, seed=3,
-                                  batching=loader.Bucketing(boundaries), **ONE_HOST).iterator()
+    iterator = loader.make_loader(
+        source, preprocess, batch_size=8, train=True, seed=3, batching=loader.Bucketing(boundaries), **ONE_HOST
+    ).iterator()
     seen_widths = set()
     for batch in take(iterator, 60):
         width = batch["inputs"].shape[1]
@@ -108,8 +137,9 @@ def test_bucketing_never_mixes_lengths_beyond_its_bucket():
 
 def test_bucketed_eval_pass_flushes_partial_buckets():
     source = make_source(37, max_len=20)
-    data = loader.make_loader(source, preprocess, batch_size=4, train=False,
-                              batching=loader.Bucketing((5, 10, 20)), **ONE_HOST)
+    data = loader.make_loader(
+        source, preprocess, batch_size=4, train=False, batching=loader.Bucketing((5, 10, 20)), **ONE_HOST
+    )
     batches = list(data)
     assert data.num_batches is None  # partial buckets flush separately, so the count depends on lengths
     assert sorted(real_ids(batches)) == list(range(37))
@@ -118,8 +148,7 @@ def test_bucketed_eval_pass_flushes_partial_buckets():
 
 def test_source_index_is_reported_and_fillers_are_minus_one():
     source = make_source(5)
-    batches = list(loader.make_loader(source, preprocess, batch_size=4, train=False, return_index=True,
-                                      **ONE_HOST))
+    batches = list(loader.make_loader(source, preprocess, batch_size=4, train=False, return_index=True, **ONE_HOST))
     np.testing.assert_array_equal(np.concatenate([b["index"] for b in batches]), [0, 1, 2, 3, 4, -1, -1, -1])
 
 
@@ -141,8 +170,14 @@ def test_eval_pass_counts_every_example_exactly_once(size, batch_size):
 def test_two_hosts_read_disjoint_shards_in_step_during_eval():
     source = make_source(17)  # host 0 reads 9 examples (3 batches of 4), host 1 reads 8 (2 batches)
     fixed = loader.Padding(max_len=30, fixed_length=True)
-    per_host = [list(loader.make_loader(source, preprocess, batch_size=8, train=False, batching=fixed,
-                                        process_index=h, process_count=2)) for h in range(2)]
+    per_host = [
+        list(
+            loader.make_loader(
+                source, preprocess, batch_size=8, train=False, batching=fixed, process_index=h, process_count=2
+            )
+        )
+        for h in range(2)
+    ]
     assert len(per_host[0]) == len(per_host[1]) == 3  # host 1 adds a weight-0 batch to keep in step
     assert not per_host[1][-1]["weights"].any()
     ids = [real_ids(batches) for batches in per_host]
@@ -156,8 +191,9 @@ def test_two_hosts_split_each_training_epoch():
     fixed = loader.Padding(max_len=30, fixed_length=True)
     ids = []
     for host in range(2):
-        iterator = loader.make_loader(source, preprocess, batch_size=8, train=True, seed=1, batching=fixed,
-                                      process_index=host, process_count=2).iterator()
+        iterator = loader.make_loader(
+            source, preprocess, batch_size=8, train=True, seed=1, batching=fixed, process_index=host, process_count=2
+        ).iterator()
         ids.append(real_ids(take(iterator, 2)))  # 2 hosts x 2 batches x 4 rows = one epoch
         iterator.close()
     assert not set(ids[0]) & set(ids[1])
@@ -168,8 +204,7 @@ def test_training_reshuffles_every_epoch_and_follows_the_seed():
     source = make_source(12)
 
     def epochs(seed):
-        iterator = loader.make_loader(source, preprocess, batch_size=4, train=True, seed=seed,
-                                      **ONE_HOST).iterator()
+        iterator = loader.make_loader(source, preprocess, batch_size=4, train=True, seed=seed, **ONE_HOST).iterator()
         order = real_ids(take(iterator, 6))
         iterator.close()
         return order[:12], order[12:]
@@ -208,12 +243,12 @@ def resume_matches(data: loader.Loader, stop: int, total: int) -> dict:
     return state
 
 
-@pytest.mark.parametrize("batching", [loader.Padding(), loader.Bucketing((6, 12, 30))],
-                         ids=["padding", "bucketing"])
+@pytest.mark.parametrize("batching", [loader.Padding(), loader.Bucketing((6, 12, 30))], ids=["padding", "bucketing"])
 def test_resume_continues_the_same_stream_across_epochs(batching):
     # 10 examples, 3 per batch: the stop and the resumed batches straddle epochs.
-    data = loader.make_loader(make_source(10), preprocess, batch_size=3, train=True, seed=5,
-                              batching=batching, **ONE_HOST)
+    data = loader.make_loader(
+        make_source(10), preprocess, batch_size=3, train=True, seed=5, batching=batching, **ONE_HOST
+    )
     for stop in (2, 4, 7):
         state = resume_matches(data, stop, 12)
     if isinstance(batching, loader.Bucketing):
@@ -221,8 +256,9 @@ def test_resume_continues_the_same_stream_across_epochs(batching):
 
 
 def test_resume_mid_eval_pass_keeps_every_example_once():
-    data = loader.make_loader(make_source(11), preprocess, batch_size=4, train=False,
-                              batching=loader.Bucketing((8, 30)), **ONE_HOST)
+    data = loader.make_loader(
+        make_source(11), preprocess, batch_size=4, train=False, batching=loader.Bucketing((8, 30)), **ONE_HOST
+    )
     first = data.iterator()
     before = take(first, 1)
     state = first.get_state()
@@ -234,8 +270,15 @@ def test_resume_mid_eval_pass_keeps_every_example_once():
 
 
 def test_loader_state_round_trips_through_an_orbax_checkpoint(tmp_path):
-    data = loader.make_loader(make_source(10), preprocess, batch_size=3, train=True, seed=2,
-                              batching=loader.Bucketing((6, 12, 30)), **ONE_HOST)
+    data = loader.make_loader(
+        make_source(10),
+        preprocess,
+        batch_size=3,
+        train=True,
+        seed=2,
+        batching=loader.Bucketing((6, 12, 30)),
+        **ONE_HOST,
+    )
     reference = data.iterator()
     expected = take(reference, 8)
     reference.close()
@@ -243,14 +286,19 @@ def test_loader_state_round_trips_through_an_orbax_checkpoint(tmp_path):
     take(iterator, 5)
     params = {"w": np.arange(6.0).reshape(2, 3)}
     with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-        manager.save(5, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                                data=loader.checkpoint_save_args(iterator)))
+        manager.save(
+            5, args=ocp.args.Composite(params=ocp.args.StandardSave(params), data=loader.checkpoint_save_args(iterator))
+        )
         manager.wait_until_finished()
     iterator.close()
     fresh = data.iterator()
     with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(params), data=loader.checkpoint_restore_args(fresh)))
+        restored = manager.restore(
+            manager.latest_step(),
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(params), data=loader.checkpoint_restore_args(fresh)
+            ),
+        )
     np.testing.assert_array_equal(restored.params["w"], params["w"])
     assert_same_batches(expected[5:], take(restored.data, 3))
     fresh.close()
@@ -276,7 +324,7 @@ def test_reads_a_tfds_data_source():
     batches = list(loader.make_loader(source, chars, batch_size=4, train=False, return_index=True, **ONE_HOST))
     assert sum(b["weights"].sum() for b in batches) == 9
     first = source[0]["text"].encode()
-    np.testing.assert_array_equal(batches[0]["inputs"][0, :len(first)], list(first))
+    np.testing.assert_array_equal(batches[0]["inputs"][0, : len(first)], list(first))
 
 
 # --- language modelling ------------------------------------------------------------------
@@ -305,8 +353,16 @@ def test_lm_eval_predicts_every_in_document_target_exactly_once(layout, hosts):
     counts = np.zeros(56, int)
     batch_counts = []
     for host in range(hosts):
-        data = loader.lm_loader(NUMBERED_DOCS, np.asarray, batch_size=2 * hosts, seq_len=5, train=False,
-                                layout=layout, process_index=host, process_count=hosts)
+        data = loader.lm_loader(
+            NUMBERED_DOCS,
+            np.asarray,
+            batch_size=2 * hosts,
+            seq_len=5,
+            train=False,
+            layout=layout,
+            process_index=host,
+            process_count=hosts,
+        )
         batches = list(data)
         batch_counts.append(len(batches))
         for batch in batches:
@@ -326,7 +382,7 @@ def test_lm_windows_shift_targets_and_reset_at_document_starts():
     text = "".join(DOCS)
     starts = np.cumsum([0] + [len(d) for d in DOCS[:-1]])
     for row in range(4):
-        window = char_ids(text[6 * row: 6 * row + 7])
+        window = char_ids(text[6 * row : 6 * row + 7])
         np.testing.assert_array_equal(batch["inputs"][row], window[:6])
         np.testing.assert_array_equal(batch["targets"][row], window[1:])
         expected_resets = np.isin(6 * row + np.arange(6), starts)
@@ -346,19 +402,26 @@ def test_lm_streams_continue_row_by_row():
         assert not batches[k]["resets"].any()
     assert batches[0]["resets"][:, 0].all()
     for b in range(3):
-        np.testing.assert_array_equal(batches[0]["inputs"][b], char_ids(text[b * stream_len: b * stream_len + 7]))
+        np.testing.assert_array_equal(batches[0]["inputs"][b], char_ids(text[b * stream_len : b * stream_len + 7]))
 
 
 @pytest.mark.parametrize("layout", ["windows", "streams"])
 def test_lm_resume_continues_the_same_stream(layout):
-    data = loader.lm_loader(DOCS * 3, char_ids, batch_size=2, seq_len=4, train=True, layout=layout, seed=7,
-                            **ONE_HOST)
+    data = loader.lm_loader(DOCS * 3, char_ids, batch_size=2, seq_len=4, train=True, layout=layout, seed=7, **ONE_HOST)
     resume_matches(data, 9, 40)  # several epochs: 38 windows / 2 per batch, or 12 segments
 
 
 def test_lm_training_shuffles_windows_and_covers_each_epoch():
-    data = loader.lm_loader(["abcdefghijklmnopqrstuvwxyz" * 4], char_ids, batch_size=2, seq_len=5, train=True,
-                            seed=0, num_epochs=1, **ONE_HOST)
+    data = loader.lm_loader(
+        ["abcdefghijklmnopqrstuvwxyz" * 4],
+        char_ids,
+        batch_size=2,
+        seq_len=5,
+        train=True,
+        seed=0,
+        num_epochs=1,
+        **ONE_HOST,
+    )
     firsts = [int(row[0]) for batch in data for row in batch["inputs"]]
     assert data.num_batches == 10 and len(firsts) == 20
     text = "abcdefghijklmnopqrstuvwxyz" * 4
@@ -369,15 +432,20 @@ def test_lm_training_shuffles_windows_and_covers_each_epoch():
 # --- errors ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(batch_size=0), "batch_size must be a positive integer"),
-    (dict(batch_size=-2), "batch_size must be a positive integer"),
-    (dict(batch_size=3, process_index=0, process_count=2,
-          batching=loader.Padding(max_len=8, fixed_length=True)), "does not split evenly"),
-    (dict(batch_size=2, process_index=2, process_count=2), r"process_index must lie in \[0, 2\)"),
-    (dict(batch_size=2, process_index=0, process_count=2), "same shape"),
-    (dict(batch_size=2, num_epochs=0), "num_epochs must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(batch_size=0), "batch_size must be a positive integer"),
+        (dict(batch_size=-2), "batch_size must be a positive integer"),
+        (
+            dict(batch_size=3, process_index=0, process_count=2, batching=loader.Padding(max_len=8, fixed_length=True)),
+            "does not split evenly",
+        ),
+        (dict(batch_size=2, process_index=2, process_count=2), r"process_index must lie in \[0, 2\)"),
+        (dict(batch_size=2, process_index=0, process_count=2), "same shape"),
+        (dict(batch_size=2, num_epochs=0), "num_epochs must be positive"),
+    ],
+)
 def test_bad_loader_arguments_raise(kwargs, message):
     kwargs = {**ONE_HOST, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -401,8 +469,10 @@ def test_bucket_boundaries_must_increase(boundaries):
 
 def test_example_longer_than_the_limit_raises_naming_it():
     source = [{"ids": [1, 2], "label": 0, "id": 0}, {"ids": list(range(1, 13)), "label": 0, "id": 1}]
-    for batching, limit in [(loader.Padding(max_len=10), "max_len 10"),
-                            (loader.Bucketing((4, 8)), "the last bucket boundary 8")]:
+    for batching, limit in [
+        (loader.Padding(max_len=10), "max_len 10"),
+        (loader.Bucketing((4, 8)), "the last bucket boundary 8"),
+    ]:
         data = loader.make_loader(source, preprocess, batch_size=2, train=False, batching=batching, **ONE_HOST)
         with pytest.raises(ValueError, match=f"example 1 has length 12, longer than {limit}"):
             list(data)
@@ -410,12 +480,14 @@ def test_example_longer_than_the_limit_raises_naming_it():
 
 def test_bad_preprocess_output_raises():
     source = [{"ids": [1, 2]}, {"ids": [3]}]
-    cases = [(lambda raw: {"tokens": raw["ids"]}, "'inputs' entry"),
-             (lambda raw: {"inputs": "some text"}, "not numeric"),
-             (lambda raw: {"inputs": raw["ids"], "weights": 1.0}, "adds itself"),
-             (lambda raw: {"inputs": raw["ids"], "targets": [0]}, "sequence feature 'targets'"),
-             (lambda raw: {"inputs": raw["ids"], "extra": raw["ids"]}, "feature 'extra' has shapes"),
-             (lambda raw: {"inputs": raw["ids"], **({"x": 1} if len(raw["ids"]) > 1 else {})}, "same keys")]
+    cases = [
+        (lambda raw: {"tokens": raw["ids"]}, "'inputs' entry"),
+        (lambda raw: {"inputs": "some text"}, "not numeric"),
+        (lambda raw: {"inputs": raw["ids"], "weights": 1.0}, "adds itself"),
+        (lambda raw: {"inputs": raw["ids"], "targets": [0]}, "sequence feature 'targets'"),
+        (lambda raw: {"inputs": raw["ids"], "extra": raw["ids"]}, "feature 'extra' has shapes"),
+        (lambda raw: {"inputs": raw["ids"], **({"x": 1} if len(raw["ids"]) > 1 else {})}, "same keys"),
+    ]
     for function, message in cases:
         with pytest.raises((ValueError, TypeError), match=message):
             list(loader.make_loader(source, function, batch_size=2, train=False, **ONE_HOST))

@@ -15,14 +15,17 @@ def keras_utils():
 SEQS = [[1], [2, 3], [4, 5, 6]]
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    ({}, [[0, 0, 1], [0, 2, 3], [4, 5, 6]]),
-    ({"value": -1}, [[-1, -1, 1], [-1, 2, 3], [4, 5, 6]]),
-    ({"padding": "post"}, [[1, 0, 0], [2, 3, 0], [4, 5, 6]]),
-    ({"maxlen": 2}, [[0, 1], [2, 3], [5, 6]]),
-    ({"maxlen": 2, "truncating": "post"}, [[0, 1], [2, 3], [4, 5]]),
-    ({"maxlen": 4, "padding": "post"}, [[1, 0, 0, 0], [2, 3, 0, 0], [4, 5, 6, 0]]),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({}, [[0, 0, 1], [0, 2, 3], [4, 5, 6]]),
+        ({"value": -1}, [[-1, -1, 1], [-1, 2, 3], [4, 5, 6]]),
+        ({"padding": "post"}, [[1, 0, 0], [2, 3, 0], [4, 5, 6]]),
+        ({"maxlen": 2}, [[0, 1], [2, 3], [5, 6]]),
+        ({"maxlen": 2, "truncating": "post"}, [[0, 1], [2, 3], [4, 5]]),
+        ({"maxlen": 4, "padding": "post"}, [[1, 0, 0, 0], [2, 3, 0, 0], [4, 5, 6, 0]]),
+    ],
+)
 def test_pad_sequences_hand_written(kwargs, expected):
     out = pad_sequences(SEQS, **kwargs)
     np.testing.assert_array_equal(out, expected)
@@ -39,10 +42,13 @@ def test_pad_sequences_equals_keras_on_random_inputs(keras_utils):
             length = int(rng.integers(0, 9))  # empty sequences included
             values = rng.normal(size=length) if is_float else rng.integers(-50, 50, size=length)
             seqs.append(values.tolist() if case % 2 else values)
-        kwargs = dict(maxlen=None if rng.random() < 0.3 else int(rng.integers(1, 11)),
-                      padding=str(rng.choice(["pre", "post"])), truncating=str(rng.choice(["pre", "post"])),
-                      value=float(rng.normal()) if is_float else int(rng.integers(-3, 4)),
-                      dtype="float32" if is_float else str(rng.choice(["int32", "int64"])))
+        kwargs = dict(
+            maxlen=None if rng.random() < 0.3 else int(rng.integers(1, 11)),
+            padding=str(rng.choice(["pre", "post"])),
+            truncating=str(rng.choice(["pre", "post"])),
+            value=float(rng.normal()) if is_float else int(rng.integers(-3, 4)),
+            dtype="float32" if is_float else str(rng.choice(["int32", "int64"])),
+        )
         ours, theirs = pad_sequences(seqs, **kwargs), keras_utils.pad_sequences(seqs, **kwargs)
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, (case, kwargs)
         np.testing.assert_array_equal(ours, theirs, err_msg=str((case, kwargs)))
@@ -72,14 +78,17 @@ def test_pad_sequences_edge_shapes():
     assert pad_sequences(SEQS, maxlen=0).shape == (3, 0)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"padding": "left"}, ValueError, "padding must be 'pre' or 'post', got 'left'"),
-    ({"truncating": "end"}, ValueError, "truncating must be 'pre' or 'post', got 'end'"),
-    ({"maxlen": -1}, ValueError, "maxlen"),
-    ({"maxlen": 2.5}, ValueError, "maxlen"),
-    ({"value": 0.5}, ValueError, "would truncate"),
-    ({"value": "x"}, TypeError, "dtype=object"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"padding": "left"}, ValueError, "padding must be 'pre' or 'post', got 'left'"),
+        ({"truncating": "end"}, ValueError, "truncating must be 'pre' or 'post', got 'end'"),
+        ({"maxlen": -1}, ValueError, "maxlen"),
+        ({"maxlen": 2.5}, ValueError, "maxlen"),
+        ({"value": 0.5}, ValueError, "would truncate"),
+        ({"value": "x"}, TypeError, "dtype=object"),
+    ],
+)
 def test_pad_sequences_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         pad_sequences(SEQS, **kwargs)
@@ -119,8 +128,9 @@ def test_one_hot_values_and_shape():
     assert out.shape == (2, 2, 3) and out.dtype == np.float32
     np.testing.assert_array_equal(out, np.eye(3, dtype=np.float32)[ids])
     # The seeds' example: five words, one position each.
-    np.testing.assert_array_equal(one_hot([0, 1, 4], 5, dtype="int32"),
-                                  [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 1]])
+    np.testing.assert_array_equal(
+        one_hot([0, 1, 4], 5, dtype="int32"), [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 1]]
+    )
 
 
 def test_one_hot_rejects_out_of_range_ids():

@@ -10,22 +10,31 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import checksums, downloader
 
 from seqjax.data import sources
-from seqjax.data.sources import (ChecksumMismatchError, MissingFileError, SourceError, get_builder,
-                                 load_source, source_info)
+from seqjax.data.sources import (
+    ChecksumMismatchError,
+    MissingFileError,
+    SourceError,
+    get_builder,
+    load_source,
+    source_info,
+)
 
 # ----------------------------------------------------------------------------
 # Catalog datasets through tfds.testing.mock_data (no files, no network).
 
 
-@pytest.mark.parametrize("name, split, keys", [
-    ("imdb_reviews", "train", {"text", "label"}),
-    ("glue/sst2", "validation", {"sentence", "label", "idx"}),
-    ("tiny_shakespeare", "train", {"text"}),
-    ("lm1b", "test", {"text"}),
-    ("conll2003", "train", {"tokens", "pos", "chunks", "ner"}),
-    ("ted_hrlr_translate/pt_to_en", "train", {"pt", "en"}),
-    ("wmt14_translate/de-en", "validation", {"de", "en"}),
-])
+@pytest.mark.parametrize(
+    "name, split, keys",
+    [
+        ("imdb_reviews", "train", {"text", "label"}),
+        ("glue/sst2", "validation", {"sentence", "label", "idx"}),
+        ("tiny_shakespeare", "train", {"text"}),
+        ("lm1b", "test", {"text"}),
+        ("conll2003", "train", {"tokens", "pos", "chunks", "ner"}),
+        ("ted_hrlr_translate/pt_to_en", "train", {"pt", "en"}),
+        ("wmt14_translate/de-en", "validation", {"de", "en"}),
+    ],
+)
 def test_catalog_names_give_random_access_sources(name, split, keys):
     with tfds.testing.mock_data(num_examples=5):
         source = load_source(name, split)
@@ -76,8 +85,15 @@ def test_local_kind_by_name_reads_exact_examples(tmp_path):
 def test_local_options_from_a_configdict(tmp_path):
     ml_collections = pytest.importorskip("ml_collections")
     (tmp_path / "a.txt").write_text("one\ntwo\n")
-    cfg = ml_collections.ConfigDict({"name": "local/text", "data_dir": str(tmp_path / "tfds"), "manual_dir": "",
-                                     "paths": {"train": str(tmp_path / "a.txt")}, "unit": "line"})
+    cfg = ml_collections.ConfigDict(
+        {
+            "name": "local/text",
+            "data_dir": str(tmp_path / "tfds"),
+            "manual_dir": "",
+            "paths": {"train": str(tmp_path / "a.txt")},
+            "unit": "line",
+        }
+    )
     source = load_source(split="train", **cfg)
     assert [source[i]["text"] for i in range(len(source))] == [b"one", b"two"]
     catalog = ml_collections.ConfigDict({"name": "imdb_reviews", "data_dir": "", "manual_dir": ""})
@@ -87,11 +103,14 @@ def test_local_options_from_a_configdict(tmp_path):
 
 def test_local_rejects_unknown_options_and_manual_dir(tmp_path):
     (tmp_path / "a.txt").write_text("x\n")
-    with pytest.raises(SourceError, match="local/text: .*unexpected keyword argument 'label_column'; its options are \\['paths',"):
+    with pytest.raises(
+        SourceError, match="local/text: .*unexpected keyword argument 'label_column'; its options are \\['paths',"
+    ):
         get_builder("local/text", paths=str(tmp_path / "a.txt"), label_column="label")
     with pytest.raises(SourceError, match="manual_dir is for TFDS catalog datasets"):
-        load_source("local/text", "train", data_dir=str(tmp_path), manual_dir=str(tmp_path),
-                    paths=str(tmp_path / "a.txt"))
+        load_source(
+            "local/text", "train", data_dir=str(tmp_path), manual_dir=str(tmp_path), paths=str(tmp_path / "a.txt")
+        )
 
 
 # ----------------------------------------------------------------------------
@@ -102,7 +121,9 @@ def test_offline_missing_file_fails_fast_naming_it(tmp_path):
     manual = tmp_path / "manual"
     manual.mkdir()
     start = time.monotonic()
-    with pytest.raises(MissingFileError, match=f"expected the file {manual}/input.txt \\(1115394 bytes, sha256 86c4e6aa"):
+    with pytest.raises(
+        MissingFileError, match=f"expected the file {manual}/input.txt \\(1115394 bytes, sha256 86c4e6aa"
+    ):
         load_source("tiny_shakespeare", "train", data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
     assert time.monotonic() - start < 30  # TFDS alone would retry the unreachable host for minutes
     assert downloader._Downloader.download is not None

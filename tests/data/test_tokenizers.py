@@ -11,8 +11,7 @@ import pytest
 import sentencepiece as spm
 
 from seqjax.data import tokenizers
-from seqjax.data.tokenizers import (CharTokenizer, NotFittedError, SubwordTokenizer, WordTokenizer, load,
-                                    load_or_fit)
+from seqjax.data.tokenizers import CharTokenizer, NotFittedError, SubwordTokenizer, WordTokenizer, load, load_or_fit
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +95,7 @@ def test_word_tokenizer_reads_a_keras_json_file(KerasTokenizer):
 
 
 # --- WordTokenizer: semantics pinned by hand --------------------------------------------------
+
 
 def test_word_tokenizer_seed_example():
     tok = WordTokenizer(oov_token="<nothing>").fit_on_texts(SEED_DOCS)
@@ -197,11 +197,13 @@ def test_char_unknowns_specials_and_lower():
 
 # --- SubwordTokenizer -------------------------------------------------------------------------
 
+
 def subword_corpus(n=300, seed=0) -> list[str]:
     rng = random.Random(seed)
     syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "té", "vo", "zü", "ing", "ed", "er"]
-    words = ("the quick brown fox jumps over lazy dog naïve café über straße".split()
-             + ["".join(random.Random(k).choices(syllables, k=1 + k % 3)) for k in range(60)])
+    words = "the quick brown fox jumps over lazy dog naïve café über straße".split() + [
+        "".join(random.Random(k).choices(syllables, k=1 + k % 3)) for k in range(60)
+    ]
     return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(n)]
 
 
@@ -224,15 +226,17 @@ def test_subword_round_trip_from_texts_and_files(tmp_path, model_type, vocab_siz
     path = tmp_path / "corpus.txt.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write("\n".join(corpus) + "\n")
-    from_file = SubwordTokenizer.train(files=[str(path)], vocab_size=vocab_size, model_type=model_type,
-                                       input_sentence_size=500)
+    from_file = SubwordTokenizer.train(
+        files=[str(path)], vocab_size=vocab_size, model_type=model_type, input_sentence_size=500
+    )
     assert from_file.model_proto == tok.model_proto
 
 
 def test_subword_identity_normalization_keeps_whitespace():
     corpus = ["a  b\tc", " lead and trail ", "tab\there"] * 20
-    tok = SubwordTokenizer.train(corpus, vocab_size=30, model_type="bpe", normalization="identity",
-                                 remove_extra_whitespaces=False)
+    tok = SubwordTokenizer.train(
+        corpus, vocab_size=30, model_type="bpe", normalization="identity", remove_extra_whitespaces=False
+    )
     for line in corpus[:3]:
         assert tok.decode(tok.encode(line)) == line
     default = SubwordTokenizer.train(corpus, vocab_size=30, model_type="bpe")
@@ -263,8 +267,9 @@ def test_subword_training_errors(tmp_path):
 
 def test_subword_refuses_a_model_with_other_special_ids():
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(subword_corpus(50)), model_writer=model,
-                                   vocab_size=40, model_type="bpe", minloglevel=2)  # unk=0, bos=1, eos=2
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(subword_corpus(50)), model_writer=model, vocab_size=40, model_type="bpe", minloglevel=2
+    )  # unk=0, bos=1, eos=2
     with pytest.raises(ValueError, match="pad id -1"):
         SubwordTokenizer(model.getvalue())
     with pytest.raises(ValueError, match="not a sentencepiece model"):
@@ -273,12 +278,15 @@ def test_subword_refuses_a_model_with_other_special_ids():
 
 # --- shared interface: errors -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def fitted():
     corpus = subword_corpus(100)
-    return {"word": WordTokenizer(oov_token="<OOV>").fit_on_texts(corpus),
-            "char": CharTokenizer().fit(corpus),
-            "subword": SubwordTokenizer.train(corpus, vocab_size=50, model_type="bpe")}
+    return {
+        "word": WordTokenizer(oov_token="<OOV>").fit_on_texts(corpus),
+        "char": CharTokenizer().fit(corpus),
+        "subword": SubwordTokenizer.train(corpus, vocab_size=50, model_type="bpe"),
+    }
 
 
 @pytest.mark.parametrize("kind", ["word", "char", "subword"])
@@ -309,8 +317,11 @@ def test_encode_rejects_non_strings(fitted, kind):
 
 
 def test_use_before_fit_is_a_clear_error(tmp_path):
-    for tok, action in [(WordTokenizer(), lambda t: t.encode("a")), (CharTokenizer(), lambda t: t.decode([1])),
-                        (WordTokenizer(), lambda t: t.texts_to_sequences(["a"]))]:
+    for tok, action in [
+        (WordTokenizer(), lambda t: t.encode("a")),
+        (CharTokenizer(), lambda t: t.decode([1])),
+        (WordTokenizer(), lambda t: t.texts_to_sequences(["a"])),
+    ]:
         with pytest.raises(NotFittedError, match="before it is fitted"):
             action(tok)
     with pytest.raises(NotFittedError):
@@ -326,14 +337,29 @@ def test_use_before_fit_is_a_clear_error(tmp_path):
 
 # --- saving and loading -----------------------------------------------------------------------
 
+
 def test_word_tokenizer_save_load_round_trip(tmp_path):
-    tok = WordTokenizer(num_words=9, oov_token="<OOV>", sos_token="<s>", eos_token="</s>", filters="!?",
-                        lower=False).fit_on_texts(random_corpus(random.Random(5), 40))
+    tok = WordTokenizer(
+        num_words=9, oov_token="<OOV>", sos_token="<s>", eos_token="</s>", filters="!?", lower=False
+    ).fit_on_texts(random_corpus(random.Random(5), 40))
     path = tok.save(str(tmp_path / "run" / "tokenizer.json"))
     back = load(path)
     assert isinstance(back, WordTokenizer)
-    for attribute in ("num_words", "filters", "lower", "split", "char_level", "oov_token", "sos_token",
-                      "eos_token", "document_count", "word_index", "index_word", "word_docs", "vocab_size"):
+    for attribute in (
+        "num_words",
+        "filters",
+        "lower",
+        "split",
+        "char_level",
+        "oov_token",
+        "sos_token",
+        "eos_token",
+        "document_count",
+        "word_index",
+        "index_word",
+        "word_docs",
+        "vocab_size",
+    ):
         assert getattr(back, attribute) == getattr(tok, attribute), attribute
     assert list(back.word_counts.items()) == list(tok.word_counts.items())
     probe = random_corpus(random.Random(6), 10)

@@ -13,8 +13,25 @@ def test_flop_counts_halve_for_causal_and_triple_and_a_half_for_backward():
 
 
 def test_tiny_run_prints_one_json_line_per_baseline(capsys):
-    benchmark_attention.main(["--quick", "--seq-lens", "32", "--causal", "true", "--modes", "fwd",
-                              "--tokens", "64", "--hidden", "64", "--repeats", "1", "--warmup", "0"])
+    benchmark_attention.main(
+        [
+            "--quick",
+            "--seq-lens",
+            "32",
+            "--causal",
+            "true",
+            "--modes",
+            "fwd",
+            "--tokens",
+            "64",
+            "--hidden",
+            "64",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 1  # CPU: the xla baseline only (cudnn needs a GPU)
     line = lines[0]

@@ -34,7 +34,10 @@ def make_inputs(batch=2, q_len=32, kv_len=32, heads=2, kv_heads=2, dim=32, dtype
     numpy draws them: jax.random would compile anew for every shape.
     """
     rng = np.random.default_rng(seed)
-    draw = lambda *shape: rng.standard_normal(shape, np.float32)
+
+    def draw(*shape):
+        return rng.standard_normal(shape, np.float32)
+
     q = jnp.asarray(draw(batch, q_len, heads, dim), dtype)
     k = jnp.asarray(draw(batch, kv_len, kv_heads, dim), dtype)
     v = jnp.asarray(draw(batch, kv_len, kv_heads, dim), dtype)
@@ -102,8 +105,7 @@ SELF_MASKS = {
 def test_self_attention_masks_match_naive_in_float32(causal):
     q, k, v, cotangent = make_inputs(**SELF)
     for name, (lengths, ids) in SELF_MASKS.items():
-        check_against_naive(q, k, v, cotangent, what=name, causal=causal, kv_lengths=lengths,
-                            segment_ids=(ids, ids))
+        check_against_naive(q, k, v, cotangent, what=name, causal=causal, kv_lengths=lengths, segment_ids=(ids, ids))
 
 
 # Cross-attention with lengths that are not block multiples, multi-query (H=2 over H_kv=1),
@@ -112,8 +114,11 @@ CROSS = dict(batch=2, q_len=37, kv_len=53, heads=2, kv_heads=1, dim=128)
 CROSS_MASKS = {
     "plain": (jnp.array([53, 53]), jnp.zeros((2, 37), jnp.int32), jnp.zeros((2, 53), jnp.int32)),
     "padded": (jnp.array([53, 30]), jnp.zeros((2, 37), jnp.int32), jnp.zeros((2, 53), jnp.int32)),
-    "packed_pair": (jnp.array([53, 40]), packed_segment_ids([[20, 17], [37]], 37),
-                    packed_segment_ids([[25, 28], [53]], 53)),
+    "packed_pair": (
+        jnp.array([53, 40]),
+        packed_segment_ids([[20, 17], [37]], 37),
+        packed_segment_ids([[25, 28], [53]], 53),
+    ),
 }
 
 
@@ -121,8 +126,9 @@ CROSS_MASKS = {
 def test_cross_attention_odd_lengths_match_naive_in_float32(causal):
     q, k, v, cotangent = make_inputs(**CROSS)
     for name, (lengths, q_ids, kv_ids) in CROSS_MASKS.items():
-        check_against_naive(q, k, v, cotangent, what=name, causal=causal, kv_lengths=lengths,
-                            segment_ids=(q_ids, kv_ids))
+        check_against_naive(
+            q, k, v, cotangent, what=name, causal=causal, kv_lengths=lengths, segment_ids=(q_ids, kv_ids)
+        )
 
 
 def test_rows_without_visible_keys_give_zero_output_and_zero_gradient():
@@ -130,8 +136,9 @@ def test_rows_without_visible_keys_give_zero_output_and_zero_gradient():
     # Batch 0: query rows 16..31 carry segment id 7, which no key has; batch 1: no keys at all.
     q_ids = jnp.zeros((2, 48), jnp.int32).at[0, 16:32].set(7)
     kv_ids = jnp.zeros((2, 48), jnp.int32)
-    out, (dq, dk, dv) = check_against_naive(q, k, v, cotangent, causal=True, kv_lengths=jnp.array([48, 0]),
-                                            segment_ids=(q_ids, kv_ids))
+    out, (dq, dk, dv) = check_against_naive(
+        q, k, v, cotangent, causal=True, kv_lengths=jnp.array([48, 0]), segment_ids=(q_ids, kv_ids)
+    )
     assert not any(bool(jnp.isnan(x).any()) for x in (out, dq, dk, dv))
     assert bool(jnp.all(out[0, 16:32] == 0)) and bool(jnp.all(out[1] == 0))
     assert bool(jnp.all(dq[0, 16:32] == 0)) and bool(jnp.all(dq[1] == 0))
@@ -166,7 +173,10 @@ def test_key_blocks_past_the_length_or_the_causal_reach_are_never_read(causal):
     unread = jnp.zeros((2, 53), bool).at[1, 32:].set(True)
     if causal:
         unread = unread.at[0, 48:].set(True)
-    poison = lambda x: jnp.where(unread[:, :, None, None], jnp.nan, x)
+
+    def poison(x):
+        return jnp.where(unread[:, :, None, None], jnp.nan, x)
+
     out, (dq, dk, dv) = output_and_grads(flash16, q, poison(k), poison(v), cotangent, **options)
     ref_out, (ref_dq, ref_dk, ref_dv) = output_and_grads(naive_attention, q, k, v, cotangent, **options)
     assert_close(out, ref_out, 1e-5)
@@ -222,7 +232,10 @@ def test_vmap_and_single_segment_array_match_a_loop():
     qs, ks, vs = (jnp.stack([x, x[::-1] * 0.5]) for x in (q, k, v))
     lengths = jnp.array([[32, 5], [17, 0]])
     ids = jnp.stack([packed_segment_ids([[12, 20], [32]], 32), packed_segment_ids([[30], [7, 7]], 32)])
-    attend = lambda q, k, v, n, s: flash16(q, k, v, causal=True, kv_lengths=n, segment_ids=s)
+
+    def attend(q, k, v, n, s):
+        return flash16(q, k, v, causal=True, kv_lengths=n, segment_ids=s)
+
     out = jit(jax.vmap(attend))(qs, ks, vs, lengths, ids)
     naive = jit(functools.partial(naive_attention, causal=True))
     for i in range(2):
@@ -265,16 +278,15 @@ def test_bad_inputs_raise_clear_errors():
 def test_is_supported_and_block_tables():
     assert is_supported((2, 1024, 8, 128), (2, 1024, 2, 128), jnp.bfloat16, "gpu")
     assert not is_supported((2, 1024, 8, 512), (2, 1024, 8, 512), jnp.bfloat16, "gpu")  # D > 256
-    assert not is_supported((2, 1024, 8, 64), (2, 1024, 3, 64), jnp.bfloat16, "gpu")   # 8 % 3
+    assert not is_supported((2, 1024, 8, 64), (2, 1024, 3, 64), jnp.bfloat16, "gpu")  # 8 % 3
     assert not is_supported((2, 1024, 8, 64), (2, 1024, 8, 64), jnp.int8, "gpu")
-    assert not is_supported((2, 1024, 8, 64), (2, 1024, 8, 64), jnp.bfloat16, "cpu")   # interpret only
+    assert not is_supported((2, 1024, 8, 64), (2, 1024, 8, 64), jnp.bfloat16, "cpu")  # interpret only
     assert not is_supported((2, 1024, 8, 64), (2, 1024, 8, 64), jnp.bfloat16, "tpu")
     for dim in (32, 64, 128, 256):
         for dtype in (jnp.float32, jnp.bfloat16):
             blocks = default_block_sizes(dim, dtype, "gpu")
             assert all(b >= 16 and b & (b - 1) == 0 for b in blocks[:4])
-    assert (default_block_sizes(256, jnp.bfloat16, "gpu").block_q
-            <= default_block_sizes(64, jnp.bfloat16, "gpu").block_q)
+    assert default_block_sizes(256, jnp.bfloat16, "gpu").block_q <= default_block_sizes(64, jnp.bfloat16, "gpu").block_q
 
 
 @pytest.mark.parametrize("dtype, dim", [(jnp.bfloat16, 64), (jnp.float16, 128), (jnp.bfloat16, 256), (jnp.float32, 96)])
@@ -290,12 +302,14 @@ def test_triton_lowering_for_gpu_traces_on_cpu(dtype, dim):
     lengths = jax.ShapeDtypeStruct((2,), jnp.int32)
 
     def loss(q, k, v, ids_q, ids_k, lengths):
-        out = flash_attention(q, k, v, causal=True, segment_ids=(ids_q, ids_k), kv_lengths=lengths,
-                              interpret=False)
+        out = flash_attention(q, k, v, causal=True, segment_ids=(ids_q, ids_k), kv_lengths=lengths, interpret=False)
         return jnp.sum(out.astype(jnp.float32))
 
-    lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(q, k, k, ids_q, ids_k, lengths).lower(
-        lowering_platforms=("cuda",))
+    lowered = (
+        jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        .trace(q, k, k, ids_q, ids_k, lengths)
+        .lower(lowering_platforms=("cuda",))
+    )
     text = lowered.as_text()
     assert text.count("xla.gpu.triton") == 3  # forward, dQ, dK/dV kernels
     for name in ("flash_attention_forward", "flash_attention_backward_dq", "flash_attention_backward_dkdv"):
@@ -311,8 +325,7 @@ def test_triton_lowering_for_gpu_traces_on_cpu(dtype, dim):
 @pytest.mark.parametrize("causal", [False, True])
 def test_compiled_kernel_matches_reference_on_gpu(dtype, tol, causal):
     # Odd length (not a block multiple), grouped heads, padded keys, default GPU blocks.
-    q, k, v, cotangent = make_inputs(batch=2, q_len=1000, kv_len=1000, heads=8, kv_heads=2, dim=128,
-                                     dtype=dtype)
+    q, k, v, cotangent = make_inputs(batch=2, q_len=1000, kv_len=1000, heads=8, kv_heads=2, dim=128, dtype=dtype)
     options = dict(causal=causal, kv_lengths=jnp.array([1000, 613]))
     out, grads = output_and_grads(flash_attention, q, k, v, cotangent, **options)
     as_f32 = [x.astype(jnp.float32) for x in (q, k, v)]
@@ -326,11 +339,13 @@ def test_compiled_kernel_matches_reference_on_gpu(dtype, tol, causal):
 @needs_gpu
 @pytest.mark.parametrize("dim", [64, 256])
 def test_compiled_kernel_packed_sequences_on_gpu(dim):
-    q, k, v, cotangent = make_inputs(batch=2, q_len=4096, kv_len=4096, heads=4, kv_heads=4, dim=dim,
-                                     dtype=jnp.bfloat16)
+    q, k, v, cotangent = make_inputs(batch=2, q_len=4096, kv_len=4096, heads=4, kv_heads=4, dim=dim, dtype=jnp.bfloat16)
     ids = packed_segment_ids([[1000, 3000, 96], [4096]], 4096)
     out, grads = output_and_grads(flash_attention, q, k, v, cotangent, causal=True, segment_ids=ids)
-    blockwise_output = lambda *args, **kwargs: blockwise_attention(*args, block_k=512, **kwargs)[0]
+
+    def blockwise_output(*args, **kwargs):
+        return blockwise_attention(*args, block_k=512, **kwargs)[0]
+
     as_f32 = [x.astype(jnp.float32) for x in (q, k, v)]
     ref_out, ref_grads = output_and_grads(blockwise_output, *as_f32, cotangent, causal=True, segment_ids=ids)
     assert_close(out, ref_out, 3e-2)

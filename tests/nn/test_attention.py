@@ -13,8 +13,9 @@ B, T, S, H, K, D = 2, 5, 7, 4, 2, 8
 
 # Compiled once per static configuration: on XLA:CPU one compile of the whole
 # function is far cheaper than compiling each eager op.
-attend = jax.jit(dot_product_attention, static_argnames=(
-    "causal", "scale", "implementation", "dropout_rate", "return_weights"))
+attend = jax.jit(
+    dot_product_attention, static_argnames=("causal", "scale", "implementation", "dropout_rate", "return_weights")
+)
 
 
 def run(module, variables, *args, **kwargs):
@@ -28,9 +29,11 @@ def init(module, *args, **kwargs):
 
 def qkv(q_len=T, kv_len=S, heads=H, kv_heads=K, width=D, dtype=jnp.float32, seed=0):
     kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
-    return (jax.random.normal(kq, (B, q_len, heads, width), dtype),
-            jax.random.normal(kk, (B, kv_len, kv_heads, width), dtype),
-            jax.random.normal(kv, (B, kv_len, kv_heads, width), dtype))
+    return (
+        jax.random.normal(kq, (B, q_len, heads, width), dtype),
+        jax.random.normal(kk, (B, kv_len, kv_heads, width), dtype),
+        jax.random.normal(kv, (B, kv_len, kv_heads, width), dtype),
+    )
 
 
 @jax.jit
@@ -69,9 +72,15 @@ def test_matches_naive_reference_values_and_gradients(causal):
 
     @jax.jit
     def values_and_grads(q, k, v):
-        ours = lambda q, k, v: dot_product_attention(q, k, v, causal=causal, kv_lengths=lengths)
-        naive = lambda q, k, v: naive_attention(q, k, v, allowed)
-        grad = lambda fn: jax.grad(lambda *qkv: jnp.sum(jnp.sin(fn(*qkv))), argnums=(0, 1, 2))(q, k, v)
+        def ours(q, k, v):
+            return dot_product_attention(q, k, v, causal=causal, kv_lengths=lengths)
+
+        def naive(q, k, v):
+            return naive_attention(q, k, v, allowed)
+
+        def grad(fn):
+            return jax.grad(lambda *qkv: jnp.sum(jnp.sin(fn(*qkv))), argnums=(0, 1, 2))(q, k, v)
+
         return ours(q, k, v), naive(q, k, v), grad(ours), grad(naive)
 
     ours, naive, ours_grads, naive_grads = values_and_grads(q, k, v)
@@ -85,10 +94,16 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
 
     @jax.jit
     def grouped_and_repeated(q, k, v):
-        repeat = lambda x: jnp.repeat(x, H // x.shape[2], axis=2)
+        def repeat(x):
+            return jnp.repeat(x, H // x.shape[2], axis=2)
+
         mqa_k, mqa_v = k[:, :, :1], v[:, :, :1]  # multi-query: one shared head
-        return (dot_product_attention(q, k, v), dot_product_attention(q, repeat(k), repeat(v)),
-                dot_product_attention(q, mqa_k, mqa_v), dot_product_attention(q, repeat(mqa_k), repeat(mqa_v)))
+        return (
+            dot_product_attention(q, k, v),
+            dot_product_attention(q, repeat(k), repeat(v)),
+            dot_product_attention(q, mqa_k, mqa_v),
+            dot_product_attention(q, repeat(mqa_k), repeat(mqa_v)),
+        )
 
     grouped, repeated, single, single_repeated = grouped_and_repeated(q, k, v)
     np.testing.assert_allclose(grouped, repeated, rtol=1e-6, atol=1e-6)
@@ -118,12 +133,10 @@ def test_rows_that_see_no_key_output_zeros():
 def test_explicit_mask_and_bias_match_the_reference():
     q, k, v = qkv()
     mask = jax.random.bernoulli(jax.random.key(3), 0.7, (B, 1, T, S)).at[..., 0].set(True)
-    np.testing.assert_allclose(attend(q, k, v, mask=mask), naive_attention(q, k, v, mask),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(attend(q, k, v, mask=mask), naive_attention(q, k, v, mask), rtol=1e-5, atol=1e-5)
     # A bias of 0 / -inf-like is the additive form of the same mask.
     bias = jnp.where(mask, 0.0, -1e9)
-    np.testing.assert_allclose(attend(q, k, v, bias=bias), naive_attention(q, k, v, mask),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(attend(q, k, v, bias=bias), naive_attention(q, k, v, mask), rtol=1e-5, atol=1e-5)
 
 
 def test_segment_ids_keep_packed_sequences_apart():
@@ -153,8 +166,9 @@ def test_implementations_available_on_cpu_agree():
     lengths = jnp.array([7, 5])
     xla = attend(q, k, v, causal=True, kv_lengths=lengths, implementation="xla")
     auto = attend(q, k, v, causal=True, kv_lengths=lengths, implementation="auto")
-    jax_xla = jax.nn.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=lengths.astype(jnp.int32),
-                                           implementation="xla")
+    jax_xla = jax.nn.dot_product_attention(
+        q, k, v, is_causal=True, key_value_seq_lengths=lengths.astype(jnp.int32), implementation="xla"
+    )
     np.testing.assert_allclose(xla, jax_xla, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(auto, xla)
     for name in attention.IMPLEMENTATIONS:
@@ -207,8 +221,9 @@ def test_auto_is_xla_on_cpu_and_cudnn_or_pallas_refuse_clearly():
 
 def test_bfloat16_inputs_keep_float32_softmax_statistics():
     q, k, v = qkv()
-    out, weights = attend(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16),
-                                         causal=True, return_weights=True)
+    out, weights = attend(
+        q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), causal=True, return_weights=True
+    )
     assert out.dtype == jnp.bfloat16 and weights.dtype == jnp.float32
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(out.astype(jnp.float32), attend(q, k, v, causal=True), atol=0.05)
@@ -219,7 +234,9 @@ def test_attention_dropout_is_unbiased_and_off_without_a_key():
 
     @jax.jit
     def clean_once_and_mean(q, k, v):
-        drop = lambda key: dot_product_attention(q, k, v, dropout_rate=0.5, dropout_rng=key)
+        def drop(key):
+            return dot_product_attention(q, k, v, dropout_rate=0.5, dropout_rng=key)
+
         dropped = jax.vmap(drop)(jax.random.split(jax.random.key(1), 4000))
         no_key = dot_product_attention(q, k, v, dropout_rate=0.5)
         return dot_product_attention(q, k, v), no_key, dropped[0], dropped.mean(0)
@@ -232,14 +249,19 @@ def test_attention_dropout_is_unbiased_and_off_without_a_key():
 
 def test_bad_shapes_get_clear_errors():
     q, k, v = qkv()
-    with pytest.raises(ValueError, match=r"mask of shape \(2, 5, 7\) does not broadcast to \[batch, heads, q_len, "
-                                         r"kv_len\] = \(2, 4, 5, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask of shape \(2, 5, 7\) does not broadcast to \[batch, heads, q_len, "
+        r"kv_len\] = \(2, 4, 5, 7\)",
+    ):
         attend(q, k, v, mask=jnp.ones((B, T, S), bool))
     with pytest.raises(ValueError, match=r"bias of shape \(2, 3, 5, 7\) does not broadcast"):
         attend(q, k, v, bias=jnp.zeros((B, 3, T, S)))
     with pytest.raises(TypeError, match="mask must be boolean"):
         attend(q, k, v, mask=jnp.ones((B, 1, T, S)))
-    with pytest.raises(ValueError, match=r"query heads \(4\) must be a multiple of the number of key/value heads \(3\)"):
+    with pytest.raises(
+        ValueError, match=r"query heads \(4\) must be a multiple of the number of key/value heads \(3\)"
+    ):
         attend(q, jnp.zeros((B, S, 3, D)), jnp.zeros((B, S, 3, D)))
     with pytest.raises(ValueError, match=r"kv_lengths must have shape \[batch\]=\(2,\)"):
         attend(q, k, v, kv_lengths=jnp.array([1, 2, 3]))
@@ -275,8 +297,8 @@ def test_module_self_attention_is_causal_exactly():
     params = init(module, x)
     t = 2
     jac = jax.jit(jax.jacrev(lambda x: run(module, params, x, causal=True)[:, t]))(x)  # [B, F, B, T, F]
-    assert np.all(np.asarray(jac[:, :, :, t + 1:]) == 0.0)
-    assert np.all(np.abs(np.asarray(jac[0, :, 0, :t + 1])).sum(axis=(0, 2)) > 0)
+    assert np.all(np.asarray(jac[:, :, :, t + 1 :]) == 0.0)
+    assert np.all(np.abs(np.asarray(jac[0, :, 0, : t + 1])).sum(axis=(0, 2)) > 0)
 
 
 def test_module_matches_flax_multi_head_dot_product_attention():
@@ -284,7 +306,10 @@ def test_module_matches_flax_multi_head_dot_product_attention():
     ours = mha(qkv_features=32)
     flax_mha = nn.MultiHeadDotProductAttention(num_heads=H, qkv_features=32)
     params = init(ours, x, kv)
-    shapes = lambda module: jax.tree.map(jnp.shape, jax.eval_shape(module.init, jax.random.key(0), x, kv))
+
+    def shapes(module):
+        return jax.tree.map(jnp.shape, jax.eval_shape(module.init, jax.random.key(0), x, kv))
+
     assert shapes(ours) == shapes(flax_mha)
     lengths = jnp.array([7, 4])
 
@@ -292,8 +317,12 @@ def test_module_matches_flax_multi_head_dot_product_attention():
     def both(params, x, kv):
         padding = (jnp.arange(S) < lengths[:, None])[:, None, None, :]
         causal = nn.make_causal_mask(jnp.ones((B, T)))
-        return (ours.apply(params, x, kv, kv_lengths=lengths), flax_mha.apply(params, x, kv, mask=padding),
-                ours.apply(params, x, causal=True), flax_mha.apply(params, x, mask=causal))
+        return (
+            ours.apply(params, x, kv, kv_lengths=lengths),
+            flax_mha.apply(params, x, kv, mask=padding),
+            ours.apply(params, x, causal=True),
+            flax_mha.apply(params, x, mask=causal),
+        )
 
     cross, flax_cross, causal_self, flax_causal_self = both(params, x, kv)
     np.testing.assert_allclose(cross, flax_cross, rtol=1e-5, atol=1e-5)
@@ -307,8 +336,12 @@ def test_cross_attention_keys_and_values_projected_once_give_the_same_output():
     lengths = jnp.array([7, 4])
     key, value = run(module, params, x, kv, project_kv_only=True)
     assert key.shape == value.shape == (B, S, K, 32 // H)
-    np.testing.assert_allclose(run(module, params, x, (key, value), kv_lengths=lengths),
-                               run(module, params, x, kv, kv_lengths=lengths), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        run(module, params, x, (key, value), kv_lengths=lengths),
+        run(module, params, x, kv, kv_lengths=lengths),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="project_kv_only=True projects the cross-attention inputs_kv"):
         module.apply(params, x, project_kv_only=True)
 
@@ -341,8 +374,9 @@ def decode_in_pieces(module, params, x, pieces, max_len):
     def feed(params, x, cache):
         outs, start = [], 0
         for size in pieces:
-            out, state = module.apply({**params, "cache": cache}, x[:, start:start + size], decode=True,
-                                      mutable=["cache"])
+            out, state = module.apply(
+                {**params, "cache": cache}, x[:, start : start + size], decode=True, mutable=["cache"]
+            )
             cache, start = state["cache"], start + size
             outs.append(out)
         return jnp.concatenate(outs, axis=1), cache
@@ -367,8 +401,9 @@ def test_kv_cache_rows_advance_by_their_own_lengths():
     params = init(module, x)
     cache = init_cache(module, jnp.zeros((B, 8, 16)))
     # Row 1's prompt is 2 tokens long, padded to 4: its next token goes to position 2.
-    _, state = run(module, {**params, "cache": cache}, x[:, :4], decode=True, decode_lengths=jnp.array([4, 2]),
-                   mutable=["cache"])
+    _, state = run(
+        module, {**params, "cache": cache}, x[:, :4], decode=True, decode_lengths=jnp.array([4, 2]), mutable=["cache"]
+    )
     nxt = jnp.stack([x[0, 4], x[1, 2]])[:, None]
     out, state = run(module, {**params, **state}, nxt, decode=True, mutable=["cache"])
     np.testing.assert_array_equal(state["cache"]["cache_index"], [5, 3])

@@ -108,14 +108,16 @@ def test_irnn_init_is_identity_recurrence_with_zero_bias():
     # With zero input a positive state decays by exactly the identity scale per step.
     h0 = np.abs(np.random.default_rng(4).normal(size=(B, H))).astype(np.float32)
     _, carry = run_steps(cell, params, np.zeros((3, B, F), np.float32), jnp.asarray(h0))
-    np.testing.assert_allclose(carry, h0 * 0.5 ** 3, rtol=1e-6)
+    np.testing.assert_allclose(carry, h0 * 0.5**3, rtol=1e-6)
 
 
 def test_irnn_matches_numpy_relu_rnn(sequence):
     xs, h0 = sequence
     cell = cells.irnn_cell(H)
-    params = {k: np.asarray(v) for k, v in
-              cell.init(jax.random.key(5), cell.initial_carry(B), jnp.zeros((B, F)))["params"].items()}
+    params = {
+        k: np.asarray(v)
+        for k, v in cell.init(jax.random.key(5), cell.initial_carry(B), jnp.zeros((B, F)))["params"].items()
+    }
     got, carry = run_steps(cell, params, xs, jnp.asarray(h0))
     want, h = np_rnn(params, xs, h0, "relu")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -147,7 +149,7 @@ def test_lstm_bias_init_sets_only_the_forget_slice(forget_bias):
     bias = np.asarray(params["bias"])
     assert bias.shape == (4 * H,)
     expected = np.zeros(4 * H, np.float32)
-    expected[H:2 * H] = forget_bias  # gate order (i, f, g, o)
+    expected[H : 2 * H] = forget_bias  # gate order (i, f, g, o)
     np.testing.assert_array_equal(bias, expected)
 
 
@@ -162,8 +164,11 @@ def test_gru_matches_numpy_equations(sequence, reset_after):
     xs, h0 = sequence
     cell = cells.GRUCell(H, reset_after=reset_after)
     params = random_params(cell, seed=9)
-    expected_names = ({"input_kernel", "recurrent_kernel", "input_bias", "recurrent_bias"} if reset_after
-                      else {"input_kernel", "recurrent_kernel", "bias"})
+    expected_names = (
+        {"input_kernel", "recurrent_kernel", "input_bias", "recurrent_bias"}
+        if reset_after
+        else {"input_kernel", "recurrent_kernel", "bias"}
+    )
     assert set(params) == expected_names
     got, carry = run_steps(cell, params, xs, jnp.asarray(h0))
     want, h = np_gru(params, xs, h0, reset_after)
@@ -181,14 +186,17 @@ def test_gru_formulations_differ_on_same_weights(sequence):
     assert np.abs(before - after).max() > 1e-2
 
 
-@pytest.mark.parametrize("name, cls, extra", [
-    ("rnn", cells.SimpleRNNCell, {"activation": "tanh"}),
-    ("relu_rnn", cells.SimpleRNNCell, {"activation": "relu"}),
-    ("irnn", cells.SimpleRNNCell, {"activation": "relu"}),
-    ("lstm", cells.LSTMCell, {}),
-    ("gru", cells.GRUCell, {"reset_after": True}),
-    ("gru_reset_before", cells.GRUCell, {"reset_after": False}),
-])
+@pytest.mark.parametrize(
+    "name, cls, extra",
+    [
+        ("rnn", cells.SimpleRNNCell, {"activation": "tanh"}),
+        ("relu_rnn", cells.SimpleRNNCell, {"activation": "relu"}),
+        ("irnn", cells.SimpleRNNCell, {"activation": "relu"}),
+        ("lstm", cells.LSTMCell, {}),
+        ("gru", cells.GRUCell, {"reset_after": True}),
+        ("gru_reset_before", cells.GRUCell, {"reset_after": False}),
+    ],
+)
 def test_make_cell_builds_the_named_cell(name, cls, extra):
     cell = cells.make_cell(name, H)
     assert type(cell) is cls and cell.hidden_size == H
@@ -205,6 +213,5 @@ def test_cell_dtype_casts_computation():
     cell = cells.LSTMCell(H, dtype=jnp.bfloat16)
     params = cell.init(jax.random.key(0), cell.initial_carry(B), jnp.zeros((B, F)))["params"]
     assert params["input_kernel"].dtype == jnp.float32  # stored in param_dtype
-    carry, h = cell.apply({"params": params}, cell.initial_carry(B, jnp.bfloat16),
-                          jnp.ones((B, F), jnp.bfloat16))
+    carry, h = cell.apply({"params": params}, cell.initial_carry(B, jnp.bfloat16), jnp.ones((B, F), jnp.bfloat16))
     assert h.dtype == jnp.bfloat16

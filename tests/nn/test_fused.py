@@ -23,7 +23,10 @@ def setup(name, seed=0, dtype=jnp.float32):
     cell = cells.make_cell(name, H)
     rng = np.random.default_rng(seed)
     shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), F, method=cell.weights))["params"]
-    normal = lambda shape, scale: jnp.asarray(scale * rng.standard_normal(shape), dtype)
+
+    def normal(shape, scale):
+        return jnp.asarray(scale * rng.standard_normal(shape), dtype)
+
     weights = {key: normal(value.shape, 0.5) for key, value in shapes.items()}
     carry = jax.tree.map(lambda z: normal(z.shape, 0.5), cell.initial_carry(B))
     return cell, weights, normal((B, T, F), 1.0), carry
@@ -35,8 +38,9 @@ def loss_fn(scan, cell, mask, reverse, hoist, unroll=2):
     out_w, carry_w = rng.standard_normal((B, T, H)), rng.standard_normal((B, H))
 
     def loss(weights, inputs, carry):
-        outputs, final = scan(cell, weights, inputs, mask, carry, reverse=reverse,
-                              hoist_input_projection=hoist, unroll=unroll)
+        outputs, final = scan(
+            cell, weights, inputs, mask, carry, reverse=reverse, hoist_input_projection=hoist, unroll=unroll
+        )
         finals = jax.tree.leaves(final)
         return jnp.sum(outputs * out_w) + sum(jnp.sum(f * carry_w * (i + 1)) for i, f in enumerate(finals))
 
@@ -67,22 +71,34 @@ def assert_trees_close(actual, expected, **tol):
 
 
 GRID = [  # every cell runs masked and not, forward and reverse, hoisted and not
-    ("lstm", False, False, False), ("lstm", True, True, True), ("lstm", True, False, False),
-    ("gru", False, True, True), ("gru", True, False, True), ("gru", True, True, False),
-    ("gru_reset_before", True, False, False), ("gru_reset_before", True, True, True),
+    ("lstm", False, False, False),
+    ("lstm", True, True, True),
+    ("lstm", True, False, False),
+    ("gru", False, True, True),
+    ("gru", True, False, True),
+    ("gru", True, True, False),
+    ("gru_reset_before", True, False, False),
+    ("gru_reset_before", True, True, True),
     ("gru_reset_before", False, False, True),
 ]
 
 
-@pytest.mark.parametrize("name,masked,reverse,hoist", GRID, ids=[
-    f"{n}-{'lengths' if m else 'full'}-{'reverse' if r else 'forward'}{'-hoisted' if h else ''}"
-    for n, m, r, h in GRID])
+@pytest.mark.parametrize(
+    "name,masked,reverse,hoist",
+    GRID,
+    ids=[
+        f"{n}-{'lengths' if m else 'full'}-{'reverse' if r else 'forward'}{'-hoisted' if h else ''}"
+        for n, m, r, h in GRID
+    ],
+)
 def test_outputs_and_gradients_match_scan(name, masked, reverse, hoist):
     cell, weights, inputs, carry = setup(name)
     mask = recurrent.valid_mask(LENGTHS, T) if masked else None
-    run = lambda scan: run_and_grads(scan, cell, mask, reverse, hoist, weights, inputs, carry)
-    (outputs, grads), (expected_outputs, expected_grads) = (
-        run(fused.fused_scan_for(cell)), run(recurrent.scan_cell))
+
+    def run(scan):
+        return run_and_grads(scan, cell, mask, reverse, hoist, weights, inputs, carry)
+
+    (outputs, grads), (expected_outputs, expected_grads) = (run(fused.fused_scan_for(cell)), run(recurrent.scan_cell))
     assert_trees_close(outputs, expected_outputs, **TOL)
     assert_trees_close(grads, expected_grads, **TOL)
     for leaf in jax.tree.leaves(expected_grads):  # every gradient is exercised
@@ -92,9 +108,10 @@ def test_outputs_and_gradients_match_scan(name, masked, reverse, hoist):
 def test_hoisting_and_unroll_do_not_change_results():
     cell, weights, inputs, carry = setup("gru_reset_before", seed=1)
     mask = recurrent.valid_mask(LENGTHS, T)
-    results = [grads_of(loss_fn(fused.fused_gru_reset_before_scan, cell, mask, True, hoist, unroll),
-                        weights, inputs, carry)
-               for hoist, unroll in [(False, 1), (True, 3)]]
+    results = [
+        grads_of(loss_fn(fused.fused_gru_reset_before_scan, cell, mask, True, hoist, unroll), weights, inputs, carry)
+        for hoist, unroll in [(False, 1), (True, 3)]
+    ]
     assert_trees_close(results[1], results[0], **TOL)
 
 
@@ -103,7 +120,10 @@ def test_gradients_without_chunking(monkeypatch):
     monkeypatch.setattr(fused, "CHUNK_STEPS", 64)
     cell, weights, inputs, carry = setup("lstm", seed=2)
     mask = recurrent.valid_mask(LENGTHS, T)
-    grad = lambda scan: grads_of(loss_fn(scan, cell, mask, False, True), weights, inputs, carry)
+
+    def grad(scan):
+        return grads_of(loss_fn(scan, cell, mask, False, True), weights, inputs, carry)
+
     assert_trees_close(grad(fused.fused_lstm_scan), grad(recurrent.scan_cell), **TOL)
 
 
@@ -127,7 +147,10 @@ def test_finite_differences_float64():
         rng, eps = np.random.default_rng(0), 1e-5
         for _ in range(3):
             direction = jax.tree.map(lambda a: rng.standard_normal(a.shape), args)
-            shifted = lambda s: float(loss(*jax.tree.map(lambda a, d: a + s * eps * d, args, direction)))
+
+            def shifted(s):
+                return float(loss(*jax.tree.map(lambda a, d: a + s * eps * d, args, direction)))
+
             numeric = (shifted(1.0) - shifted(-1.0)) / (2 * eps)
             analytic = sum(np.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
             np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
@@ -144,16 +167,20 @@ def test_bfloat16_keeps_dtypes():
 
 def test_recurrent_stack_fused_equals_scan_under_jit():
     inputs = jax.random.normal(jax.random.key(0), (B, T, F))
-    stacks = {impl: recurrent.RecurrentStack(
-        cell="lstm", hidden_size=H, num_layers=2, bidirectional=True, implementation=impl)
-        for impl in ("fused", "scan")}
+    stacks = {
+        impl: recurrent.RecurrentStack(
+            cell="lstm", hidden_size=H, num_layers=2, bidirectional=True, implementation=impl
+        )
+        for impl in ("fused", "scan")
+    }
     params = stacks["scan"].init(jax.random.key(1), inputs, LENGTHS)
 
     def grad(impl):
         def loss(params, inputs):
             outputs, carries = stacks[impl].apply(params, inputs, LENGTHS)
             last = recurrent.final_hidden(carries[-1], cells.LSTMCell)
-            return jnp.sum(jnp.sin(outputs)) + jnp.sum(last ** 2)
+            return jnp.sum(jnp.sin(outputs)) + jnp.sum(last**2)
+
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, inputs)
 
     fused_result, scan_result = grad("fused"), grad("scan")

@@ -81,8 +81,12 @@ def test_pooling_gradients_only_reach_valid_steps(outputs, method):
 
 def test_pooling_works_under_jit_with_traced_lengths(outputs):
     fn = jax.jit(heads.pool, static_argnames="method")
-    np.testing.assert_allclose(fn(jnp.asarray(outputs), jnp.asarray(LENGTHS), method="mean"),
-                               np_pool(outputs, LENGTHS, "mean"), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        fn(jnp.asarray(outputs), jnp.asarray(LENGTHS), method="mean"),
+        np_pool(outputs, LENGTHS, "mean"),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_unknown_pooling_is_rejected(outputs):

@@ -50,8 +50,10 @@ def setup(name, seed=0):
     """A cell, random weights (scaled so gates vary), inputs and a random initial carry."""
     cell = make_cell(name, H)
     rng = np.random.default_rng(seed)
-    weights = {"input_kernel": rng.normal(size=(F, cell.num_gates * H)).astype(np.float32),
-               "bias": rng.normal(size=(cell.num_gates * H,)).astype(np.float32)}
+    weights = {
+        "input_kernel": rng.normal(size=(F, cell.num_gates * H)).astype(np.float32),
+        "bias": rng.normal(size=(cell.num_gates * H,)).astype(np.float32),
+    }
     xs = rng.normal(size=(B, T, F)).astype(np.float32)
     h0 = rng.normal(size=(B, H)).astype(np.float32)
     return cell, weights, xs, h0
@@ -67,7 +69,9 @@ def test_cells_declare_input_kernel_and_bias_only(name):
     cell = make_cell(name, H)
     params = cell.init(jax.random.key(0), F, method=cell.weights)["params"]
     assert {k: v.shape for k, v in params.items()} == {
-        "input_kernel": (F, cell.num_gates * H), "bias": (cell.num_gates * H,)}
+        "input_kernel": (F, cell.num_gates * H),
+        "bias": (cell.num_gates * H,),
+    }
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -106,7 +110,9 @@ def test_parallel_and_sequential_gradients_match(name):
             total += jnp.sum(out * cotangent[direction]) + jnp.sum(jnp.sin(carry))
         return total
 
-    grad = lambda fn: jax.jit(jax.grad(functools.partial(loss, fn), argnums=(0, 1, 2)))(weights, xs, h0)
+    def grad(fn):
+        return jax.jit(jax.grad(functools.partial(loss, fn), argnums=(0, 1, 2)))(weights, xs, h0)
+
     sequential, parallel_grads = grad(recurrent.scan_cell), grad(minimal.parallel_scan)
     for a, b in zip(jax.tree.leaves(sequential), jax.tree.leaves(parallel_grads)):
         assert np.all(np.isfinite(b))
@@ -123,8 +129,9 @@ def test_long_sequences_stay_finite_and_match():
     np.testing.assert_allclose(carry_par, carry_seq, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("implementation,expected", [
-    ("parallel", minimal.parallel_scan), ("scan", recurrent.scan_cell)])
+@pytest.mark.parametrize(
+    "implementation,expected", [("parallel", minimal.parallel_scan), ("scan", recurrent.scan_cell)]
+)
 def test_implementation_picks_the_recurrence(implementation, expected):
     assert Recurrent(make_cell("mingru", H), implementation=implementation)._recurrence() is expected
 
@@ -144,8 +151,10 @@ def test_parallel_implementation_is_refused_for_a_nonlinear_cell():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_recurrent_stack_parallel_equals_scan(bidirectional):
     xs = setup("mingru")[2]
-    stacks = [RecurrentStack(cell="mingru", hidden_size=H, num_layers=2, bidirectional=bidirectional,
-                             implementation=impl) for impl in ("parallel", "scan")]
+    stacks = [
+        RecurrentStack(cell="mingru", hidden_size=H, num_layers=2, bidirectional=bidirectional, implementation=impl)
+        for impl in ("parallel", "scan")
+    ]
     params = stacks[0].init(jax.random.key(0), xs, LENGTHS)
     (out_par, carries_par), (out_seq, carries_seq) = (s.apply(params, xs, LENGTHS) for s in stacks)
     assert out_par.shape == (B, T, 2 * H if bidirectional else H)

@@ -17,9 +17,20 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from seqjax.nn import (Bidirectional, LSTMCarry, Recurrent, RecurrentStack, check_params_compatible,  # noqa: E402
-                       import_keras_layer, import_keras_stack, import_torch_rnn, keras_layer_config,
-                       keras_stack_config, make_cell, torch_rnn_config)
+from seqjax.nn import (
+    Bidirectional,
+    LSTMCarry,
+    Recurrent,
+    RecurrentStack,
+    check_params_compatible,  # noqa: E402
+    import_keras_layer,
+    import_keras_stack,
+    import_torch_rnn,
+    keras_layer_config,
+    keras_stack_config,
+    make_cell,
+    torch_rnn_config,
+)
 
 keras = pytest.importorskip("keras")
 
@@ -49,9 +60,11 @@ def build(keras_layer, x, seed=1, **call_kwargs):
 def seqjax_layer(config):
     cell = make_cell(config["cell"], config["hidden_size"])
     if config["bidirectional"]:
-        return Bidirectional(Recurrent(cell.clone(parent=None), implementation="scan", parent=None),
-                             Recurrent(cell.clone(parent=None), reverse=True, implementation="scan", parent=None),
-                             merge=config["merge"])
+        return Bidirectional(
+            Recurrent(cell.clone(parent=None), implementation="scan", parent=None),
+            Recurrent(cell.clone(parent=None), reverse=True, implementation="scan", parent=None),
+            merge=config["merge"],
+        )
     return Recurrent(cell, reverse=config["reverse"], implementation="scan")
 
 
@@ -82,8 +95,14 @@ def test_keras_layer_outputs_and_states_are_reproduced(cls, kwargs, cell):
     keras_layer = getattr(keras.layers, cls)(H, return_sequences=True, return_state=True, **kwargs)
     out, *states = build(keras_layer, x)
     config = keras_layer_config(keras_layer)
-    assert config == {"cell": cell, "hidden_size": H, "bidirectional": False, "merge": "concat",
-                      "reverse": False, "input_size": F}
+    assert config == {
+        "cell": cell,
+        "hidden_size": H,
+        "bidirectional": False,
+        "merge": "concat",
+        "reverse": False,
+        "input_size": F,
+    }
     params = import_keras_layer(keras_layer)
     got, carry = seqjax_layer(config).apply({"params": params}, jnp.asarray(x))
     close(got, out)
@@ -121,7 +140,8 @@ def test_keras_go_backwards_maps_to_reverse_layer():
 def test_keras_bidirectional_is_reproduced(cls, merge):
     x = inputs()
     wrapper = keras.layers.Bidirectional(
-        getattr(keras.layers, cls)(H, return_sequences=True, return_state=True), merge_mode=merge)
+        getattr(keras.layers, cls)(H, return_sequences=True, return_state=True), merge_mode=merge
+    )
     out, *states = build(wrapper, x)
     config = keras_layer_config(wrapper)
     assert (config["bidirectional"], config["merge"], config["cell"]) == (True, merge, cls.lower())
@@ -164,8 +184,13 @@ def test_keras_stack_of_return_sequences_layers_is_reproduced(bidir):
         randomize(keras_layer, seed)
         y = np.asarray(keras_layer(y))
     config = keras_stack_config(layers)
-    assert config == {"cell": "gru_reset_before", "hidden_size": H, "num_layers": 2,
-                      "bidirectional": bidir, "merge": "concat"}
+    assert config == {
+        "cell": "gru_reset_before",
+        "hidden_size": H,
+        "num_layers": 2,
+        "bidirectional": bidir,
+        "merge": "concat",
+    }
     params = import_keras_stack(layers)
     model = RecurrentStack(**config, implementation="scan")
     check_params_compatible(params, jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(x)))
@@ -233,8 +258,11 @@ def test_keras_bias_free_weights_get_zero_bias():
 def test_keras_stack_with_mismatched_hidden_size_is_rejected():
     first = built(keras.layers.LSTM(H, return_sequences=True))
     second = built(keras.layers.LSTM(H + 1), features=H)
-    with pytest.raises(ValueError, match=r"mismatched hidden size: layer 0 has hidden_size=3 but layer 1 "
-                                         r"has hidden_size=4"):
+    with pytest.raises(
+        ValueError,
+        match=r"mismatched hidden size: layer 0 has hidden_size=3 but layer 1 "
+        r"has hidden_size=4",
+    ):
         import_keras_stack([first, second])
 
 
@@ -308,7 +336,9 @@ def torch_reference(mode, state, x, lengths, num_layers, bidirectional):
     for layer in range(num_layers):
         outs = []
         for suffix in directions:
-            w = [state.get(f"{name}_l{layer}{suffix}", 0.0) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            w = [
+                state.get(f"{name}_l{layer}{suffix}", 0.0) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
             out = np.zeros(layer_in.shape[:2] + (hidden,))
             h_last = np.zeros((len(x), hidden))
             c_last = np.zeros((len(x), hidden))
@@ -349,8 +379,13 @@ def test_torch_state_dict_matches_numpy_torch_equations(mode, num_layers, bidire
     x = inputs(seed=3)
     config = torch_rnn_config(state, mode=mode)
     cell = {"RNN_TANH": "rnn", "RNN_RELU": "relu_rnn", "LSTM": "lstm", "GRU": "gru"}[mode]
-    assert config == {"cell": cell, "hidden_size": H, "num_layers": num_layers,
-                      "bidirectional": bidirectional, "merge": "concat"}
+    assert config == {
+        "cell": cell,
+        "hidden_size": H,
+        "num_layers": num_layers,
+        "bidirectional": bidirectional,
+        "merge": "concat",
+    }
     params = import_torch_rnn(state, mode=mode)
     model = RecurrentStack(**config, implementation="scan")
     check_params_compatible(params, jax.eval_shape(model.init, jax.random.key(0), jnp.asarray(x)))
@@ -427,12 +462,18 @@ def test_torch_errors_name_the_problem():
 def test_params_compatibility_check_reports_hidden_size_mismatch():
     params = import_torch_rnn(torch_state_dict("GRU", 1, False))
     reference = jax.eval_shape(RecurrentStack("gru", hidden_size=H + 2).init, jax.random.key(0), jnp.zeros((B, T, F)))
-    with pytest.raises(ValueError, match=r"/layer_0/cell/recurrent_kernel: imported shape \(3, 9\), "
-                                         r"model expects \(5, 15\) \(mismatched hidden size: 3 vs 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"/layer_0/cell/recurrent_kernel: imported shape \(3, 9\), "
+        r"model expects \(5, 15\) \(mismatched hidden size: 3 vs 5\)",
+    ):
         check_params_compatible(params, reference)
     reference = jax.eval_shape(RecurrentStack("lstm", hidden_size=H).init, jax.random.key(0), jnp.zeros((B, T, F)))
-    with pytest.raises(ValueError, match=r"params mismatch at /layer_0/cell: missing \['bias'\], "
-                                         r"unexpected \['input_bias', 'recurrent_bias'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"params mismatch at /layer_0/cell: missing \['bias'\], "
+        r"unexpected \['input_bias', 'recurrent_bias'\]",
+    ):
         check_params_compatible(params, reference)
 
 
@@ -458,15 +499,15 @@ def test_torch_modules_are_reproduced():
         with torch.no_grad():
             for p in module.parameters():
                 p.uniform_(-0.8, 0.8)
-            packed = torch.nn.utils.rnn.pack_padded_sequence(torch.as_tensor(x), lengths, batch_first=True,
-                                                             enforce_sorted=False)
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                torch.as_tensor(x), lengths, batch_first=True, enforce_sorted=False
+            )
             out, state = module(packed)
             out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
         h_n = (state[0] if isinstance(state, tuple) else state).numpy()
         config = torch_rnn_config(module)
         model = RecurrentStack(**config, implementation="scan")
-        got, carries = jax.jit(model.apply)({"params": import_torch_rnn(module)}, jnp.asarray(x),
-                                            jnp.asarray(LENGTHS))
+        got, carries = jax.jit(model.apply)({"params": import_torch_rnn(module)}, jnp.asarray(x), jnp.asarray(LENGTHS))
         close(got, out.numpy())
         got_h, got_c = stack_final_states(carries, config["bidirectional"])
         close(got_h, h_n)

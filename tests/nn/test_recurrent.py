@@ -70,8 +70,9 @@ def with_garbage_padding(x, lengths, seed=1):
 def random_carry(cell, seed=3, batch=B):
     rng = np.random.default_rng(seed)
     if cell == "lstm":
-        return LSTMCarry(jnp.asarray(rng.normal(size=(batch, H)), jnp.float32),
-                         jnp.asarray(rng.normal(size=(batch, H)), jnp.float32))
+        return LSTMCarry(
+            jnp.asarray(rng.normal(size=(batch, H)), jnp.float32), jnp.asarray(rng.normal(size=(batch, H)), jnp.float32)
+        )
     return jnp.asarray(rng.normal(size=(batch, H)), jnp.float32)
 
 
@@ -139,9 +140,9 @@ def test_layer_matches_cell_steps_over_each_rows_valid_part(cell, reverse):
     cell_module = make_cell(cell, H)
     cell_params = {"params": params["params"]["cell"]}
     for b, length in enumerate(LENGTHS):
-        state = jax.tree.map(lambda v: v[b:b + 1], carry0)
-        for t in (reversed(range(length)) if reverse else range(length)):
-            state, h = cell_module.apply(cell_params, state, jnp.asarray(x[b:b + 1, t]))
+        state = jax.tree.map(lambda v: v[b : b + 1], carry0)
+        for t in reversed(range(length)) if reverse else range(length):
+            state, h = cell_module.apply(cell_params, state, jnp.asarray(x[b : b + 1, t]))
             np.testing.assert_allclose(np.asarray(out)[b, t], h[0], rtol=1e-5, atol=1e-6)
         assert_trees_close(row(carry, b), row(state, 0))
 
@@ -158,8 +159,9 @@ def test_reverse_layer_equals_forward_layer_on_flipped_valid_part(cell):
     out_r, carry_r = apply(backward, params, jnp.asarray(x), lengths)
     out_f, carry_f = apply(forward, params, jnp.asarray(flipped), lengths)
     for b, length in enumerate(LENGTHS):
-        np.testing.assert_allclose(np.asarray(out_r)[b, :length], np.asarray(out_f)[b, :length][::-1],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(out_r)[b, :length], np.asarray(out_f)[b, :length][::-1], rtol=1e-5, atol=1e-6
+        )
     assert_trees_close(carry_r, carry_f)
     assert max_diff(out_r, apply(forward, params, jnp.asarray(x), lengths)[0]) > 1e-3  # direction matters
 
@@ -172,7 +174,8 @@ def test_masked_input_gradients_are_zero_on_padding():
     def grad(x):
         def loss(x):
             out, carry = model.apply(params, x, jnp.asarray(LENGTHS))
-            return (out ** 2).sum() + (carry ** 2).sum()
+            return (out**2).sum() + (carry**2).sum()
+
         return jax.grad(loss)(x)
 
     g = np.asarray(grad(jnp.asarray(inputs())))
@@ -199,8 +202,9 @@ def test_bidirectional_equals_forward_and_reverse_layers_run_separately(cell, me
     carries = random_carry(cell, 1), random_carry(cell, 2)
     out, (carry_f, carry_b) = apply(model, {"params": params}, x, lengths, carries)
     want_f, want_carry_f = apply(layer(cell), {"params": params["forward_layer"]}, x, lengths, carries[0])
-    want_b, want_carry_b = apply(layer(cell, reverse=True), {"params": params["backward_layer"]}, x, lengths,
-                                 carries[1])
+    want_b, want_carry_b = apply(
+        layer(cell, reverse=True), {"params": params["backward_layer"]}, x, lengths, carries[1]
+    )
     assert max_diff(want_f, want_b) > 1e-3  # the two directions really differ
     if merge == "concat":
         assert out.shape == (B, T, 2 * H)
@@ -237,8 +241,11 @@ def test_stack_output_and_param_shapes(bidir, merge, width):
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((B, T, F)))["params"]
     assert set(shapes) == {"layer_0", "layer_1", "layer_2"}
     for depth in range(3):
-        directions = ([shapes[f"layer_{depth}"][d]["cell"] for d in ("forward_layer", "backward_layer")]
-                      if bidir else [shapes[f"layer_{depth}"]["cell"]])
+        directions = (
+            [shapes[f"layer_{depth}"][d]["cell"] for d in ("forward_layer", "backward_layer")]
+            if bidir
+            else [shapes[f"layer_{depth}"]["cell"]]
+        )
         for cell_params in directions:
             assert cell_params["input_kernel"].shape == ((F if depth == 0 else width), 3 * H)
             assert cell_params["recurrent_kernel"].shape == (H, 3 * H)
@@ -295,8 +302,15 @@ def test_inter_layer_dropout_only_when_not_deterministic():
 
     @jax.jit
     def train(key):
-        return model.apply(variables, x, lengths, deterministic=False, rngs={"dropout": key},
-                           capture_intermediates=True, mutable=["intermediates"])
+        return model.apply(
+            variables,
+            x,
+            lengths,
+            deterministic=False,
+            rngs={"dropout": key},
+            capture_intermediates=True,
+            mutable=["intermediates"],
+        )
 
     (train_a, _), state = train(jax.random.key(1))
     (train_b, _), _ = train(jax.random.key(2))
@@ -339,8 +353,7 @@ def test_learned_initial_carry_is_a_param_and_is_used():
     for name in names:
         np.testing.assert_array_equal(params[name], np.zeros(H))  # starts from zeros
     plain = {"params": {"cell": params["cell"]}}
-    np.testing.assert_allclose(apply(model, {"params": params}, x)[0], apply(layer(cell), plain, x)[0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(apply(model, {"params": params}, x)[0], apply(layer(cell), plain, x)[0], rtol=1e-6)
     # A non-zero learned carry acts like the same vector supplied to every row.
     rng = np.random.default_rng(5)
     learned = {name: jnp.asarray(rng.normal(size=H), jnp.float32) for name in names}
@@ -455,11 +468,15 @@ def test_float_lengths_are_rejected(lstm_setup):
         model.apply(params, x, jnp.full((B,), 3.0))
 
 
-@pytest.mark.parametrize("carry", [
-    LSTMCarry(jnp.zeros((B, H + 1)), jnp.zeros((B, H + 1))),
-    LSTMCarry(jnp.zeros((B + 1, H)), jnp.zeros((B + 1, H))),
-    jnp.zeros((B, H)),  # a GRU-style carry handed to an LSTM
-], ids=["wrong-hidden", "wrong-batch", "wrong-structure"])
+@pytest.mark.parametrize(
+    "carry",
+    [
+        LSTMCarry(jnp.zeros((B, H + 1)), jnp.zeros((B, H + 1))),
+        LSTMCarry(jnp.zeros((B + 1, H)), jnp.zeros((B + 1, H))),
+        jnp.zeros((B, H)),  # a GRU-style carry handed to an LSTM
+    ],
+    ids=["wrong-hidden", "wrong-batch", "wrong-structure"],
+)
 def test_wrong_initial_carry_is_rejected(lstm_setup, carry):
     model, params, x = lstm_setup
     with pytest.raises(ValueError, match="initial_carry for LSTMCell must have shapes"):

@@ -27,7 +27,7 @@ def small_model(attention="bahdanau", **kwargs):
     return seq2seq.Seq2Seq(SOURCE_VOCAB, TARGET_VOCAB, attention=attention, **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def init(model):
     """Random parameters in the shapes `model.init` would give. Drawn with
     numpy from the traced shapes: compiling a Flax init is slow on CPU and
@@ -37,7 +37,7 @@ def init(model):
     return jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.5, s.shape), s.dtype), shapes["params"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(model, **static):
     def run(params, source, lengths, decoder_inputs, rng):
         rngs = None if rng is None else {"dropout": rng}
@@ -76,24 +76,34 @@ def test_attention_scores_match_a_numpy_reference():
     bias, v = rng.normal(size=size).astype(np.float32), rng.normal(size=size).astype(np.float32)
     additive = {"query_kernel": w_query, "key_kernel": w_key, "bias": bias, "v": v}
     # Bahdanau / Luong concat: e_j = vᵀ tanh(W s + U h_j + b), computed row by row.
-    expected = np.array([[v @ np.tanh(w_query.T @ query[b] + w_key.T @ encoded[b, j] + bias) for j in range(steps)]
-                         for b in range(batch)])
+    expected = np.array(
+        [
+            [v @ np.tanh(w_query.T @ query[b] + w_key.T @ encoded[b, j] + bias) for j in range(steps)]
+            for b in range(batch)
+        ]
+    )
     for score in ("bahdanau", "concat"):
         keys = rnn_attention.project_keys(score, additive, jnp.asarray(encoded))
-        np.testing.assert_allclose(rnn_attention.scores(score, additive, jnp.asarray(query), keys), expected,
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            rnn_attention.scores(score, additive, jnp.asarray(query), keys), expected, rtol=1e-5, atol=1e-5
+        )
     # Luong general: e_j = sᵀ W_a h_j with W_a [Q, E] (stored transposed as key_kernel [E, Q]).
     w_general = rng.normal(size=(query_size, key_size)).astype(np.float32)
     general = {"key_kernel": jnp.asarray(w_general.T)}
     keys = rnn_attention.project_keys("general", general, jnp.asarray(encoded))
     expected = np.einsum("bq,qe,bse->bs", query, w_general, encoded)
-    np.testing.assert_allclose(rnn_attention.scores("general", general, jnp.asarray(query), keys), expected,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        rnn_attention.scores("general", general, jnp.asarray(query), keys), expected, rtol=1e-5, atol=1e-5
+    )
     # Luong dot: e_j = sᵀ h_j.
     dot_query = rng.normal(size=(batch, key_size)).astype(np.float32)
     keys = rnn_attention.project_keys("dot", {}, jnp.asarray(encoded))
-    np.testing.assert_allclose(rnn_attention.scores("dot", {}, jnp.asarray(dot_query), keys),
-                               np.einsum("be,bse->bs", dot_query, encoded), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        rnn_attention.scores("dot", {}, jnp.asarray(dot_query), keys),
+        np.einsum("be,bse->bs", dot_query, encoded),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_attend_is_a_masked_softmax_average():
@@ -101,8 +111,9 @@ def test_attend_is_a_masked_softmax_average():
     values = rng.normal(size=(2, 4, 3)).astype(np.float32)
     query = rng.normal(size=(2, 3)).astype(np.float32)
     mask = np.array([[True, True, False, False], [True, True, True, True]])
-    context, alpha = rnn_attention.attend("dot", {}, jnp.asarray(query), jnp.asarray(values), jnp.asarray(values),
-                                          jnp.asarray(mask))
+    context, alpha = rnn_attention.attend(
+        "dot", {}, jnp.asarray(query), jnp.asarray(values), jnp.asarray(values), jnp.asarray(mask)
+    )
     logits = np.einsum("be,bse->bs", query, values)
     logits = np.where(mask, logits, -np.inf)
     weights = np.exp(logits - logits.max(1, keepdims=True))
@@ -166,8 +177,14 @@ def test_ratio_zero_reads_only_the_models_own_samples():
     other_inputs = DECODER_INPUTS.copy()
     other_inputs[:, 1:] = (other_inputs[:, 1:] + 3) % TARGET_VOCAB
     free_running = forward(model, params, teacher_forcing_ratio=0.0, deterministic=False, rng=jax.random.key(3))
-    other = forward(model, params, decoder_inputs=other_inputs, teacher_forcing_ratio=0.0, deterministic=False,
-                    rng=jax.random.key(3))
+    other = forward(
+        model,
+        params,
+        decoder_inputs=other_inputs,
+        teacher_forcing_ratio=0.0,
+        deterministic=False,
+        rng=jax.random.key(3),
+    )
     np.testing.assert_array_equal(free_running, other)  # the true tokens after <sos> are never read
     forced = forward(model, params)
     np.testing.assert_allclose(free_running[:, 0], forced[:, 0], rtol=1e-6)  # step 0 reads <sos>
@@ -191,8 +208,7 @@ def test_the_bridge_carries_the_source_to_a_decoder_without_attention():
 
 def test_bridge_is_dense_only_when_sizes_differ():
     def shapes(model):
-        return jax.eval_shape(model.init, jax.random.key(0), SOURCE, LENGTHS,
-                              decoder_inputs=DECODER_INPUTS)["params"]
+        return jax.eval_shape(model.init, jax.random.key(0), SOURCE, LENGTHS, decoder_inputs=DECODER_INPUTS)["params"]
 
     assert not any(name.startswith("bridge") for name in shapes(small_model("none")))
     wider = shapes(small_model("none", encoder_hidden_size=5))
@@ -225,8 +241,9 @@ def test_vector_to_sequence_decodes_incrementally_like_its_forward_pass():
     params = jax.tree.map(lambda s: jnp.asarray(rng.normal(0, 0.5, s.shape), s.dtype), shapes)
     run = jax.jit(lambda p, f: model.apply({"params": p}, f, decoder_inputs=DECODER_INPUTS))
     full = run(params, features)
-    np.testing.assert_allclose(decode_stepwise(model, params, features, None, DECODER_INPUTS), full,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        decode_stepwise(model, params, features, None, DECODER_INPUTS), full, rtol=1e-5, atol=1e-5
+    )
     assert not np.allclose(run(params, features[::-1])[0], full[0])  # the vector conditions the whole sequence
 
 
@@ -263,7 +280,14 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="empty source sentence"):
         model.apply({"params": params}, SOURCE, np.array([4, 0, 1]), decoder_inputs=DECODER_INPUTS)
     with pytest.raises(ValueError, match=r"teacher_forcing_ratio must lie in \[0, 1\]"):
-        model.apply({"params": params}, SOURCE, LENGTHS, decoder_inputs=DECODER_INPUTS, teacher_forcing_ratio=2.0,
-                    deterministic=False, rngs={"dropout": jax.random.key(0)})
+        model.apply(
+            {"params": params},
+            SOURCE,
+            LENGTHS,
+            decoder_inputs=DECODER_INPUTS,
+            teacher_forcing_ratio=2.0,
+            deterministic=False,
+            rngs={"dropout": jax.random.key(0)},
+        )
     with pytest.raises(TypeError, match="integer token ids"):
         model.apply({"params": params}, SOURCE.astype(np.float32), LENGTHS, decoder_inputs=DECODER_INPUTS)

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from seqjax.nn import transformer
-from seqjax.nn.transformer import (Embedder, Encoder, TransformerClassifier, TransformerConfig, TransformerLM,
-                                   TransformerSeq2Seq)
+from seqjax.nn.transformer import (
+    Embedder,
+    Encoder,
+    TransformerClassifier,
+    TransformerConfig,
+    TransformerLM,
+    TransformerSeq2Seq,
+)
 
 B, T, V = 2, 7, 11
 # One block keeps compiles short on XLA:CPU; tests that need depth ask for two.
@@ -89,8 +95,8 @@ def test_lm_output_at_t_does_not_depend_on_later_inputs():
     variables = init(model, x)
     t = 3
     jac = jax.jit(jax.jacrev(lambda x: model.apply(variables, x)[:, t]))(x)  # [B, 5, B, T, 3]
-    assert np.all(np.asarray(jac[:, :, :, t + 1:]) == 0.0)
-    assert np.abs(np.asarray(jac[0, :, 0, :t + 1])).sum(axis=(0, 2)).min() > 0
+    assert np.all(np.asarray(jac[:, :, :, t + 1 :]) == 0.0)
+    assert np.abs(np.asarray(jac[0, :, 0, : t + 1])).sum(axis=(0, 2)).min() > 0
 
 
 def decode_stepwise(model, variables, ids, prefill: int, max_len: int):
@@ -101,16 +107,19 @@ def decode_stepwise(model, variables, ids, prefill: int, max_len: int):
     def run(variables, ids):
         start, step = transformer.lm_decoder(model, variables, max_len)
         cache = start(ids[:, :prefill])  # all but the prompt's last token
-        _, logits = jax.lax.scan(lambda cache, token: step(token, cache)[::-1], cache, ids[:, prefill - 1:].T)
+        _, logits = jax.lax.scan(lambda cache, token: step(token, cache)[::-1], cache, ids[:, prefill - 1 :].T)
         return jnp.swapaxes(logits, 0, 1)
 
     return run(variables, ids)
 
 
-@pytest.mark.parametrize("changes", [
-    {"positional": "learned", "max_len": 12, "num_kv_heads": 2},
-    {"positional": "rotary", "norm_position": "pre", "num_kv_heads": 1, "tie_embeddings": True},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"positional": "learned", "max_len": 12, "num_kv_heads": 2},
+        {"positional": "rotary", "norm_position": "pre", "num_kv_heads": 1, "tie_embeddings": True},
+    ],
+)
 def test_kv_cache_decoding_equals_the_full_forward_pass(changes):
     model = TransformerLM(tiny(**changes), V)
     ids = tokens()
@@ -180,8 +189,12 @@ def test_seq2seq_decoder_is_causal_ignores_source_padding_and_decodes_with_a_cac
         later_changed = target.at[:, 3:].set(0)
         start, step = transformer.seq2seq_decoder(model, variables, max_len=5)
         _, stepwise = jax.lax.scan(lambda cache, token: step(token, cache)[::-1], start(source, lengths), target.T)
-        return (full, model.apply(variables, noisy_source, lengths, decoder_inputs=target),
-                model.apply(variables, source, lengths, decoder_inputs=later_changed), jnp.swapaxes(stepwise, 0, 1))
+        return (
+            full,
+            model.apply(variables, noisy_source, lengths, decoder_inputs=target),
+            model.apply(variables, source, lengths, decoder_inputs=later_changed),
+            jnp.swapaxes(stepwise, 0, 1),
+        )
 
     full, noisy, changed, stepwise = compute(variables)
     assert full.shape == (B, 5, 13)
@@ -226,8 +239,11 @@ def test_batch_norm_needs_mutable_statistics_and_skips_padding():
     ids, lengths = tokens(), jnp.array([7, 3])
     variables = init(model, ids, lengths)
     assert set(variables) == {"params", "batch_stats"}
-    with pytest.raises(ValueError, match=r"norm='batch' updates running statistics while training: apply the "
-                                         r"model with mutable=\['batch_stats'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"norm='batch' updates running statistics while training: apply the "
+        r"model with mutable=\['batch_stats'\]",
+    ):
         model.apply(variables, ids, lengths, deterministic=False)
 
     @jax.jit
@@ -299,8 +315,11 @@ def test_bad_configs_and_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="rotary positions need an even head width"):
         tiny(d_model=12, num_heads=4, positional="rotary")
     model = TransformerLM(tiny(positional="learned", max_len=5), V)
-    with pytest.raises(ValueError, match=r"sequence of length 7 is longer than the learned position table "
-                                         r"\(max_len=5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"sequence of length 7 is longer than the learned position table "
+        r"\(max_len=5\)",
+    ):
         model.init(jax.random.key(0), tokens())
     with pytest.raises(ValueError, match="longer than the learned position table"):
         transformer.init_decoding_cache(model, B, 8)
@@ -340,14 +359,16 @@ def test_lm_trains_through_the_trainer(trained_workdir):
 
 def test_attention_maps_from_a_trained_run_and_a_fresh_model(trained_workdir, tmp_path):
     from tests.conftest import import_experiment
+
     attention_maps = import_experiment("attention_maps")
 
     workdir, _ = trained_workdir
     record = attention_maps.run(str(tmp_path / "trained"), workdir=workdir)
     assert sorted(record["files"]) == ["decoder/layer_0/self_attention"]
     assert len(record["tokens"]) == 3 + 10 + 3  # copy_len + delay + copy_len
-    fresh = attention_maps.run(str(tmp_path / "fresh"), config_spec="configs/transformer_synthetic.py:classifier,smoke",
-                               index=1)
+    fresh = attention_maps.run(
+        str(tmp_path / "fresh"), config_spec="configs/transformer_synthetic.py:classifier,smoke", index=1
+    )
     assert fresh["tokens"][0] == "[CLS]"
     for path in list(record["files"].values()) + list(fresh["files"].values()):
         with open(path, "rb") as f:
@@ -356,10 +377,27 @@ def test_attention_maps_from_a_trained_run_and_a_fresh_model(trained_workdir, tm
 
 def test_decode_benchmark_cases_generate_the_same_tokens():
     from tests.conftest import import_experiment
+
     benchmark_decode = import_experiment("benchmark_decode")
 
-    args = benchmark_decode.parse_args(["--batch", "2", "--prompt", "3", "--steps", "6", "--d_model", "16",
-                                        "--layers", "1", "--vocab", "13", "--bucket", "16"])
+    args = benchmark_decode.parse_args(
+        [
+            "--batch",
+            "2",
+            "--prompt",
+            "3",
+            "--steps",
+            "6",
+            "--d_model",
+            "16",
+            "--layers",
+            "1",
+            "--vocab",
+            "13",
+            "--bucket",
+            "16",
+        ]
+    )
     model, variables = benchmark_decode.build_model(args)
     prompt = np.asarray(tokens((2, 3)))
     scan = benchmark_decode.greedy_with_cache_scan(model, variables, prompt, 6)()

@@ -14,7 +14,13 @@ from seqjax.data.builders.text import SeqjaxClassification, SeqjaxFolders, Seqja
 from seqjax.data.builders.timeseries import SeqjaxTimeseries
 
 __all__ = [
-    "ChecksumMismatchError", "MissingFileError", "SourceError",
-    "SeqjaxClassification", "SeqjaxConll", "SeqjaxFolders", "SeqjaxParallel", "SeqjaxText",
+    "ChecksumMismatchError",
+    "MissingFileError",
+    "SourceError",
+    "SeqjaxClassification",
+    "SeqjaxConll",
+    "SeqjaxFolders",
+    "SeqjaxParallel",
+    "SeqjaxText",
     "SeqjaxTimeseries",
 ]

@@ -21,7 +21,8 @@ import json
 import math
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -55,8 +56,10 @@ def check_file(path: str, what: str) -> str:
     """
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.exists(path):
-        raise MissingFileError(f"{what}: expected the file {path}, which does not exist; "
-                               f"put the file there or fix the path in the data config")
+        raise MissingFileError(
+            f"{what}: expected the file {path}, which does not exist; "
+            f"put the file there or fix the path in the data config"
+        )
     if not os.path.isfile(path):
         raise SourceError(f"{what}: {path} is not a regular file")
     if os.path.getsize(path) == 0:
@@ -68,8 +71,9 @@ def check_dir(path: str, what: str) -> str:
     """Returns the absolute path of an existing directory."""
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isdir(path):
-        raise MissingFileError(f"{what}: expected the directory {path}, which does not exist; "
-                               f"create it or fix the path in the data config")
+        raise MissingFileError(
+            f"{what}: expected the directory {path}, which does not exist; create it or fix the path in the data config"
+        )
     return path
 
 
@@ -99,7 +103,8 @@ def decode_utf8(data: bytes, path: str) -> str:
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise SourceError(
             f"{path}: line {line}, byte {column} is not valid UTF-8 (byte 0x{data[e.start]:02x}); "
-            f"re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
+            f"re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
     return text[1:] if text.startswith("\ufeff") else text
 
 
@@ -134,8 +139,10 @@ def split_lines(text: str) -> list[str]:
 
 def check_split_name(name: str) -> str:
     if not isinstance(name, str) or not _SPLIT_NAME.match(name):
-        raise SourceError(f"split name {name!r} is not valid: use letters, digits and '_', "
-                          f"starting with a letter (e.g. 'train', 'validation', 'test')")
+        raise SourceError(
+            f"split name {name!r} is not valid: use letters, digits and '_', "
+            f"starting with a letter (e.g. 'train', 'validation', 'test')"
+        )
     return name
 
 
@@ -157,15 +164,17 @@ def fraction_bounds(n: int, fractions: Sequence[tuple[str, float]], what: str) -
         cumulative += f
         stop = n if j == len(fractions) - 1 else min(n, int(math.floor(n * cumulative + 1e-9)))
         if stop <= start:
-            raise SourceError(f"{what}: split {name!r} ({f:g} of {n} items) would be empty; "
-                              f"use a larger fraction or more data")
+            raise SourceError(
+                f"{what}: split {name!r} ({f:g} of {n} items) would be empty; use a larger fraction or more data"
+            )
         bounds.append((name, start, stop))
         start = stop
     return bounds
 
 
-def fraction_indices(n: int, fractions: Sequence[tuple[str, float]], seed: int | None,
-                     what: str) -> dict[str, np.ndarray]:
+def fraction_indices(
+    n: int, fractions: Sequence[tuple[str, float]], seed: int | None, what: str
+) -> dict[str, np.ndarray]:
     """Item indices of each split, cut by `fraction_bounds`.
 
     With `seed` None the pieces are contiguous; otherwise the items are first
@@ -189,13 +198,13 @@ def normalize_fractions(fractions) -> tuple[tuple[str, float], ...] | None:
     else:
         pairs = []
     if not pairs:
-        raise SourceError(f"fractions must be a non-empty mapping split -> fraction or (split, fraction) pairs, "
-                          f"got {fractions!r}")
+        raise SourceError(
+            f"fractions must be a non-empty mapping split -> fraction or (split, fraction) pairs, got {fractions!r}"
+        )
     return tuple((check_split_name(k), float(v)) for k, v in pairs)
 
 
-def split_options(paths: Any, fractions: Mapping[str, float] | None, split_seed: int | None,
-                  what: str) -> dict:
+def split_options(paths: Any, fractions: Mapping[str, float] | None, split_seed: int | None, what: str) -> dict:
     """Validates the two ways of naming splits and checks the files exist.
 
     Either `paths` maps split -> file (one path alone is split 'train'), or
@@ -209,10 +218,8 @@ def split_options(paths: Any, fractions: Mapping[str, float] | None, split_seed:
     fractions = normalize_fractions(fractions)
     if fractions is not None:
         if not isinstance(paths, (str, os.PathLike)):
-            raise SourceError(f"{what}: fractions cut one file into splits; give paths as a single "
-                              f"path, not {paths!r}")
-        return {"path": check_file(paths, what), "fractions": [list(f) for f in fractions],
-                "split_seed": split_seed}
+            raise SourceError(f"{what}: fractions cut one file into splits; give paths as a single path, not {paths!r}")
+        return {"path": check_file(paths, what), "fractions": [list(f) for f in fractions], "split_seed": split_seed}
     if isinstance(paths, (str, os.PathLike)):
         paths = {"train": paths}
     if not isinstance(paths, Mapping) or not paths:
@@ -242,14 +249,16 @@ def fingerprint(kind: str, options: dict, files: Sequence[str]) -> str:
     Returns:
       '<kind>_<12 hex digits>': sha256 of the options and each file's stamp.
     """
-    blob = json.dumps({"kind": kind, "options": options,
-                       "files": [file_stamp(f) for f in sorted(set(files))]},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"kind": kind, "options": options, "files": [file_stamp(f) for f in sorted(set(files))]},
+        sort_keys=True,
+        default=str,
+    )
     return f"{kind}_{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
 # (builder name, config name) -> config, filled by `LocalBuilder.config_from_options`.
-_MADE_CONFIGS: dict[tuple[str, str], "LocalConfig"] = {}
+_MADE_CONFIGS: dict[tuple[str, str], LocalConfig] = {}
 
 
 @dataclasses.dataclass(eq=False)
@@ -275,9 +284,9 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, config: LocalConfig | str | None = None, data_dir: str | None = None, **kwargs):
         """Args:
-          config: from `make_config(...)`, or the name of one made in this process.
-          data_dir: where TFDS keeps prepared datasets (its default when None).
-          kwargs: other `tfds.core.DatasetBuilder` arguments (e.g. version).
+        config: from `make_config(...)`, or the name of one made in this process.
+        data_dir: where TFDS keeps prepared datasets (its default when None).
+        kwargs: other `tfds.core.DatasetBuilder` arguments (e.g. version).
         """
         if config is None:
             raise TypeError(f"{type(self).__name__} needs config={type(self).__name__}.make_config(...)")
@@ -326,8 +335,11 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder):
         key = (cls.name, name)
         if key not in _MADE_CONFIGS:
             _MADE_CONFIGS[key] = LocalConfig(
-                name=name, version=cls.VERSION, options=options,
-                description=f"{kind} from {', '.join(sorted(set(files)))}")
+                name=name,
+                version=cls.VERSION,
+                options=options,
+                description=f"{kind} from {', '.join(sorted(set(files)))}",
+            )
         return _MADE_CONFIGS[key]
 
     @classmethod

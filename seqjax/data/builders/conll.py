@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow_datasets as tfds
 
-from seqjax.data.builders.common import (LocalBuilder, SourceError, option_files, read_text, split_lines,
-                                         split_options)
+from seqjax.data.builders.common import LocalBuilder, SourceError, option_files, read_text, split_lines, split_options
 
 
-def read_conll(path: str, token_column: int, tag_column: int,
-               delimiter: str | None) -> list[tuple[list[str], list[str], int]]:
+def read_conll(
+    path: str, token_column: int, tag_column: int, delimiter: str | None
+) -> list[tuple[list[str], list[str], int]]:
     """Sentences of a CoNLL file.
 
     One token per line ('token ... tag'), a blank line between sentences;
@@ -38,8 +39,10 @@ def read_conll(path: str, token_column: int, tag_column: int,
             close()
             continue
         if not (-len(fields) <= token_column < len(fields) and -len(fields) <= tag_column < len(fields)):
-            raise SourceError(f"{path}: line {line_number} has {len(fields)} columns; token column "
-                              f"{token_column} and tag column {tag_column} do not both exist")
+            raise SourceError(
+                f"{path}: line {line_number} has {len(fields)} columns; token column "
+                f"{token_column} and tag column {tag_column} do not both exist"
+            )
         if not tokens:
             start = line_number
         tokens.append(fields[token_column])
@@ -60,17 +63,24 @@ class SeqjaxConll(LocalBuilder):
     """CoNLL column files. Features: {'tokens': Sequence(Text), 'tags': Sequence(ClassLabel)}."""
 
     @classmethod
-    def make_config(cls, paths: Any, fractions: Mapping[str, float] | None = None,
-                    split_seed: int | None = None, token_column: int = 0, tag_column: int = -1,
-                    tag_names: Sequence[str] | None = None, delimiter: str | None = None):
+    def make_config(
+        cls,
+        paths: Any,
+        fractions: Mapping[str, float] | None = None,
+        split_seed: int | None = None,
+        token_column: int = 0,
+        tag_column: int = -1,
+        tag_names: Sequence[str] | None = None,
+        delimiter: str | None = None,
+    ):
         """Args:
-          paths: {split: file} or one file (cut by `fractions`, by sentence).
-          fractions, split_seed: see `split_options` (None: contiguous).
-          token_column, tag_column: 0-based (negative counts from the end;
-            CoNLL-2003 is 'token POS chunk NER', so -1 is the NER tag).
-          tag_names: tags in id order; None reads them from the files ('O'
-            first, then sorted).
-          delimiter: None splits on any whitespace.
+        paths: {split: file} or one file (cut by `fractions`, by sentence).
+        fractions, split_seed: see `split_options` (None: contiguous).
+        token_column, tag_column: 0-based (negative counts from the end;
+          CoNLL-2003 is 'token POS chunk NER', so -1 is the NER tag).
+        tag_names: tags in id order; None reads them from the files ('O'
+          first, then sorted).
+        delimiter: None splits on any whitespace.
         """
         options = split_options(paths, fractions, split_seed, "conll")
         options.update(token_column=int(token_column), tag_column=int(tag_column), delimiter=delimiter)
@@ -88,10 +98,12 @@ class SeqjaxConll(LocalBuilder):
         return read_conll(path, options["token_column"], options["tag_column"], options["delimiter"])
 
     def _features(self, options):
-        return tfds.features.FeaturesDict({
-            "tokens": tfds.features.Sequence(tfds.features.Text()),
-            "tags": tfds.features.Sequence(tfds.features.ClassLabel(names=options["tag_names"])),
-        })
+        return tfds.features.FeaturesDict(
+            {
+                "tokens": tfds.features.Sequence(tfds.features.Text()),
+                "tags": tfds.features.Sequence(tfds.features.ClassLabel(names=options["tag_names"])),
+            }
+        )
 
     def _supervised_keys(self, options):
         return ("tokens", "tags")
@@ -106,8 +118,10 @@ class SeqjaxConll(LocalBuilder):
         for tokens, tags, line in self._read(path, self.options):
             unknown = [t for t in tags if t not in ids]
             if unknown:
-                raise SourceError(f"{path}: the sentence starting at line {line} has tag {unknown[0]!r}, "
-                                  f"which is not one of tag_names {names}")
+                raise SourceError(
+                    f"{path}: the sentence starting at line {line} has tag {unknown[0]!r}, "
+                    f"which is not one of tag_names {names}"
+                )
             out.append((tokens, [ids[t] for t in tags]))
         return out
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow_datasets as tfds
 
-from seqjax.data.builders.common import (LocalBuilder, SourceError, check_file, check_split_name,
-                                         normalize_fractions, option_files, read_text, split_lines)
+from seqjax.data.builders.common import (
+    LocalBuilder,
+    SourceError,
+    check_file,
+    check_split_name,
+    normalize_fractions,
+    option_files,
+    read_text,
+    split_lines,
+)
 
 
 class SeqjaxParallel(LocalBuilder):
@@ -26,18 +35,23 @@ class SeqjaxParallel(LocalBuilder):
     """
 
     @classmethod
-    def make_config(cls, paths: Any, languages: Sequence[str] = ("source", "target"),
-                    fractions: Mapping[str, float] | None = None, split_seed: int | None = 0,
-                    columns: Sequence[int] = (0, 1)):
+    def make_config(
+        cls,
+        paths: Any,
+        languages: Sequence[str] = ("source", "target"),
+        fractions: Mapping[str, float] | None = None,
+        split_seed: int | None = 0,
+        columns: Sequence[int] = (0, 1),
+    ):
         """Args:
-          paths: {split: pair or '{lang}' template or TSV file}, or one of those
-            (split 'train', or cut by `fractions`).
-          languages: (source, target) feature names, e.g. ('de', 'en').
-          fractions: {split: fraction} cutting one corpus; the pairs are
-            permuted by `split_seed` first (None: contiguous). Anki files are
-            sorted by length, so a contiguous cut would put only the longest
-            pairs in the last split.
-          columns: the (source, target) 0-based columns of a TSV file.
+        paths: {split: pair or '{lang}' template or TSV file}, or one of those
+          (split 'train', or cut by `fractions`).
+        languages: (source, target) feature names, e.g. ('de', 'en').
+        fractions: {split: fraction} cutting one corpus; the pairs are
+          permuted by `split_seed` first (None: contiguous). Anki files are
+          sorted by length, so a contiguous cut would put only the longest
+          pairs in the last split.
+        columns: the (source, target) 0-based columns of a TSV file.
         """
         languages = [str(lang) for lang in languages]
         if len(languages) != 2 or languages[0] == languages[1] or not all(languages):
@@ -47,15 +61,21 @@ class SeqjaxParallel(LocalBuilder):
             raise SourceError(f"parallel: columns must be (source column, target column), got {columns}")
         fractions = normalize_fractions(fractions)
         if fractions is not None:
-            options = {"path": cls._files(paths, languages, "parallel"),
-                       "fractions": [list(f) for f in fractions], "split_seed": split_seed}
+            options = {
+                "path": cls._files(paths, languages, "parallel"),
+                "fractions": [list(f) for f in fractions],
+                "split_seed": split_seed,
+            }
         else:
             if not isinstance(paths, Mapping):
                 paths = {"train": paths}
             if not paths:
                 raise SourceError("parallel: paths is empty")
-            options = {"paths": {check_split_name(s): cls._files(p, languages, f"parallel, split {s!r}")
-                                 for s, p in paths.items()}}
+            options = {
+                "paths": {
+                    check_split_name(s): cls._files(p, languages, f"parallel, split {s!r}") for s, p in paths.items()
+                }
+            }
         options.update(languages=languages, columns=columns)
         return cls.config_from_options("parallel", options, option_files(options))
 
@@ -68,8 +88,9 @@ class SeqjaxParallel(LocalBuilder):
             return [check_file(value, f"{what} (TSV pairs)")]
         if isinstance(value, Sequence) and len(value) == 2:
             return [check_file(v, f"{what} ({lang} side)") for v, lang in zip(value, languages)]
-        raise SourceError(f"{what}: expected a [source, target] pair of files, a path with "
-                          f"'{{lang}}', or a TSV file; got {value!r}")
+        raise SourceError(
+            f"{what}: expected a [source, target] pair of files, a path with '{{lang}}', or a TSV file; got {value!r}"
+        )
 
     def _features(self, options):
         return tfds.features.Translation(languages=options["languages"])
@@ -89,8 +110,10 @@ class SeqjaxParallel(LocalBuilder):
     def _aligned(source: str, target: str) -> list[tuple[str, str]]:
         source_lines, target_lines = split_lines(read_text(source)), split_lines(read_text(target))
         if len(source_lines) != len(target_lines):
-            raise SourceError(f"parallel files are not line-aligned: {source} has {len(source_lines)} "
-                              f"lines but {target} has {len(target_lines)}")
+            raise SourceError(
+                f"parallel files are not line-aligned: {source} has {len(source_lines)} "
+                f"lines but {target} has {len(target_lines)}"
+            )
         return list(zip(source_lines, target_lines))
 
     def _tsv(self, path: str) -> list[tuple[str, str]]:
@@ -101,8 +124,10 @@ class SeqjaxParallel(LocalBuilder):
                 continue
             fields = line.split("\t")
             if max(src, tgt) >= len(fields):
-                raise SourceError(f"{path}: line {line_number} has {len(fields)} tab-separated fields; "
-                                  f"columns {self.options['columns']} need at least {max(src, tgt) + 1}")
+                raise SourceError(
+                    f"{path}: line {line_number} has {len(fields)} tab-separated fields; "
+                    f"columns {self.options['columns']} need at least {max(src, tgt) + 1}"
+                )
             pairs.append((fields[src], fields[tgt]))
         return pairs
 

@@ -7,13 +7,24 @@ import glob
 import io
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow_datasets as tfds
 
-from seqjax.data.builders.common import (LocalBuilder, MissingFileError, SourceError, check_dir,
-                                         check_file, check_split_name, fraction_bounds, option_files,
-                                         read_text, split_lines, split_options)
+from seqjax.data.builders.common import (
+    LocalBuilder,
+    MissingFileError,
+    SourceError,
+    check_dir,
+    check_file,
+    check_split_name,
+    fraction_bounds,
+    option_files,
+    read_text,
+    split_lines,
+    split_options,
+)
 
 TEXT_UNITS = ("file", "line", "paragraph")
 
@@ -29,20 +40,23 @@ class SeqjaxText(LocalBuilder):
     """
 
     @classmethod
-    def make_config(cls, paths: Any, fractions: Mapping[str, float] | None = None,
-                    unit: str = "file", split_seed: int | None = None):
+    def make_config(
+        cls, paths: Any, fractions: Mapping[str, float] | None = None, unit: str = "file", split_seed: int | None = None
+    ):
         """Args:
-          paths: {split: file} or one file (split 'train', or cut by `fractions`).
-          fractions: {split: fraction} cutting one file, in order.
-          unit: 'file' | 'line' | 'paragraph'.
-          split_seed: None cuts contiguous pieces; an int permutes lines or
-            paragraphs first (not allowed with unit='file').
+        paths: {split: file} or one file (split 'train', or cut by `fractions`).
+        fractions: {split: fraction} cutting one file, in order.
+        unit: 'file' | 'line' | 'paragraph'.
+        split_seed: None cuts contiguous pieces; an int permutes lines or
+          paragraphs first (not allowed with unit='file').
         """
         if unit not in TEXT_UNITS:
             raise SourceError(f"text unit must be one of {TEXT_UNITS}, got {unit!r}")
         if unit == "file" and split_seed is not None:
-            raise SourceError("split_seed permutes lines or paragraphs; with unit='file' the "
-                              "fractions are contiguous character ranges, so leave split_seed None")
+            raise SourceError(
+                "split_seed permutes lines or paragraphs; with unit='file' the "
+                "fractions are contiguous character ranges, so leave split_seed None"
+            )
         options = split_options(paths, fractions, split_seed, "plain text")
         options["unit"] = unit
         return cls.config_from_options("text", options, option_files(options))
@@ -87,8 +101,9 @@ def delimiter_for(path: str, delimiter: str | None) -> str:
         return "\t"
     if name.endswith(".csv"):
         return ","
-    raise SourceError(f"{path}: cannot tell the delimiter from the file name; set delimiter "
-                      f"('\\t' or ',') in the data config")
+    raise SourceError(
+        f"{path}: cannot tell the delimiter from the file name; set delimiter ('\\t' or ',') in the data config"
+    )
 
 
 def read_table(path: str, delimiter: str, quoting: str, has_header: bool) -> tuple[list[str] | None, list]:
@@ -106,8 +121,11 @@ def read_table(path: str, delimiter: str, quoting: str, has_header: bool) -> tup
     text = read_text(path)
     # Long documents (whole reviews) exceed csv's default 128 KiB field limit.
     csv.field_size_limit(2**31 - 1)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter,
-                        quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=delimiter,
+        quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL,
+    )
     rows, header = [], None
     try:
         for fields in reader:
@@ -129,15 +147,18 @@ def column_index(header: list[str] | None, column: str | int, path: str, what: s
     if isinstance(column, int):
         return column
     if header is None:
-        raise SourceError(f"{path}: {what} {column!r} is a name but the file has no header; "
-                          f"give a 0-based column index")
+        raise SourceError(
+            f"{path}: {what} {column!r} is a name but the file has no header; give a 0-based column index"
+        )
     return header.index(column) if column in header else None
 
 
 def field(fields: list[str], index: int, path: str, line: int, what: str) -> str:
     if not -len(fields) <= index < len(fields):
-        raise SourceError(f"{path}: line {line} has {len(fields)} fields, so it has no {what} "
-                          f"(column {index}); check the delimiter and quoting")
+        raise SourceError(
+            f"{path}: line {line} has {len(fields)} fields, so it has no {what} "
+            f"(column {index}); check the delimiter and quoting"
+        )
     return fields[index]
 
 
@@ -159,30 +180,43 @@ class SeqjaxClassification(LocalBuilder):
     """
 
     @classmethod
-    def make_config(cls, paths: Any, fractions: Mapping[str, float] | None = None, split_seed: int | None = 0,
-                    text_column: str | int = "sentence", label_column: str | int = "label",
-                    label_names: Sequence[str] | None = None, delimiter: str | None = None,
-                    quoting: str | None = None, has_header: bool = True,
-                    unlabeled_splits: Sequence[str] = ("test",)):
+    def make_config(
+        cls,
+        paths: Any,
+        fractions: Mapping[str, float] | None = None,
+        split_seed: int | None = 0,
+        text_column: str | int = "sentence",
+        label_column: str | int = "label",
+        label_names: Sequence[str] | None = None,
+        delimiter: str | None = None,
+        quoting: str | None = None,
+        has_header: bool = True,
+        unlabeled_splits: Sequence[str] = ("test",),
+    ):
         """Args:
-          paths: {split: file} or one file (cut by `fractions`).
-          fractions, split_seed: see `split_options` (rows are permuted by
-            `split_seed` before cutting; None keeps file order).
-          text_column, label_column: header names or 0-based indices.
-          label_names: the classes in id order; None reads them from the
-            files (sorted numerically if all integers, else as strings).
-          delimiter: None picks from the extension (.tsv tab, .csv comma).
-          quoting: 'none' or 'minimal'; None is 'none' for tab-separated
-            files (GLUE) and 'minimal' otherwise.
-          has_header: whether the first row names the columns.
-          unlabeled_splits: splits whose file may lack the label column.
+        paths: {split: file} or one file (cut by `fractions`).
+        fractions, split_seed: see `split_options` (rows are permuted by
+          `split_seed` before cutting; None keeps file order).
+        text_column, label_column: header names or 0-based indices.
+        label_names: the classes in id order; None reads them from the
+          files (sorted numerically if all integers, else as strings).
+        delimiter: None picks from the extension (.tsv tab, .csv comma).
+        quoting: 'none' or 'minimal'; None is 'none' for tab-separated
+          files (GLUE) and 'minimal' otherwise.
+        has_header: whether the first row names the columns.
+        unlabeled_splits: splits whose file may lack the label column.
         """
         options = split_options(paths, fractions, split_seed, "text classification")
         files = option_files(options)
         delimiter = delimiter_for(files[0], delimiter)
-        options.update(text_column=text_column, label_column=label_column, delimiter=delimiter,
-                       quoting=quoting or ("none" if delimiter == "\t" else "minimal"),
-                       has_header=bool(has_header), unlabeled_splits=list(unlabeled_splits))
+        options.update(
+            text_column=text_column,
+            label_column=label_column,
+            delimiter=delimiter,
+            quoting=quoting or ("none" if delimiter == "\t" else "minimal"),
+            has_header=bool(has_header),
+            unlabeled_splits=list(unlabeled_splits),
+        )
         options["label_names"] = list(label_names) if label_names is not None else cls._infer_labels(options)
         if not options["label_names"]:
             raise SourceError(f"text classification: no labels found in {files}")
@@ -203,12 +237,16 @@ class SeqjaxClassification(LocalBuilder):
         header, rows = read_table(path, options["delimiter"], options["quoting"], options["has_header"])
         text_at = column_index(header, options["text_column"], path, "text column")
         if text_at is None:
-            raise SourceError(f"{path}: no text column {options['text_column']!r}; the header has "
-                              f"columns {header}; set text_column in the data config")
+            raise SourceError(
+                f"{path}: no text column {options['text_column']!r}; the header has "
+                f"columns {header}; set text_column in the data config"
+            )
         label_at = column_index(header, options["label_column"], path, "label column")
         if label_at is None and split not in options["unlabeled_splits"]:
-            raise SourceError(f"{path}: no label column {options['label_column']!r} (header columns: "
-                              f"{header}); set label_column, or list split {split!r} in unlabeled_splits")
+            raise SourceError(
+                f"{path}: no label column {options['label_column']!r} (header columns: "
+                f"{header}); set label_column, or list split {split!r} in unlabeled_splits"
+            )
         out = []
         for line, fields in rows:
             text = field(fields, text_at, path, line, "text")
@@ -219,10 +257,12 @@ class SeqjaxClassification(LocalBuilder):
         return out
 
     def _features(self, options):
-        return tfds.features.FeaturesDict({
-            "text": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=options["label_names"]),
-        })
+        return tfds.features.FeaturesDict(
+            {
+                "text": tfds.features.Text(),
+                "label": tfds.features.ClassLabel(names=options["label_names"]),
+            }
+        )
 
     def _supervised_keys(self, options):
         return ("text", "label")
@@ -241,8 +281,7 @@ class SeqjaxClassification(LocalBuilder):
         out = []
         for line, text, label in self._read_rows(path, split, self.options):
             if label is not None and label not in ids:
-                raise SourceError(f"{path}: line {line} has label {label!r}, which is not one of "
-                                  f"label_names {names}")
+                raise SourceError(f"{path}: line {line} has label {label!r}, which is not one of label_names {names}")
             out.append((text, -1 if label is None else ids[label]))
         return out
 
@@ -271,21 +310,23 @@ class SeqjaxFolders(LocalBuilder):
     @classmethod
     def make_config(cls, paths: Any, classes: Sequence[str] | None = None, pattern: str = "*.txt"):
         """Args:
-          paths: the root folder (each subfolder is a split: aclImdb's train/
-            and test/), or {split: folder}.
-          classes: class folder names in id order; None takes the folders
-            present in every split, sorted (so aclImdb's train/unsup is left out).
-          pattern: the glob that picks the files inside a class folder.
+        paths: the root folder (each subfolder is a split: aclImdb's train/
+          and test/), or {split: folder}.
+        classes: class folder names in id order; None takes the folders
+          present in every split, sorted (so aclImdb's train/unsup is left out).
+        pattern: the glob that picks the files inside a class folder.
         """
         split_dirs = cls._split_dirs(paths)
         if classes is None:
             present = [set(_subfolders(p)) for p in split_dirs.values()]
             classes = sorted(set.intersection(*present))
             if not classes:
-                raise SourceError(f"folders: no class folder is present in every split folder "
-                                  f"{sorted(split_dirs.values())}; expected <split>/<class>/{pattern}")
+                raise SourceError(
+                    f"folders: no class folder is present in every split folder "
+                    f"{sorted(split_dirs.values())}; expected <split>/<class>/{pattern}"
+                )
         files = []
-        for split, split_dir in split_dirs.items():
+        for split_dir in split_dirs.values():
             for name in classes:
                 files += cls._class_files(split_dir, name, pattern)
         options = {"paths": split_dirs, "classes": list(classes), "pattern": pattern}
@@ -314,11 +355,13 @@ class SeqjaxFolders(LocalBuilder):
         return files
 
     def _features(self, options):
-        return tfds.features.FeaturesDict({
-            "text": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=options["classes"]),
-            "filename": tfds.features.Text(),
-        })
+        return tfds.features.FeaturesDict(
+            {
+                "text": tfds.features.Text(),
+                "label": tfds.features.ClassLabel(names=options["classes"]),
+                "filename": tfds.features.Text(),
+            }
+        )
 
     def _supervised_keys(self, options):
         return ("text", "label")
@@ -330,6 +373,12 @@ class SeqjaxFolders(LocalBuilder):
         i = 0
         for label, name in enumerate(self.options["classes"]):
             for path in self._class_files(split_dir, name, self.options["pattern"]):
-                yield i, {"text": read_text(check_file(path, "folders")), "label": label,
-                          "filename": os.path.relpath(path, split_dir)}
+                yield (
+                    i,
+                    {
+                        "text": read_text(check_file(path, "folders")),
+                        "label": label,
+                        "filename": os.path.relpath(path, split_dir),
+                    },
+                )
                 i += 1

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from seqjax.data.builders.common import (LocalBuilder, SourceError, fraction_bounds, option_files,
-                                         split_options)
+from seqjax.data.builders.common import LocalBuilder, SourceError, fraction_bounds, option_files, split_options
 from seqjax.data.builders.text import column_index, delimiter_for, field, read_table
 
 
@@ -22,19 +22,29 @@ class SeqjaxTimeseries(LocalBuilder):
     """
 
     @classmethod
-    def make_config(cls, paths: Any, value_column: str | Sequence[str], time_column: str | None = None,
-                    fractions: Mapping[str, float] | None = None, delimiter: str | None = None):
+    def make_config(
+        cls,
+        paths: Any,
+        value_column: str | Sequence[str],
+        time_column: str | None = None,
+        fractions: Mapping[str, float] | None = None,
+        delimiter: str | None = None,
+    ):
         """Args:
-          paths: {split: csv file} or one file (cut by `fractions`).
-          value_column: the header name of the values (a list for several).
-          time_column: the header name of the time stamps, kept as text.
-          delimiter: None picks from the extension.
+        paths: {split: csv file} or one file (cut by `fractions`).
+        value_column: the header name of the values (a list for several).
+        time_column: the header name of the time stamps, kept as text.
+        delimiter: None picks from the extension.
         """
         options = split_options(paths, fractions, None, "timeseries")
         files = option_files(options)
         many = not isinstance(value_column, str)
-        options.update(value_columns=list(value_column) if many else [value_column], many_values=many,
-                       time_column=time_column, delimiter=delimiter_for(files[0], delimiter))
+        options.update(
+            value_columns=list(value_column) if many else [value_column],
+            many_values=many,
+            time_column=time_column,
+            delimiter=delimiter_for(files[0], delimiter),
+        )
         if not options["value_columns"]:
             raise SourceError("timeseries: value_column is empty")
         return cls.config_from_options("timeseries", options, files)
@@ -74,8 +84,10 @@ class SeqjaxTimeseries(LocalBuilder):
                 try:
                     values[r, c] = float(text)
                 except ValueError:
-                    raise SourceError(f"{path}: line {line}: {name} = {text!r} is not a number "
-                                      f"(fill or drop missing values before loading)") from None
+                    raise SourceError(
+                        f"{path}: line {line}: {name} = {text!r} is not a number "
+                        f"(fill or drop missing values before loading)"
+                    ) from None
             if options["time_column"]:
                 times.append(field(fields, at[options["time_column"]], path, line, "time column"))
         return values, times

@@ -25,7 +25,8 @@ from __future__ import annotations
 import abc
 import json
 import os
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -34,7 +35,7 @@ PAD_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = (PAD, UNK, SOS, EOS)  # position in the tuple == id
 FORMAT_VERSION = 1
 
-_KINDS: dict[str, type["Tokenizer"]] = {}
+_KINDS: dict[str, type[Tokenizer]] = {}
 
 
 class NotFittedError(RuntimeError):
@@ -53,8 +54,9 @@ def check_text(text, where: str) -> str:
 def iter_texts(texts: Iterable, where: str) -> Iterator[tuple[int, Any]]:
     """Enumerates a collection of texts, refusing a lone string (whose items would be characters)."""
     if isinstance(texts, (str, bytes, bytearray)):
-        raise TypeError(f"{where}: expected a collection of texts, got a single {type(texts).__name__}; "
-                        "wrap it in a list")
+        raise TypeError(
+            f"{where}: expected a collection of texts, got a single {type(texts).__name__}; wrap it in a list"
+        )
     try:
         iterator = iter(texts)
     except TypeError:
@@ -73,8 +75,9 @@ def check_ids(ids, vocab_size: int, where: str) -> list[int]:
         raise TypeError(f"{where}: ids must be integers, got dtype {array.dtype}")
     bad = np.flatnonzero((array < 0) | (array >= vocab_size))
     if bad.size:
-        raise ValueError(f"{where}: id {array[bad[0]]} at position {bad[0]} is outside the vocabulary "
-                         f"[0, {vocab_size})")
+        raise ValueError(
+            f"{where}: id {array[bad[0]]} at position {bad[0]} is outside the vocabulary [0, {vocab_size})"
+        )
     return array.tolist()
 
 
@@ -137,7 +140,7 @@ class Tokenizer(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _from_state(cls, state: dict, path: str) -> "Tokenizer":
+    def _from_state(cls, state: dict, path: str) -> Tokenizer:
         """Inverse of `_state`."""
 
     def _check_text(self, text, where: str):
@@ -168,8 +171,10 @@ class Tokenizer(abc.ABC):
         return self._decode([i for i in ids if i not in control])
 
     def encode_batch(self, texts: Iterable, *, add_sos: bool = False, add_eos: bool = False) -> list[list[int]]:
-        return [self.encode(t, add_sos=add_sos, add_eos=add_eos)
-                for _, t in iter_texts(texts, f"{type(self).__name__}.encode_batch")]
+        return [
+            self.encode(t, add_sos=add_sos, add_eos=add_eos)
+            for _, t in iter_texts(texts, f"{type(self).__name__}.encode_batch")
+        ]
 
     def decode_batch(self, batch) -> list[str]:
         """Texts of each row of a [B, T] array or a list of id lists (rows may differ in length)."""
@@ -191,14 +196,17 @@ class Tokenizer(abc.ABC):
     def _require_fitted(self, action: str) -> None:
         if not self.is_fitted:
             fit = "train" if self.kind == "subword" else "fit"
-            raise NotFittedError(f"{type(self).__name__} cannot {action} before it is fitted: call {fit}(...) "
-                                 "or load a saved tokenizer")
+            raise NotFittedError(
+                f"{type(self).__name__} cannot {action} before it is fitted: call {fit}(...) or load a saved tokenizer"
+            )
 
     def _special(self, attribute: str, option: str) -> int:
         value = getattr(self, attribute)
         if value is None:
-            raise ValueError(f"{option}=True but this {type(self).__name__} has no {attribute[:3]} token "
-                             f"(construct it with {attribute[:3]}_token=...)")
+            raise ValueError(
+                f"{option}=True but this {type(self).__name__} has no {attribute[:3]} token "
+                f"(construct it with {attribute[:3]}_token=...)"
+            )
         return value
 
 
@@ -218,8 +226,7 @@ def load(path: str) -> Tokenizer:
     if kind not in _KINDS:
         raise ValueError(f"tokenizer file {path} has unknown kind {kind!r}; known: {sorted(_KINDS)}")
     if version != FORMAT_VERSION:
-        raise ValueError(f"tokenizer file {path} has format_version {version!r}; this seqjax reads "
-                         f"{FORMAT_VERSION}")
+        raise ValueError(f"tokenizer file {path} has format_version {version!r}; this seqjax reads {FORMAT_VERSION}")
     try:
         return _KINDS[kind]._from_state(payload, path)
     except (KeyError, TypeError, ValueError) as e:
@@ -240,4 +247,3 @@ def load_or_fit(path: str, fit: Callable[[], Tokenizer]) -> Tokenizer:
         raise TypeError(f"load_or_fit: fit() must return a Tokenizer, got {type(tokenizer).__name__}")
     tokenizer.save(path)
     return tokenizer
-

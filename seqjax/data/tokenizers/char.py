@@ -7,8 +7,7 @@ follow in code-point order, so the same corpus always gives the same ids
 
 from __future__ import annotations
 
-from seqjax.data.tokenizers.base import (EOS_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID, Tokenizer, check_text,
-                                         iter_texts)
+from seqjax.data.tokenizers.base import EOS_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID, Tokenizer, check_text, iter_texts
 
 
 class CharTokenizer(Tokenizer):
@@ -21,9 +20,9 @@ class CharTokenizer(Tokenizer):
         self.vocab: list[str] = []  # id -> token; empty until fitted
         self._index: dict[str, int] = {}
 
-    def fit(self, texts) -> "CharTokenizer":
+    def fit(self, texts) -> CharTokenizer:
         """Adds the characters of `texts` to the vocabulary (ids are re-sorted)."""
-        chars = set(self.vocab[len(SPECIAL_TOKENS):])
+        chars = set(self.vocab[len(SPECIAL_TOKENS) :])
         count = 0
         for i, text in iter_texts(texts, "CharTokenizer.fit"):
             text = check_text(text, f"CharTokenizer.fit: text {i}")
@@ -63,9 +62,9 @@ class CharTokenizer(Tokenizer):
         return "".join(vocab[i] for i in ids)
 
     def _set_vocab(self, vocab: list[str]) -> None:
-        if tuple(vocab[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(f"vocab must start with {list(SPECIAL_TOKENS)}, got {vocab[:len(SPECIAL_TOKENS)]}")
-        chars = vocab[len(SPECIAL_TOKENS):]
+        if tuple(vocab[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise ValueError(f"vocab must start with {list(SPECIAL_TOKENS)}, got {vocab[: len(SPECIAL_TOKENS)]}")
+        chars = vocab[len(SPECIAL_TOKENS) :]
         bad = next((c for c in chars if not isinstance(c, str) or len(c) != 1), None)
         if bad is not None:
             raise ValueError(f"vocab entries after the special tokens must be single characters, got {bad!r}")
@@ -78,7 +77,7 @@ class CharTokenizer(Tokenizer):
         return {"config": {"lower": self.lower}, "vocab": self.vocab}
 
     @classmethod
-    def _from_state(cls, state: dict, path: str) -> "CharTokenizer":
+    def _from_state(cls, state: dict, path: str) -> CharTokenizer:
         tokenizer = cls(**state["config"])
         tokenizer._set_vocab(state["vocab"])
         return tokenizer

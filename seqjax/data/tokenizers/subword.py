@@ -17,12 +17,25 @@ import gzip
 import hashlib
 import io
 import os
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
 
-from seqjax.data.tokenizers.base import (EOS, EOS_ID, PAD, PAD_ID, SOS, SOS_ID, UNK, UNK_ID, Tokenizer,
-                                         check_ids, check_text, iter_texts, write_text_atomic)
+from seqjax.data.tokenizers.base import (
+    EOS,
+    EOS_ID,
+    PAD,
+    PAD_ID,
+    SOS,
+    SOS_ID,
+    UNK,
+    UNK_ID,
+    Tokenizer,
+    check_ids,
+    check_text,
+    iter_texts,
+    write_text_atomic,
+)
 
 MODEL_TYPES = ("bpe", "unigram")
 NORMALIZATIONS = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity")
@@ -45,15 +58,28 @@ class SubwordTokenizer(Tokenizer):
             got_id = getattr(self._sp, f"{name}_id")()
             got_piece = self._sp.id_to_piece(got_id) if 0 <= got_id < self._sp.vocab_size() else None
             if (got_id, got_piece) != (want_id, want_piece):
-                raise ValueError(f"sentencepiece model has {name} id {got_id} piece {got_piece!r}; seqjax needs "
-                                 f"id {want_id} piece {want_piece!r} (train it with SubwordTokenizer.train)")
+                raise ValueError(
+                    f"sentencepiece model has {name} id {got_id} piece {got_piece!r}; seqjax needs "
+                    f"id {want_id} piece {want_piece!r} (train it with SubwordTokenizer.train)"
+                )
 
     @classmethod
-    def train(cls, texts: Iterable[str] | None = None, *, files: Sequence[str] | None = None,
-              vocab_size: int, model_type: str = "unigram", character_coverage: float = 1.0,
-              normalization: str = "nmt_nfkc", remove_extra_whitespaces: bool = True,
-              byte_fallback: bool = False, input_sentence_size: int = 1_000_000,
-              max_sentence_length: int = 16384, seed: int = 0, num_threads: int = 1) -> "SubwordTokenizer":
+    def train(
+        cls,
+        texts: Iterable[str] | None = None,
+        *,
+        files: Sequence[str] | None = None,
+        vocab_size: int,
+        model_type: str = "unigram",
+        character_coverage: float = 1.0,
+        normalization: str = "nmt_nfkc",
+        remove_extra_whitespaces: bool = True,
+        byte_fallback: bool = False,
+        input_sentence_size: int = 1_000_000,
+        max_sentence_length: int = 16384,
+        seed: int = 0,
+        num_threads: int = 1,
+    ) -> SubwordTokenizer:
         """Trains a sentencepiece model on `texts` (one sentence each) or the lines of `files`.
 
         Args:
@@ -80,10 +106,17 @@ class SubwordTokenizer(Tokenizer):
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         if not isinstance(vocab_size, int) or vocab_size <= len(_LAYOUT):
             raise ValueError(f"vocab_size must be an int > {len(_LAYOUT)} (the special tokens), got {vocab_size!r}")
-        options = dict(vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
-                       normalization_rule_name=normalization, remove_extra_whitespaces=remove_extra_whitespaces,
-                       byte_fallback=byte_fallback, input_sentence_size=input_sentence_size,
-                       max_sentence_length=max_sentence_length, shuffle_input_sentence=True)
+        options = dict(
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            normalization_rule_name=normalization,
+            remove_extra_whitespaces=remove_extra_whitespaces,
+            byte_fallback=byte_fallback,
+            input_sentence_size=input_sentence_size,
+            max_sentence_length=max_sentence_length,
+            shuffle_input_sentence=True,
+        )
         source = _file_lines(files) if files is not None else _checked_texts(texts)
         return cls(_train_model(source, options, seed, num_threads), training_options=options)
 
@@ -128,26 +161,28 @@ class SubwordTokenizer(Tokenizer):
     def _state(self, path: str) -> dict:
         model_path = _model_path(path)
         write_text_atomic(model_path, self.model_proto)
-        return {"model_file": os.path.basename(model_path),
-                "model_sha256": hashlib.sha256(self.model_proto).hexdigest(),
-                "training_options": self.training_options}
+        return {
+            "model_file": os.path.basename(model_path),
+            "model_sha256": hashlib.sha256(self.model_proto).hexdigest(),
+            "training_options": self.training_options,
+        }
 
     @classmethod
-    def _from_state(cls, state: dict, path: str) -> "SubwordTokenizer":
+    def _from_state(cls, state: dict, path: str) -> SubwordTokenizer:
         model_path = os.path.join(os.path.dirname(path), state["model_file"])
         if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"tokenizer {path} needs its sentencepiece model at {model_path}, "
-                                    "which is missing")
+            raise FileNotFoundError(f"tokenizer {path} needs its sentencepiece model at {model_path}, which is missing")
         with open(model_path, "rb") as f:
             proto = f.read()
         if hashlib.sha256(proto).hexdigest() != state["model_sha256"]:
-            raise ValueError(f"sentencepiece model {model_path} does not match the sha256 recorded in {path} "
-                             "(changed or truncated)")
+            raise ValueError(
+                f"sentencepiece model {model_path} does not match the sha256 recorded in {path} (changed or truncated)"
+            )
         return cls(proto, training_options=state["training_options"])
 
 
 def _model_path(json_path: str) -> str:
-    return json_path[:-len(".json")] + ".model"
+    return json_path[: -len(".json")] + ".model"
 
 
 def _checked_texts(texts) -> Iterator[str]:
@@ -168,8 +203,7 @@ def _file_lines(files: Sequence[str]) -> Iterator[str]:
                 try:
                     yield line.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}, line {line_number}: not UTF-8 ({e.reason} at byte {e.start})") \
-                        from None
+                    raise ValueError(f"{path}, line {line_number}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 def _train_model(sentences: Iterator[str], options: dict, seed: int, num_threads: int) -> bytes:
@@ -189,9 +223,21 @@ def _train_model(sentences: Iterator[str], options: dict, seed: int, num_threads
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=guarded(), model_writer=model, num_threads=num_threads, minloglevel=2,
-            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=SOS_ID, eos_id=EOS_ID,
-            pad_piece=PAD, unk_piece=UNK, bos_piece=SOS, eos_piece=EOS, unk_surface=UNK, **options)
+            sentence_iterator=guarded(),
+            model_writer=model,
+            num_threads=num_threads,
+            minloglevel=2,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=SOS_ID,
+            eos_id=EOS_ID,
+            pad_piece=PAD,
+            unk_piece=UNK,
+            bos_piece=SOS,
+            eos_piece=EOS,
+            unk_surface=UNK,
+            **options,
+        )
     except RuntimeError as e:
         if errors:
             raise errors[0] from None

@@ -31,8 +31,7 @@ from seqjax.data.tokenizers.base import Tokenizer, check_ids, check_text, iter_t
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 
 
-def text_to_word_sequence(text: str, filters: str = DEFAULT_FILTERS, lower: bool = True,
-                          split: str = " ") -> list[str]:
+def text_to_word_sequence(text: str, filters: str = DEFAULT_FILTERS, lower: bool = True, split: str = " ") -> list[str]:
     """Words of `text`: lower-cased, each filter character turned into a separator, empties dropped."""
     if lower:
         text = text.lower()
@@ -56,9 +55,17 @@ class WordTokenizer(Tokenizer):
 
     kind = "word"
 
-    def __init__(self, num_words: int | None = None, filters: str = DEFAULT_FILTERS, lower: bool = True,
-                 split: str = " ", char_level: bool = False, oov_token: str | None = None,
-                 sos_token: str | None = None, eos_token: str | None = None):
+    def __init__(
+        self,
+        num_words: int | None = None,
+        filters: str = DEFAULT_FILTERS,
+        lower: bool = True,
+        split: str = " ",
+        char_level: bool = False,
+        oov_token: str | None = None,
+        sos_token: str | None = None,
+        eos_token: str | None = None,
+    ):
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string, got {split!r}")
         if not isinstance(filters, str):
@@ -70,10 +77,13 @@ class WordTokenizer(Tokenizer):
         reserved = [t for t in specials.values() if t is not None]
         if len(set(reserved)) != len(reserved):
             raise ValueError(f"oov_token, sos_token and eos_token must differ, got {specials}")
-        if num_words is not None and (isinstance(num_words, bool) or not isinstance(num_words, int)
-                                      or num_words < len(reserved) + 1):
-            raise ValueError(f"num_words must be None or an int >= {len(reserved) + 1} (id 0 plus the "
-                             f"{len(reserved)} reserved token(s)), got {num_words!r}")
+        if num_words is not None and (
+            isinstance(num_words, bool) or not isinstance(num_words, int) or num_words < len(reserved) + 1
+        ):
+            raise ValueError(
+                f"num_words must be None or an int >= {len(reserved) + 1} (id 0 plus the "
+                f"{len(reserved)} reserved token(s)), got {num_words!r}"
+            )
         self.num_words = num_words
         self.filters = filters
         self.lower = lower
@@ -89,7 +99,7 @@ class WordTokenizer(Tokenizer):
         self.index_word: dict[int, str] = {}
 
     # --- Keras API --------------------------------------------------------------------------
-    def fit_on_texts(self, texts) -> "WordTokenizer":
+    def fit_on_texts(self, texts) -> WordTokenizer:
         """Counts the tokens of `texts` (str, or lists of str already tokenized) and re-ranks the vocabulary.
 
         Fitting again adds to the counts, as in Keras.
@@ -115,8 +125,10 @@ class WordTokenizer(Tokenizer):
     def texts_to_sequences(self, texts) -> list[list[int]]:
         """Ids of each text; unknown and >= num_words tokens become the oov id, or are dropped without one."""
         self._require_fitted("texts_to_sequences")
-        return [self._ids(self._tokens(text, f"texts_to_sequences: text {i}"))
-                for i, text in iter_texts(texts, "texts_to_sequences")]
+        return [
+            self._ids(self._tokens(text, f"texts_to_sequences: text {i}"))
+            for i, text in iter_texts(texts, "texts_to_sequences")
+        ]
 
     def sequences_to_texts(self, sequences) -> list[str]:
         """Space-joined tokens of each id sequence, exactly as Keras does it.
@@ -211,24 +223,39 @@ class WordTokenizer(Tokenizer):
         self.index_word = {i: w for w, i in self.word_index.items()}
 
     def _config(self) -> dict:
-        return {"num_words": self.num_words, "filters": self.filters, "lower": self.lower, "split": self.split,
-                "char_level": self.char_level, "oov_token": self.oov_token, "sos_token": self.sos_token,
-                "eos_token": self.eos_token}
+        return {
+            "num_words": self.num_words,
+            "filters": self.filters,
+            "lower": self.lower,
+            "split": self.split,
+            "char_level": self.char_level,
+            "oov_token": self.oov_token,
+            "sos_token": self.sos_token,
+            "eos_token": self.eos_token,
+        }
 
     def _state(self, path: str) -> dict:
-        return {"config": self._config(), "document_count": self.document_count,
-                "word_counts": list(self.word_counts.items()), "word_docs": list(self.word_docs.items()),
-                "word_index": self.word_index}
+        return {
+            "config": self._config(),
+            "document_count": self.document_count,
+            "word_counts": list(self.word_counts.items()),
+            "word_docs": list(self.word_docs.items()),
+            "word_index": self.word_index,
+        }
 
     @classmethod
-    def _from_state(cls, state: dict, path: str) -> "WordTokenizer":
+    def _from_state(cls, state: dict, path: str) -> WordTokenizer:
         tokenizer = cls(**state["config"])
-        tokenizer._restore(state["document_count"], dict(state["word_counts"]), dict(state["word_docs"]),
-                           state["word_index"], "the saved word_index")
+        tokenizer._restore(
+            state["document_count"],
+            dict(state["word_counts"]),
+            dict(state["word_docs"]),
+            state["word_index"],
+            "the saved word_index",
+        )
         return tokenizer
 
-    def _restore(self, document_count: int, word_counts: dict, word_docs: dict, word_index: dict,
-                 source: str) -> None:
+    def _restore(self, document_count: int, word_counts: dict, word_docs: dict, word_index: dict, source: str) -> None:
         if not isinstance(document_count, int) or document_count < 1:
             raise ValueError(f"document_count must be a positive int, got {document_count!r}")
         self.document_count = document_count
@@ -236,13 +263,16 @@ class WordTokenizer(Tokenizer):
         self.word_docs = {str(w): int(c) for w, c in word_docs.items()}
         self._build_index()
         if word_index != self.word_index:
-            wrong = next((w for w in set(word_index) | set(self.word_index)
-                          if word_index.get(w) != self.word_index.get(w)), None)
-            raise ValueError(f"{source} disagrees with the word counts (token {wrong!r}: stored "
-                             f"{word_index.get(wrong)}, counts give {self.word_index.get(wrong)})")
+            wrong = next(
+                (w for w in set(word_index) | set(self.word_index) if word_index.get(w) != self.word_index.get(w)), None
+            )
+            raise ValueError(
+                f"{source} disagrees with the word counts (token {wrong!r}: stored "
+                f"{word_index.get(wrong)}, counts give {self.word_index.get(wrong)})"
+            )
 
     @classmethod
-    def from_keras_json(cls, json_string: str) -> "WordTokenizer":
+    def from_keras_json(cls, json_string: str) -> WordTokenizer:
         """A WordTokenizer equal to the Keras Tokenizer that wrote `json_string` (`tokenizer.to_json()`)."""
         config = dict(json.loads(json_string)["config"])
         counts = {k: json.loads(config.pop(k)) for k in ("word_counts", "word_docs", "word_index")}
@@ -250,6 +280,7 @@ class WordTokenizer(Tokenizer):
         config.pop("index_docs", None)
         config.pop("index_word", None)
         tokenizer = cls(**config)
-        tokenizer._restore(document_count, counts["word_counts"], counts["word_docs"], counts["word_index"],
-                           "the Keras word_index")
+        tokenizer._restore(
+            document_count, counts["word_counts"], counts["word_docs"], counts["word_index"], "the Keras word_index"
+        )
         return tokenizer
