@@ -6,10 +6,9 @@ evaluate_similarity         tab-separated word pairs: Spearman (and Pearson) cor
 save_vectors / load_vectors word2vec text, word2vec binary, GloVe text; exact round trip
 pca_2d / plot_words         2-D PCA projection, PNG
 init_embedding              fill a model's embedding table from vectors (OOV rows random, counted)
-freeze_embedding            optax wrapper: embedding frozen for good or for the first N steps
-init_from_config / optimizer_from_config
-                            the same two, driven by config.model.pretrained_embeddings,
-                            .pretrained_format, .freeze_embedding, .freeze_embedding_steps
+init_from_config            the same, driven by config.model.pretrained_embeddings, .pretrained_format
+find_embedding              the key path of the embedding table (also what optim's freeze rules
+                            of config.model.freeze_embedding / freeze_embedding_steps hold)
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ import dataclasses
 import mmap
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 FORMATS = ("word2vec", "word2vec_binary", "glove")
 
@@ -641,39 +639,6 @@ def _key_name(entry) -> str:
     return str(getattr(entry, "key", getattr(entry, "name", entry)))
 
 
-class _Count(NamedTuple):
-    count: jax.Array  # updates seen
-
-
-def _zero_embedding(path, steps: int | None) -> optax.GradientTransformation:
-    def init(params):
-        find_embedding(params, path)  # fail at init, not mid-training
-        return _Count(jnp.zeros([], jnp.int32))
-
-    def update(updates, state, params=None):
-        frozen = True if steps is None else state.count < steps
-        key = find_embedding(updates, path)
-        updates = _replace(updates, key, lambda u: jnp.where(frozen, jnp.zeros_like(u), u))
-        return updates, _Count(state.count + 1)
-
-    return optax.GradientTransformation(init, update)
-
-
-def freeze_embedding(
-    tx: optax.GradientTransformation, path: str | Sequence[str] | None = None, steps: int | None = None
-) -> optax.GradientTransformation:
-    """`tx` with the embedding table frozen: for good (steps None) or for the
-    first `steps` updates.
-
-    While frozen, the table's gradient is zeroed before `tx` (so it neither
-    counts in global-norm clipping nor enters Adam's moments) and its update
-    is zeroed after `tx` (so weight decay and momentum leave it alone too).
-    """
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
-        raise ValueError(f"freeze steps must be None or an int >= 0, got {steps!r}")
-    return optax.chain(_zero_embedding(path, steps), tx, _zero_embedding(path, steps))
-
-
 def init_from_config(
     model_config, params: Any, word_index: Mapping[str, int], seed: int = 0
 ) -> tuple[Any, InitReport | None]:
@@ -684,19 +649,3 @@ def init_from_config(
         return params, None
     fmt = model_config.get("pretrained_format", "auto") or "auto"
     return init_embedding(params, word_index, load_vectors(location, fmt), seed=seed)
-
-
-def optimizer_from_config(model_config, tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """`tx` wrapped by `freeze_embedding` as `config.model.freeze_embedding` (bool:
-    frozen for good) or `config.model.freeze_embedding_steps` (> 0: frozen for
-    that many steps) ask; `tx` unchanged when neither is set."""
-    frozen = bool(model_config.get("freeze_embedding", False))
-    steps = int(model_config.get("freeze_embedding_steps", 0) or 0)
-    if frozen and steps:
-        raise ValueError(
-            "set config.model.freeze_embedding=True (frozen for good) or "
-            f"config.model.freeze_embedding_steps={steps} (frozen for a while), not both"
-        )
-    if frozen:
-        return freeze_embedding(tx)
-    return freeze_embedding(tx, steps=steps) if steps > 0 else tx

@@ -1,11 +1,13 @@
 """Transfer learning (the ULMFiT recipe): start a model from another run.
 
 A classifier takes its embedding and recurrent encoder from a language
-model trained first (`config.model.init_from = <LM workdir>`,
-`config.model.init_modules = ('embed', 'stack')`), uses the LM's tokenizer
+model trained first (`config.train.init_from = <LM workdir>`,
+`config.train.init_modules = ('embed', 'stack')`), uses the LM's tokenizer
 (`config.data.tokenizer_path`), and may keep the transferred weights frozen
-for the first `config.model.freeze_steps` updates so the new head settles
-before the pretrained features move (gradual unfreezing, in one step).
+for the first `config.train.freeze_steps` updates so the new head settles
+before the pretrained features move (gradual unfreezing, in one step). That
+freeze is a rule of the optimiser chain (`optim.freeze_rules`); this module
+only copies the weights.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
@@ -61,38 +62,6 @@ def transfer(target: dict, source: dict, modules: Sequence[str]) -> dict:
                 )
             target_flat[name] = jnp.asarray(source_flat[name], target_flat[name].dtype)
     return traverse_util.unflatten_dict(target_flat, sep="/")
-
-
-def freeze_for(steps: int, modules: Sequence[str]) -> optax.GradientTransformation:
-    """Zeroes the gradients of `modules` for the first `steps` updates.
-
-    Chained before the optimiser, so Adam's moments of frozen parameters
-    stay zero until they are released.
-    """
-
-    def init(params):
-        del params
-        return {"count": jnp.zeros((), jnp.int32)}
-
-    def update(updates, state, params=None):
-        del params
-        frozen = state["count"] < steps
-        flat = traverse_util.flatten_dict(updates, sep="/")
-        flat = {name: jnp.where(frozen & _in_modules(name, modules), jnp.zeros_like(g), g) for name, g in flat.items()}
-        return traverse_util.unflatten_dict(flat, sep="/"), {"count": state["count"] + 1}
-
-    return optax.GradientTransformation(init, update)
-
-
-def frozen(tx: optax.GradientTransformation, steps: int, modules: Sequence[str]) -> optax.GradientTransformation:
-    """`tx` with `modules` held fixed for the first `steps` updates: their
-    gradients are zeroed before `tx` (so its moments stay clean) and their
-    updates after it (so decoupled weight decay cannot move them either)."""
-    return optax.chain(freeze_for(steps, modules), tx, freeze_for(steps, modules))
-
-
-def _in_modules(name: str, modules: Sequence[str]) -> bool:
-    return any(name == m or name.startswith(m + "/") for m in modules)
 
 
 def count_params(tree: Any) -> int:

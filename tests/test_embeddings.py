@@ -1,4 +1,7 @@
-"""Word vectors: evaluation on hand-computed toys, exact file round trips, bad files, pretrained tables, freezing."""
+"""Word vectors: evaluation on hand-computed toys, exact file round trips, bad files, pretrained tables,
+and the embedding table frozen by the optimiser chain (config.model.freeze_embedding[_steps])."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +11,7 @@ import optax
 import pytest
 
 from seqjax import embeddings as emb
+from seqjax import optim
 from seqjax.data.tokenizers import WordTokenizer
 from seqjax.models import RecurrentModel
 from seqjax.nn.recurrent import RecurrentStack
@@ -256,19 +260,50 @@ def _run_updates(tx, steps, embed_grad=1.0, dense_grad=1.0):
     return history
 
 
+def embedding_optimizer(**fields):
+    """`optim.build_optimizer` for a run whose config.model carries the freeze keys in `fields`
+    (the rest go to config.optimizer)."""
+    model = {k: fields.pop(k) for k in ("freeze_embedding", "freeze_embedding_steps") if k in fields}
+    optimizer = {"name": "adamw", "learning_rate": 0.1, "weight_decay": 0.1, **fields}
+    config = ml_collections.ConfigDict({"optimizer": optimizer, "train": {}, "model": model})
+    return optim.build_optimizer(config, num_updates=10)
+
+
 def test_freeze_embedding_for_some_steps_then_train():
-    history = _run_updates(emb.freeze_embedding(optax.adamw(0.1, weight_decay=0.1), steps=2), 3)
+    history = _run_updates(embedding_optimizer(freeze_embedding_steps=2), 3)
     np.testing.assert_array_equal(history[1]["embed"]["embedding"], 1.0)  # frozen for updates 1 and 2
     assert np.all(history[2]["embed"]["embedding"] < 1.0)  # trains from update 3
     assert np.all(history[0]["dense"]["kernel"] < 1.0)
-    forever = _run_updates(emb.freeze_embedding(optax.adamw(0.1, weight_decay=0.1)), 3)
+    forever = _run_updates(embedding_optimizer(freeze_embedding=True), 3)
     np.testing.assert_array_equal(forever[-1]["embed"]["embedding"], 1.0)
+    assert np.all(forever[-1]["dense"]["kernel"] < forever[0]["dense"]["kernel"])
+
+
+def test_a_frozen_embedding_keeps_zero_adam_moments():
+    tx = embedding_optimizer(freeze_embedding_steps=2)
+    params = {"embed": {"embedding": jnp.ones((3, 2))}, "dense": {"kernel": jnp.ones((2, 2))}}
+    state = tx.init(params)
+    for step in range(1, 4):
+        _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+        mu = optax.tree_utils.tree_get(state, "mu")
+        assert np.any(mu["embed"]["embedding"]) == (step > 2) and np.all(mu["dense"]["kernel"] > 0)
 
 
 def test_frozen_gradients_do_not_count_in_global_norm_clipping():
-    tx = emb.freeze_embedding(optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0)))
-    history = _run_updates(tx, 1, embed_grad=100.0, dense_grad=0.1)
+    clipped = dict(name="sgd", learning_rate=1.0, clip_global_norm=1.0)
+    history = _run_updates(embedding_optimizer(freeze_embedding=True, **clipped), 1, embed_grad=100.0, dense_grad=0.1)
     np.testing.assert_allclose(history[0]["dense"]["kernel"], 0.9)  # norm 0.2 < 1: not clipped
+    unfrozen = _run_updates(embedding_optimizer(**clipped), 1, embed_grad=100.0, dense_grad=0.1)
+    assert np.all(unfrozen[0]["dense"]["kernel"] > 0.999)  # the table's gradient dominates the norm
+
+
+def test_embedding_freeze_config_errors():
+    with pytest.raises(ValueError, match=r"config.model.freeze_embedding_steps=5 \(frozen for a while\), not both"):
+        embedding_optimizer(freeze_embedding=True, freeze_embedding_steps=5)
+    tx = embedding_optimizer(freeze_embedding=True)
+    message = "config.model.freeze_embedding: found no 2-D parameter named 'embedding' in the params (['dense/kernel'])"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tx.init({"dense": {"kernel": jnp.ones((2, 2))}})  # at init, before any step
 
 
 def test_embedding_labels_for_multi_transform():
@@ -280,7 +315,7 @@ def test_embedding_labels_for_multi_transform():
     np.testing.assert_array_equal(history[0]["embed"]["embedding"], 1.0)
 
 
-def test_config_helpers(tmp_path):
+def test_init_from_config(tmp_path):
     path = tmp_path / "vectors.txt"
     emb.WordVectors(["cat", "dog"], np.ones((2, 4))).save(str(path))
     tokenizer = WordTokenizer().fit_on_texts(["cat dog bird"])
@@ -289,18 +324,8 @@ def test_config_helpers(tmp_path):
         {
             "pretrained_embeddings": str(path),
             "pretrained_format": "auto",
-            "freeze_embedding": False,
-            "freeze_embedding_steps": 0,
         }
     )
     new, report = emb.init_from_config(config, params, tokenizer.word_index)
     assert (report.found, report.oov) == (2, 1)
     assert emb.init_from_config(ml_collections.ConfigDict({"pretrained_embeddings": ""}), params, {}) == (params, None)
-    tx = optax.sgd(0.1)
-    assert emb.optimizer_from_config(config, tx) is tx
-    config.freeze_embedding = True
-    history = _run_updates(emb.optimizer_from_config(config, tx), 1)
-    np.testing.assert_array_equal(history[0]["embed"]["embedding"], 1.0)
-    config.freeze_embedding_steps = 5
-    with pytest.raises(ValueError, match="not both"):
-        emb.optimizer_from_config(config, tx)
