@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from seqjax import checkpoint, metrics, sweep_runner
+from seqjax import metrics, sweep_runner
 from seqjax.nn import transformer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "experiments.train workdir to read the model from.")
@@ -46,20 +46,11 @@ def fresh_model(config: ml_collections.ConfigDict):
 
 
 def trained_model(workdir: str):
-    """(trainer, variables) restored from `workdir`'s latest checkpoint."""
-    from seqjax import training
+    """(trainer, variables) of the run in `workdir` at its latest checkpoint."""
+    from seqjax import runs
 
-    saved = metrics.read_json(os.path.join(workdir, "config.json"))
-    if saved is None:
-        raise ValueError(f"{workdir} holds no config.json; is it an experiments.train workdir?")
-    trainer = training.Trainer(ml_collections.ConfigDict(saved))
-    train = trainer.config.train
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every, train.keep_checkpoints)
-    if ckpt.latest_step() is None:
-        raise ValueError(f"{workdir} holds no checkpoint")
-    state = ckpt.restore_latest(trainer.init_state())
-    ckpt.close()
-    return trainer, {"params": jax.device_get(state.params)}
+    run = runs.load_run(workdir)
+    return run.trainer, jax.device_get(run.variables)
 
 
 def example(task, split: str, index: int, seed: int, tokens: Sequence[int] = ()) -> dict[str, np.ndarray]:

@@ -3,8 +3,8 @@
 Both sides train the same R runs (seeds 0..R-1 of configs/default.py with
 the sizes below) for the same steps and write the same run files:
 
-  vmap        `seqjax.ensemble.train_group`: all R replicas in one compiled
-              program (one compile; no checkpoints, by design of vmap mode).
+  vmap        `training.train_replicas`: one run of R replicas, one compiled
+              program (one compile; each replica saves one checkpoint, at its end).
   sequential  R back-to-back `training.train_and_evaluate` calls in this
               process (R compiles; each run saves one checkpoint, at its end).
 
@@ -51,7 +51,7 @@ import jax
 import ml_collections
 
 from configs import default
-from seqjax import ensemble, metrics, sweeps, training
+from seqjax import metrics, replicas, sweeps, training
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--chunk-size",
         type=int,
         default=None,
-        help="replicas vmapped together (default: seqjax.ensemble.default_chunk_size())",
+        help="replicas vmapped together (default: seqjax.replicas.default_chunk_size())",
     )
     parser.add_argument("--workdir", default=None, help="where the runs go (default: a temporary dir)")
     return parser.parse_args(argv)
@@ -98,7 +98,9 @@ def steady_seconds(workdir: str) -> float:
 def run_vmap(config, runs, root: str, chunk_size: int | None) -> tuple[float, list[str]]:
     dirs = [os.path.join(root, "vmap", run.name) for run in runs]
     started = time.perf_counter()
-    ensemble.train_group(config, runs, dirs, chunk_size)
+    training.train_replicas(
+        [sweeps.apply_overrides(config, run.overrides) for run in runs], dirs, chunk_size=chunk_size
+    )
     return time.perf_counter() - started, dirs
 
 
@@ -139,13 +141,12 @@ def main(argv=None) -> None:
         "seq_len": args.seq_len,
         "batch": args.batch,
         "steps": args.steps,
-        "chunk_size": args.chunk_size or ensemble.default_chunk_size(),
+        "chunk_size": args.chunk_size or replicas.default_chunk_size(),
         "device": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "ratio_definition": "baseline_value / value",
-        "sequential_checkpoints_per_run": 1,
-        "vmap_checkpoints": 0,
+        "checkpoints_per_run": 1,
     }
     lines = [
         measurement(

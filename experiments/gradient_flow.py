@@ -46,7 +46,7 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
-from seqjax import checkpoint, diagnostics, metrics, optim, sweep_runner
+from seqjax import diagnostics, metrics, optim, sweep_runner
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 
@@ -74,33 +74,22 @@ def untrained_config(config_spec: str, cell: str, seq_len: int, hidden_size: int
 
 
 def untrained_model(config: ml_collections.ConfigDict):
-    """(trainer, its freshly initialised state)."""
+    """(trainer, its freshly initialised params)."""
     from seqjax import training  # after absl/jax set-up: it touches devices
 
     trainer = training.Trainer(config)
-    return trainer, trainer.init_state()
+    return trainer, trainer.init_state().params
 
 
 def trained_model(workdir: str):
-    """(trainer, state restored from workdir's latest checkpoint, its step)."""
-    from seqjax import training
+    """(trainer, params of workdir's latest checkpoint, its step)."""
+    from seqjax import runs
 
-    saved = metrics.read_json(os.path.join(workdir, "config.json"))
-    if saved is None:
-        raise ValueError(f"{workdir} holds no config.json; is it an experiments.train workdir?")
-    config = ml_collections.ConfigDict(saved)
-    trainer = training.Trainer(config)
-    train = config.train
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every, train.keep_checkpoints)
-    step = ckpt.latest_step()
-    if step is None:
-        raise ValueError(f"{workdir} holds no checkpoint")
-    state = ckpt.restore_latest(trainer.init_state())
-    ckpt.close()
-    return trainer, state, step
+    run = runs.load_run(workdir)
+    return run.trainer, run.params, run.step
 
 
-def measure(trainer, state, batch_size: int, num_batches: int) -> dict[str, Any]:
+def measure(trainer, params, batch_size: int, num_batches: int) -> dict[str, Any]:
     """The gradient-flow curves on one test batch and the clipping statistics
     over `num_batches` training batches, as JSON-ready numbers."""
     task, seed, opt = trainer.task, trainer.config.seed, trainer.config.optimizer
@@ -109,7 +98,7 @@ def measure(trainer, state, batch_size: int, num_batches: int) -> dict[str, Any]
         return task.loss_and_metrics(predictions, batch)[0]
 
     # On the host: one-device programs compile faster than ones replicated over the mesh.
-    params = jax.device_get(state.params)
+    params = jax.device_get(params)
     flow = diagnostics.hidden_state_gradient_norms(
         trainer.model, {"params": params}, task.batch("test", 0, batch_size, seed), loss_fn
     )
@@ -159,11 +148,11 @@ def run(
     trained = {directory: trained_model(directory) for directory in expand_globs(checkpoint_dirs)}
     results = {}
     for cell in cells:
-        trainer, state = untrained_model(untrained_config(config_spec, cell, seq_len, hidden_size))
-        results[f"{cell} untrained"] = measure(trainer, state, batch_size, num_batches)
-    for directory, (trainer, state, step) in trained.items():
+        trainer, params = untrained_model(untrained_config(config_spec, cell, seq_len, hidden_size))
+        results[f"{cell} untrained"] = measure(trainer, params, batch_size, num_batches)
+    for directory, (trainer, params, step) in trained.items():
         label = f"{trainer.config.model.cell} trained ({os.path.basename(os.path.normpath(directory))}, step {step})"
-        results[label] = measure(trainer, state, batch_size, num_batches)
+        results[label] = measure(trainer, params, batch_size, num_batches)
         results[label]["summary"]["workdir"] = directory
 
     os.makedirs(workdir, exist_ok=True)

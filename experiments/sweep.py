@@ -7,7 +7,7 @@ local: one training process per run, one per GPU in parallel (each sees only
   its GPU) or `--parallel` at a time on CPU; re-running skips finished runs and
   resumes the rest.
 vmap:  runs that differ only in seed / learning rate are trained together in
-  one compiled program (seqjax.ensemble).
+  one compiled program: one run of R replicas (seqjax.replicas).
 print: prints one launch command per run and nothing else.
 Then `python -m experiments.report --sweep_dir=...` makes the tables and plots.
 """

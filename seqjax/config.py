@@ -104,7 +104,7 @@ def _validate_task(task: ml_collections.ConfigDict) -> None:
 
 
 def _validate_data(data: ml_collections.ConfigDict) -> None:
-    from seqjax.tasks import text  # the dataset tasks declare the keys they read
+    from seqjax.tasks import dataset as text  # the dataset tasks declare the keys they read
 
     _require(isinstance(data, ml_collections.ConfigDict), "config.data", data, "must be a section (ConfigDict)")
     _check_keys("config.data", data, text.DATA_KEYS)

@@ -8,6 +8,7 @@ inputs [B, T, F] floats or [B, T] token ids, and returns [B, output_size]
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -15,6 +16,7 @@ import ml_collections
 
 from seqjax.nn import heads, recurrent, seq2seq, transformer
 from seqjax.tasks import Task
+from seqjax.tasks.translation import GenerationObjective
 
 _REGISTRY: dict[str, Callable[[ml_collections.ConfigDict, Task], nn.Module]] = {}
 
@@ -61,6 +63,8 @@ class RecurrentModel(nn.Module):
       vocab_size: > 0 for token-id inputs, embedded to `embed_size`.
       embed_size: embedding width (used when vocab_size > 0).
     """
+
+    batch_inputs: ClassVar[tuple[str, ...]] = ()  # batch entries beyond inputs/lengths it reads (none)
 
     stack: recurrent.RecurrentStack
     output_size: int
@@ -222,17 +226,17 @@ transformer_lm.config_keys = TRANSFORMER_KEYS
 
 @register("transformer_seq2seq")
 def transformer_seq2seq(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerSeq2Seq:
-    """Encoder-decoder for translation-like tasks; the target vocabulary is
-    `task.target_vocab_size` (else `task.output_size`)."""
-    if getattr(task, "tf_ratio", 1.0) < 1.0:
+    """Encoder-decoder for sequence generation tasks (target vocabulary
+    `task.target_vocab_size`)."""
+    _require_generation(config, task)
+    if task.tf_ratio < 1.0:
         raise ValueError(
             "transformer_seq2seq trains with full teacher forcing (all target positions at once); "
             "scheduled sampling (config.task.teacher_forcing_ratio < 1) is for RNN decoders"
         )
-    target_vocab = getattr(task, "target_vocab_size", task.output_size)
     return transformer.TransformerSeq2Seq(
         transformer_config(config, task.vocab_size),
-        target_vocab,
+        task.target_vocab_size,
         num_decoder_layers=config.get("num_decoder_layers", 0) or None,
     )
 
@@ -245,12 +249,16 @@ transformer_seq2seq.config_keys = TRANSFORMER_KEYS + ("num_decoder_layers",)
 SEQ2SEQ_KEYS = ("cell", "hidden_size", "embed_size", "decoder_layers", "tie_embeddings", "dropout_rate", "forget_bias")
 
 
-def _seq2seq_common(config: ml_collections.ConfigDict, task: Task) -> dict:
-    if task.head != "per_step" or not hasattr(task, "target_vocab_size"):
+def _require_generation(config: ml_collections.ConfigDict, task: Task) -> None:
+    if not isinstance(task, GenerationObjective):
         raise ValueError(
             f"config.model.name={config.name!r} generates target sequences; task "
             f"{type(task).__name__} has none (use a seqjax.tasks.translation task)"
         )
+
+
+def _seq2seq_common(config: ml_collections.ConfigDict, task: Task) -> dict:
+    _require_generation(config, task)
     cell = config.get("cell", "lstm")
     return dict(
         target_vocab_size=task.target_vocab_size,

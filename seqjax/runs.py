@@ -37,16 +37,12 @@ def load_run(workdir: str) -> Run:
     with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     trainer = training.Trainer(config, workdir=workdir)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), 1, 1)
-    if ckpt.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
-    state = ckpt.restore_latest(trainer.init_state())
+    ckpt = checkpoint.Checkpointer([os.path.join(workdir, "checkpoints")], 1, 1)
     step = ckpt.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}")
+    state = trainer.restore_or_init(ckpt)
     ckpt.close()
-    trainer.feed.close()
-    return Run(config, trainer, state.params, step, model_state=_model_state(state))
-
-
-def _model_state(state: training.TrainState) -> dict:
-    variables = training.model_variables(state)
-    return {name: value for name, value in variables.items() if name != "params"}
+    trainer.feeds.close()
+    model_state = {} if state.batch_stats is None else {"batch_stats": state.batch_stats}
+    return Run(config, trainer, state.params, step, model_state=model_state)

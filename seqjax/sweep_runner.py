@@ -120,6 +120,15 @@ def detect_slots(devices: str, parallel: int) -> list[dict[str, str]]:
     return [{"JAX_PLATFORMS": "cpu"} for _ in range(parallel)]
 
 
+def _start_run_dir(directory: str, run: sweeps.Run) -> None:
+    """Creates a run's dir with its overrides.json and clears an earlier failure record."""
+    os.makedirs(directory, exist_ok=True)
+    metrics.write_json_atomic(os.path.join(directory, "overrides.json"), run.overrides)
+    failed_record = os.path.join(directory, "failed.json")
+    if os.path.exists(failed_record):
+        os.remove(failed_record)
+
+
 def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
     if not os.path.exists(path):
         return ""
@@ -173,11 +182,7 @@ class LocalRunner:
 
     def _start(self, run: sweeps.Run, slot: int) -> Running:
         directory = run_dir(self.sweep_dir, run)
-        os.makedirs(directory, exist_ok=True)
-        metrics.write_json_atomic(os.path.join(directory, "overrides.json"), run.overrides)
-        failed_record = os.path.join(directory, "failed.json")
-        if os.path.exists(failed_record):
-            os.remove(failed_record)
+        _start_run_dir(directory, run)
         log = open(os.path.join(directory, "log.txt"), "a")
         env = {**os.environ, **self.slots[slot]}
         process = subprocess.Popen(
@@ -220,17 +225,20 @@ def summary_line(result: dict[str, list[str]]) -> str:
 def run_vmap(
     config_spec: str, runs: Sequence[sweeps.Run], sweep_dir: str, report: Callable[[str], None] | None = None
 ) -> dict[str, list[str]]:
-    """Trains each group of shape-compatible runs in one vmapped program
-    (`seqjax.ensemble`), in this process. Groups whose runs all finished are
-    skipped; a group that raises is recorded as failed and the others go on.
-    A group's runs share one config variant (the variant is not vmappable)."""
+    """Trains each group of runs that differ only in seed / learning rate
+    as one run of R replicas (`training.train_replicas`: one vmapped
+    program), in this process. Each run dir gets what a single run writes,
+    checkpoints included, so a killed group resumes from them when the
+    sweep is rerun; groups whose runs all finished are skipped; a group that
+    raises is recorded as failed and the others go on. A group's runs share
+    one config variant (the variant is not vmappable)."""
     import traceback
 
-    from seqjax import ensemble
+    from seqjax import replicas, training
 
     report = report or (lambda line: print(line, file=sys.stderr, flush=True))
     result: dict[str, list[str]] = {"finished": [], "failed": [], "skipped": []}
-    groups = ensemble.group_runs(runs)
+    groups = replicas.group_runs(runs)
     for index, group in enumerate(groups):
         directories = [run_dir(sweep_dir, r) for r in group]
         names = [r.name for r in group]
@@ -239,9 +247,11 @@ def run_vmap(
             continue
         report(f"group {index + 1}/{len(groups)}: {len(group)} replicas in one program")
         try:
-            ensemble.train_group(
-                base_config(sweeps.config_spec_of(config_spec, group[0].overrides)), group, directories
-            )
+            base = base_config(sweeps.config_spec_of(config_spec, group[0].overrides))
+            configs = [sweeps.apply_overrides(base, run.overrides) for run in group]
+            for run, directory in zip(group, directories):
+                _start_run_dir(directory, run)
+            training.train_replicas(configs, directories)
             result["finished"] += names
         except Exception:  # one bad group must not stop the sweep
             tail = traceback.format_exc()

@@ -56,17 +56,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seqjax import optim, tasks
+from seqjax import models, tasks
 
 UPDATES = ("accumulate", "per_chunk")
 
 
 def check_truncatable(model, task: tasks.Task) -> None:
     """Raises a clear error when TBPTT cannot apply to this model or task."""
-    stack = getattr(model, "stack", None)
-    if stack is None:
-        raise ValueError(f"TBPTT needs a recurrent model with a `stack`; got {type(model).__name__}")
-    if stack.bidirectional:
+    if not isinstance(model, models.RecurrentModel):
+        raise ValueError(f"TBPTT needs a recurrent model (config.model.name='recurrent'); got {type(model).__name__}")
+    if model.stack.bidirectional:
         raise ValueError(
             "bidirectional layers read the whole sequence (the backward direction starts at "
             "its end), so they cannot be truncated causally; set config.model.bidirectional=False "
@@ -223,9 +222,7 @@ def _metrics(sums: dict[str, tuple]) -> dict[str, jax.Array]:
     return {name: total / count for name, (total, count) in sums.items()}
 
 
-def make_train_step(
-    task: tasks.Task, update: str = "accumulate", l1: float = 0.0, l2: float = 0.0, chunk_len: int | None = None
-) -> Callable:
+def make_train_step(task: tasks.Task, update: str = "accumulate", chunk_len: int | None = None) -> Callable:
     """train_step(state, windows, rng) -> (state, metrics) over all chunks of a batch.
 
     `windows` is `split_into_chunks(batch, k1, k2)` (device arrays, batch
@@ -233,10 +230,8 @@ def make_train_step(
     """
     if update not in UPDATES:
         raise ValueError(f"config.train.tbptt_update must be one of {UPDATES}, got {update!r}")
-    penalty_grad = jax.grad(lambda p: optim.weight_penalty(p, l1, l2))
 
     def apply(state, grads):
-        grads = _add(grads, penalty_grad(state.params)) if (l1 or l2) else grads
         return state.apply_gradients(grads=grads), optax.tree.norm(grads)
 
     def train_step(state, chunks, rng):
@@ -282,7 +277,7 @@ def make_train_step(
     return train_step
 
 
-def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0, chunk_len: int | None = None) -> Callable:
+def make_stream_step(task: tasks.Task, chunk_len: int | None = None) -> Callable:
     """Stateful training on streams: train_step(state, segment, rng) -> (state, metrics).
 
     `segment` is the next [B, k1] piece of B streams (Task.stream_batch), or
@@ -293,7 +288,6 @@ def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0, chunk_l
     the carry where the next segment (window) starts goes back into the
     state, so checkpoints hold it and a resumed run continues mid-stream.
     """
-    penalty_grad = jax.grad(lambda p: optim.weight_penalty(p, l1, l2))
 
     def train_step(state, segment, rng):
         loss_count = segment["step_mask"].sum()
@@ -307,8 +301,6 @@ def make_stream_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0, chunk_l
             loss_count,
             chunk_len or segment["step_mask"].shape[-1],
         )
-        if l1 or l2:
-            grads = _add(grads, penalty_grad(state.params))
         metrics = _metrics(sums)
         metrics["grad_norm"] = optax.tree.norm(grads)
         return state.apply_gradients(grads=grads).replace(stream_carry=carry), metrics

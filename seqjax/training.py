@@ -1,30 +1,33 @@
-"""The training loop: pure jit-compiled steps, data-parallel, checkpointed.
+"""The training loop: one loop for a run of R >= 1 replicas.
 
-    state  = init or restore from W/checkpoints
-    loop:  batch -> jit(train_step)(state, batch, rng) -> metrics -> writers
-           every eval_every steps: evaluate; every checkpoint_every: save
-    end:   evaluate on the test split -> W/final_metrics.json
+    trainer = Trainer(configs)        task, model, feeds, step strategy, optimiser
+    state   = restore the newest checkpoint, or init
+    loop:   state, metrics = trainer.step(state, index)      (jit-compiled)
+            every log_every steps: train_* lines; every eval_every: eval_*;
+            every checkpoint_every: a checkpoint per replica
+    end:    test evaluation (+ the task's final metrics) -> W/final_metrics.json
 
-Batches are a pure function of (seed, split, step) and dropout keys a pure
-function of (seed, step), so a run restored from step s continues exactly as
-the uninterrupted run would.
+A run is one config (R = 1) or R configs that differ only in seed and/or
+learning rate (`seqjax.replicas`), each with its own run dir; a replica's run
+dir holds the same files whether it was trained alone or in a group.
+
+Batches are a pure function of (seed, split, step) or come from a loader
+whose position is checkpointed, and dropout keys are a pure function of
+(seed, step), so a run restored from step s continues exactly as the
+uninterrupted run would.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from flax.training import train_state
 
 from seqjax import (
     checkpoint,
@@ -35,417 +38,304 @@ from seqjax import (
     optim,
     parallel,
     provenance,
+    replicas,
+    strategies,
     tasks,
-    tbptt,
     transfer,
 )
-from seqjax import (
-    config as config_lib,
-)
+from seqjax import config as config_lib
+from seqjax.steps import TrainState, model_inputs, model_kwargs
 
-Batch = dict[str, Any]
-TrainState = train_state.TrainState
-
-
-class StreamTrainState(TrainState):
-    """TrainState that also holds the recurrent carry of stateful stream
-    training, so it is checkpointed with the parameters."""
-
-    stream_carry: Any = None
-
-
-class NormStatsTrainState(TrainState):
-    """TrainState of a model with BatchNorm: also holds the running
-    statistics (the 'batch_stats' collection), updated by every train step
-    and used by evaluation, and checkpointed with the parameters."""
-
-    batch_stats: Any = None
-
-
-def model_variables(state: TrainState, params: Any | None = None) -> dict[str, Any]:
-    """The variables to apply the model with: {'params': ...}, plus
-    'batch_stats' for models with BatchNorm. `params` overrides state.params
-    (the differentiated copy inside a train step)."""
-    variables = {"params": state.params if params is None else params}
-    if isinstance(state, NormStatsTrainState):
-        variables["batch_stats"] = state.batch_stats
-    return variables
-
-
-def model_inputs(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
-    """(inputs, lengths or None) as every seqjax model takes them."""
-    return batch["inputs"], batch.get("lengths")
-
-
-def model_kwargs(apply_fn: Callable, batch: Batch) -> dict[str, jax.Array]:
-    """The extra batch entries a model asks for by name (its `batch_inputs`,
-    e.g. an encoder-decoder's 'decoder_inputs'), as keyword arguments."""
-    names = getattr(getattr(apply_fn, "__self__", None), "batch_inputs", ())
-    return {name: batch[name] for name in names if name in batch}
-
-
-def make_train_step(task: tasks.Task, l1: float = 0.0, l2: float = 0.0) -> Callable:
-    """train_step(state, batch, rng) -> (state, metrics), pure and jit-able.
-
-    The dropout key is `fold_in(rng, state.step)`: a new key every step, the
-    same key for the same step in a resumed run.
-    """
-
-    def train_step(state: TrainState, batch: Batch, rng: jax.Array):
-        dropout_rng = jax.random.fold_in(rng, state.step)
-        inputs, lengths = model_inputs(batch)
-
-        norm_stats = isinstance(state, NormStatsTrainState)
-
-        def objective(params):
-            # BatchNorm normalises with this batch's statistics and returns
-            # updated running averages in the mutable 'batch_stats'.
-            outputs = state.apply_fn(
-                model_variables(state, params),
-                inputs,
-                lengths,
-                deterministic=False,
-                rngs={"dropout": dropout_rng},
-                mutable=["batch_stats"] if norm_stats else False,
-                **model_kwargs(state.apply_fn, batch),
-            )
-            predictions, updated = outputs if norm_stats else (outputs, {})
-            loss, step_metrics = task.loss_and_metrics(predictions, batch)
-            return loss + optim.weight_penalty(params, l1, l2), (step_metrics, updated)
-
-        (objective_value, (step_metrics, updated)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        step_metrics = dict(step_metrics, objective=objective_value, grad_norm=optax.tree.norm(grads))
-        return state.apply_gradients(grads=grads, **updated), step_metrics
-
-    return train_step
-
-
-def _predict(state: TrainState, batch: Batch) -> jax.Array:
-    inputs, lengths = model_inputs(batch)
-    return state.apply_fn(
-        model_variables(state), inputs, lengths, deterministic=True, **model_kwargs(state.apply_fn, batch)
-    )
-
-
-def make_eval_step(task: tasks.Task) -> Callable:
-    """eval_step(state, batch) -> metrics for one batch (no dropout)."""
-
-    def eval_step(state: TrainState, batch: Batch):
-        return task.loss_and_metrics(_predict(state, batch), batch)[1]
-
-    return eval_step
-
-
-def make_sums_step(task: tasks.Task) -> Callable:
-    """sums_step(state, batch) -> ({metric: (sum, count)}, collected): for
-    tasks with `metric_sums`, so an evaluation pass adds up exactly over
-    examples (filler rows weigh 0); `collected` is what the task keeps for
-    corpus-level metrics (`task.collect`), or None."""
-
-    def sums_step(state: TrainState, batch: Batch):
-        predictions = _predict(state, batch)
-        collected = task.collect(predictions, batch) if hasattr(task, "collect") else None
-        return task.metric_sums(predictions, batch), collected
-
-    return sums_step
-
-
-def state_initializer(
-    model: nn.Module, task: tasks.Task, tx, config: ml_collections.ConfigDict, example: Batch | None = None
-) -> tuple[Callable, jax.Array]:
-    """(init(rng) -> fresh TrainState, the rng it is called with). The state
-    holds a zero stream carry [B, ...] when `config.train.stateful`, and the
-    BatchNorm running statistics when the model has any.
-    `example` is a small batch for shapes (default: the task's train batch 0)."""
-    example = task.batch("train", 0, 2, config.seed) if example is None else example
-    inputs, lengths = model_inputs(example)
-    extra = model_kwargs(model.apply, example)
-    stateful = config.train.get("stateful", False)
-
-    def init(rng):
-        variables = model.init(rng, inputs, lengths, **extra)
-        params = variables["params"]
-        if "batch_stats" in variables:
-            if stateful:
-                raise ValueError(
-                    "config.train.stateful=True is not supported for models with BatchNorm (config.model.norm='batch')"
-                )
-            return NormStatsTrainState.create(
-                apply_fn=model.apply, params=params, tx=tx, batch_stats=variables["batch_stats"]
-            )
-        if not stateful:
-            return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-        carry = tbptt.zero_carry(model, params, config.train.batch_size, inputs)
-        return StreamTrainState.create(apply_fn=model.apply, params=params, tx=tx, stream_carry=carry)
-
-    return init, jax.random.fold_in(jax.random.key(config.seed), 0)
-
-
-def state_shardings(state: TrainState, mesh: jax.sharding.Mesh) -> Any:
-    """Shardings for every leaf of `state` (arrays or shape structs):
-    parameters and optimiser state replicated, the stream carry [B, ...]
-    split along 'data' like the batch rows it belongs to."""
-    shardings = jax.tree.map(lambda _: parallel.replicated(mesh), state)
-    if isinstance(state, StreamTrainState):
-        shardings = shardings.replace(stream_carry=parallel.tree_batch_sharded(state.stream_carry, mesh))
-    return shardings
-
-
-def create_train_state(
-    model: nn.Module,
-    task: tasks.Task,
-    tx,
-    config: ml_collections.ConfigDict,
-    mesh: jax.sharding.Mesh,
-    example: Batch | None = None,
-) -> TrainState:
-    """Freshly initialised parameters and optimiser state, replicated over
-    `mesh` (plus a zero stream carry, sharded on 'data', when
-    `config.train.stateful`)."""
-    init, rng = state_initializer(model, task, tx, config, example)
-    shardings = state_shardings(jax.eval_shape(init, rng), mesh)
-    return jax.jit(init, out_shardings=shardings)(rng)
+Metrics = dict[str, float]
 
 
 class Trainer:
-    """Holds what one run needs: the task, the model, the compiled steps."""
+    """What a run needs: the task, the model, the feeds, the step strategy
+    and the optimiser, for R >= 1 replicas.
+
+    Args:
+      config: the run's config, or R configs that differ only in
+        `replicas.VMAPPABLE_KEYS` (its replicas).
+      mesh: the devices (default: all of them, data parallel).
+      workdir: the run dir (or one per replica), where dataset tasks keep
+        their fitted tokenizers; None for a trainer that writes nothing.
+      chunk_size: replicas vmapped together (default `replicas.default_chunk_size()`).
+    """
 
     def __init__(
-        self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None, workdir: str | None = None
+        self,
+        config: ml_collections.ConfigDict | Sequence[ml_collections.ConfigDict],
+        mesh: jax.sharding.Mesh | None = None,
+        workdir: str | Sequence[str] | None = None,
+        chunk_size: int | None = None,
     ):
-        config_lib.validate(config)
-        self.config = config
-        self.mesh = mesh or parallel.make_mesh()
-        parallel.check_batch_size(config.train.batch_size, self.mesh)
+        self.configs = [config] if isinstance(config, ml_collections.ConfigDict) else list(config)
+        workdirs = [workdir] if workdir is None or isinstance(workdir, str) else list(workdir)
+        for config_r in self.configs:
+            config_lib.validate(config_r)
+        names = [f"replica {r}" for r in range(len(self.configs))] if workdirs == [None] else workdirs
+        replicas.check_compatible(self.configs, [os.path.basename(os.path.normpath(n)) for n in names])
+        self.config = config = self.configs[0]
+        chunk = chunk_size or replicas.default_chunk_size()
+        self.layout = replicas.Layout(mesh or parallel.make_mesh(), len(self.configs), chunk)
+        parallel.check_batch_size(config.train.batch_size, self.layout.mesh)
         self.task = tasks.get(config.task, config.get("data"))
-        if hasattr(self.task, "setup"):  # dataset tasks: tokenizer fitted or loaded from the workdir
-            self.task.setup(workdir)
+        self.task.setup(workdirs[0])
         self.model = models.build(config.model, self.task)
-        self.chunk_len = config.train.get("tbptt_len", 0)
-        self.backprop_len = config.train.get("tbptt_backprop_len", 0) or self.chunk_len
-        self.stateful = config.train.get("stateful", False)
-        self.feed = feeds.make_feed(self.task, config, self.chunk_len if self.stateful else 0)
-        if isinstance(self.feed, feeds.LoaderFeed) and self.stateful and self.backprop_len != self.chunk_len:
-            raise ValueError(
-                "config.train.tbptt_backprop_len > tbptt_len is not supported for stateful training "
-                "on a dataset; use tbptt_backprop_len = 0"
-            )
-        self.example = self.feed.example()
-        update = config.train.get("tbptt_update", "accumulate")
-        self.updates_per_batch = 1
-        if self.stateful and not self.chunk_len:
-            raise ValueError(
-                "config.train.stateful=True trains on stream segments of config.train.tbptt_len "
-                "steps; set config.train.tbptt_len > 0"
-            )
-        if self.stateful:
-            tbptt.check_truncatable(self.model, self.task)
-        elif self.chunk_len:
-            tbptt.check_truncatable(self.model, self.task)
-            seq_len = self.example["inputs"].shape[1]
-            self.updates_per_batch = tbptt.updates_per_batch(update, seq_len, self.chunk_len)
-        self.tx = optim.build_optimizer(config.optimizer, config.train.num_steps * self.updates_per_batch)
-        if config.train.get("freeze_steps", 0):
-            self.tx = transfer.frozen(self.tx, config.train.freeze_steps, self._init_modules())
-        self.tx = embeddings.optimizer_from_config(config.model, self.tx)  # freeze_embedding(_steps)
-        self.dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-        self.train_step = self._compile_train_step(update)
-        self.eval_step = jax.jit(
-            make_eval_step(self.task),
-            in_shardings=(parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)),
-            out_shardings=parallel.replicated(self.mesh),
-        )
+        self.feeds = feeds.ReplicaFeeds(self.task, self.configs, self.layout, strategies.stream_length(config))
+        self.example = self.feeds.example()
+        self.strategy = strategies.choose(config, self.task, self.model, self.layout, self.feeds, self.example)
+        self.lr_scales = replicas.learning_rate_scales(self.configs)
+        num_updates = config.train.num_steps * self.strategy.updates_per_batch
+        self.tx = optim.build_optimizer(config, num_updates, unit_peak=self.lr_scales is not None)
+        self.dropout_rngs = self.layout.stack([jax.random.fold_in(jax.random.key(c.seed), 1) for c in self.configs])
+        self.replica_shape = jax.eval_shape(self._init_replica, jax.random.key(0))
+        # One replica's state as init and checkpoints lay it out (no replica axis).
+        self.replica_shardings = self.strategy.state_shardings(self.replica_shape, replicas.Layout(self.layout.mesh))
+        self._init = jax.jit(self._init_replica, out_shardings=self.replica_shardings)
+        self.strategy.compile(self.state_shape())
 
-    def _compile_train_step(self, update: str) -> Callable:
-        """jit(train_step) with the state sharded as `state_shardings` says and
-        the batch sharded on 'data' (axis 1 of the stacked chunks under TBPTT)."""
-        l1, l2 = self.config.optimizer.get("l1", 0.0), self.config.optimizer.get("l2", 0.0)
-        if self.stateful:
-            step, batch_axis = tbptt.make_stream_step(self.task, l1, l2, self.chunk_len), 0
-        elif self.chunk_len:
-            step, batch_axis = tbptt.make_train_step(self.task, update, l1, l2, self.chunk_len), 1
-        else:
-            step, batch_axis = make_train_step(self.task, l1, l2), 0
-        replicated = parallel.replicated(self.mesh)
-        state = replicated
-        if self.stateful:  # the carry is split over devices; the state's sharding is a tree
-            init, rng = state_initializer(self.model, self.task, self.tx, self.config, self.example)
-            state = state_shardings(jax.eval_shape(init, rng), self.mesh)
-        return jax.jit(
-            step,
-            in_shardings=(state, parallel.batch_sharded(self.mesh, batch_axis), replicated),
-            out_shardings=(state, replicated),
-            donate_argnums=0,
-        )
+    # --- the state ----------------------------------------------------------------
 
-    def _init_modules(self) -> tuple[str, ...]:
-        return tuple(self.config.train.get("init_modules", ("embed", "stack")))
+    def _init_replica(self, rng: jax.Array) -> TrainState:
+        """A fresh state of one replica (traced): params from `rng`, the
+        optimiser state, BatchNorm statistics if the model has any, and what
+        the strategy adds (a zero stream carry)."""
+        inputs, lengths = model_inputs(self.example)
+        variables = self.model.init(rng, inputs, lengths, **model_kwargs(self.model, self.example))
+        state = TrainState.create(
+            apply_fn=self.model.apply,
+            params=variables["params"],
+            tx=self.tx,
+            batch_stats=variables.get("batch_stats"),
+        )
+        return self.strategy.prepare_state(state, self.example)
+
+    def state_shape(self) -> Any:
+        """Shape structs of the run's state (leaves [R, ...] for R > 1, and
+        the replicas' learning rates when they differ)."""
+        shape = self.replica_shape
+        if self.lr_scales is not None:
+            shape = shape.replace(lr_scale=jax.ShapeDtypeStruct((), np.float32))
+        return self.layout.stack_shapes(shape)
 
     def init_state(self) -> TrainState:
-        """Fresh parameters, with `config.train.init_modules` copied from the
-        run in `config.train.init_from` when it is set (transfer learning)."""
-        state = create_train_state(self.model, self.task, self.tx, self.config, self.mesh, self.example)
-        if self.config.train.get("init_from", ""):
-            pretrained = transfer.latest_params(self.config.train.init_from)
-            params = transfer.transfer(state.params, pretrained, self._init_modules())
-            state = state.replace(params=jax.device_put(params, parallel.replicated(self.mesh)))
-        word_index = getattr(getattr(self.task, "tokenizer", None), "word_index", None)
-        if self.config.model.get("pretrained_embeddings", ""):
+        """Fresh states of every replica, each initialised as its sequential
+        run is (params from fold_in(key(seed), 0)), with `config.train.init_modules`
+        copied from the run in `config.train.init_from` and pretrained
+        embeddings when the config asks for them."""
+        states = []
+        for config in self.configs:
+            state = self._init(jax.random.fold_in(jax.random.key(config.seed), 0))
+            states.append(state.replace(params=self._initial_params(config, state.params)))
+        return self._assemble(states)
+
+    def _initial_params(self, config: ml_collections.ConfigDict, params: Any) -> Any:
+        fresh = params
+        if config.train.get("init_from", ""):
+            pretrained = transfer.latest_params(config.train.init_from)
+            params = transfer.transfer(params, pretrained, config.train.get("init_modules", optim.DEFAULT_INIT_MODULES))
+        if config.model.get("pretrained_embeddings", ""):
+            word_index = self.task.word_index()
             if word_index is None:
                 raise ValueError(
                     "config.model.pretrained_embeddings needs a task with a word tokenizer "
                     "(config.data.tokenizer='word')"
                 )
-            params, report = embeddings.init_from_config(
-                self.config.model, state.params, word_index, seed=self.config.seed
-            )
+            params, report = embeddings.init_from_config(config.model, params, word_index, seed=config.seed)
             logging.info("pretrained embeddings: %s", report.summary())
-            state = state.replace(params=jax.device_put(params, parallel.replicated(self.mesh)))
-        return state
+        return params if params is fresh else jax.device_put(params, self.layout.replicated())
 
-    def to_device(self, host: Batch, batch_axis: int = 0) -> dict[str, jax.Array]:
-        """Host batch -> sharded arrays: a generated batch is global (each host
-        takes its slice); a loader batch is already this host's rows."""
-        if isinstance(self.feed, feeds.LoaderFeed):
-            return feeds.to_device(host, self.mesh, batch_axis)
-        return parallel.shard_batch(host, self.mesh, batch_axis)
+    def _assemble(self, states: Sequence[TrainState]) -> TrainState:
+        """One state per replica (as `init` or a checkpoint gives them) -> the run's state."""
+        if self.lr_scales is not None:
+            states = [s.replace(lr_scale=np.float32(lr)) for s, lr in zip(states, self.lr_scales)]
+        state = self.layout.stack(states)
+        return jax.device_put(state, self.strategy.state_shardings(state))
 
-    def batch(self, split: str, index: int) -> dict[str, jax.Array]:
-        return self.to_device(self.task.batch(split, index, self.config.train.batch_size, self.config.seed))
+    def restore_or_init(self, ckpt: checkpoint.Checkpointer) -> TrainState:
+        """The newest checkpointed state of every replica (and their data
+        iterators' positions), or fresh states when there is none."""
+        template = jax.tree.map(
+            lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+            self.replica_shape,
+            self.replica_shardings,
+        )
+        restored = ckpt.restore_latest(template, self.feeds.iterators)
+        return self.init_state() if restored is None else self._assemble(restored)
+
+    def save(self, ckpt: checkpoint.Checkpointer, step: int, state: TrainState, force: bool = False) -> None:
+        """A checkpoint per replica (without the learning rates, which come from the configs)."""
+        if step % ckpt.save_every and not force:
+            return
+        ckpt.save(step, self.layout.unstack(state.replace(lr_scale=None)), force=force,
+                  data_iterators=self.feeds.iterators)  # fmt: skip
 
     def batches_done(self, state: TrainState) -> int:
-        return int(state.step) // self.updates_per_batch
+        """Training batches the state has seen (the loop's step count)."""
+        return int(np.ravel(jax.device_get(state.step))[0]) // self.strategy.updates_per_batch
 
-    def step(self, state: TrainState) -> tuple[TrainState, dict]:
-        """Trains on the next batch: one update, or one per chunk under per-chunk TBPTT."""
-        index = self.batches_done(state)
-        if self.stateful:
-            return self.train_step(state, self.stream_window("train", index), self.dropout_rng)
-        host = self.feed.train(index)
-        if not self.chunk_len:
-            return self.train_step(state, self.to_device(host), self.dropout_rng)
-        windows = tbptt.split_into_chunks(host, self.chunk_len, self.backprop_len)
-        return self.train_step(state, self.to_device(windows, batch_axis=1), self.dropout_rng)
+    # --- steps and metrics ------------------------------------------------------
 
-    def stream_window(self, split: str, index: int) -> dict[str, jax.Array]:
-        """The next training segment of the streams; under TBPTT(k1, k2 > k1)
-        preceded by the k2 - k1 steps its gradient reaches back into."""
-        if self.backprop_len == self.chunk_len:
-            return self.stream_segment(split, index)
-        host = tbptt.stream_window(
-            self.task, split, index, self.config.train.batch_size, self.chunk_len, self.backprop_len, self.config.seed
-        )
-        return parallel.shard_batch(host, self.mesh)
+    def step(self, state: TrainState, index: int | None = None) -> tuple[TrainState, dict]:
+        """Trains every replica on its training batch `index` (0-based;
+        default: the next one, read from the state, which waits for the
+        device). Metrics are scalars, or [R] for R > 1 replicas."""
+        index = self.batches_done(state) if index is None else index
+        return self.strategy.train_step(state, index, self.dropout_rngs)
 
-    def stream_segment(self, split: str, index: int) -> dict[str, jax.Array]:
-        return self.to_device(self.feed.stream_segment(split, index, self.chunk_len))
+    def evaluate(self, state: TrainState, split: str) -> list[Metrics]:
+        """Per replica, the metrics of `split` (exact totals over the
+        evaluation pass, then `task.finalize_metrics`)."""
+        return [self._finalize(result) for result in self.strategy.evaluate(state, split)]
 
-    def evaluate(self, state: TrainState, split: str) -> dict[str, float]:
-        """Metrics of `split`. Tasks with `metric_sums` add up exact totals
-        over their evaluation pass (every example once; dataset tasks read the
-        whole split unless `config.train.eval_batches` > 0 limits it); other
-        tasks average `config.train.eval_batches` batches. Stateful runs
-        evaluate consecutive stream segments, the carry passed along from a
-        fresh start."""
-        if self.stateful:
-            return self._finalize(self._evaluate_stream(state, split))
-        batches = (self.to_device(host) for host in self.feed.eval_batches(split))
-        if not hasattr(self.task, "metric_sums"):
-            per_batch = [self.eval_step(state, batch) for batch in batches]
-            return {k: float(np.mean([m[k] for m in per_batch])) for k in per_batch[0]}
-        if not hasattr(self, "_sums_step"):
-            self._sums_step = jax.jit(make_sums_step(self.task))
-        totals, collected = None, []
-        for batch in batches:
-            sums, kept = self._sums_step(state, batch)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-            if kept is not None:
-                collected.append(kept)
-        results = {name: float(total / count) for name, (total, count) in jax.device_get(totals).items()}
-        if collected:
-            results.update(self.task.corpus_metrics(collected))
-        return self._finalize(results)
+    def final_metrics(self, state: TrainState) -> list[Metrics]:
+        """Per replica, what the task measures once at the end beyond its
+        test evaluation (e.g. BLEU of decoded output; `task.final_metrics`)."""
+        params = self.layout.unstack(state.params)
+        return [
+            self._finalize(
+                self.task.final_metrics(
+                    self.model,
+                    params_r,
+                    batch_size=config.train.batch_size,
+                    num_batches=config.train.get("eval_batches", 0),
+                    seed=config.seed,
+                ),
+                derived=False,
+            )
+            for params_r, config in zip(params, self.configs)
+        ]
 
-    def final_metrics(self, state: TrainState) -> dict[str, float]:
-        """What the task measures once at the end, beyond its test evaluation
-        (e.g. BLEU of decoded output; `task.final_metrics`), else {}."""
-        if not hasattr(self.task, "final_metrics"):
-            return {}
-        train = self.config.train
-        return self.task.final_metrics(
-            self.model,
-            state.params,
-            batch_size=train.batch_size,
-            num_batches=train.get("eval_batches", 0),
-            seed=self.config.seed,
-        )
+    def window_means(self, window: Sequence[dict]) -> list[Metrics]:
+        """Per replica, the mean of each metric over a window of train steps."""
+        per_step = [self.layout.unstack(step_metrics) for step_metrics in jax.device_get(list(window))]
+        return [
+            self._finalize({name: float(np.mean([step[r][name] for step in per_step])) for name in per_step[0][r]})
+            for r in range(self.layout.replicas)
+        ]
 
-    def _finalize(self, results: dict[str, float]) -> dict[str, float]:
-        """Metrics computed from the totals (RMSE, perplexity), if the task has any."""
-        if hasattr(self.task, "finalize_metrics"):
-            results = {k: float(v) for k, v in self.task.finalize_metrics(results).items()}
-        return results
-
-    def _evaluate_stream(self, state: TrainState, split: str) -> dict[str, float]:
-        if not hasattr(self, "_stream_eval_step"):
-            self._stream_eval_step = jax.jit(tbptt.make_stream_eval_step(self.task))
-        carry, totals = jax.tree.map(jnp.zeros_like, state.stream_carry), None
-        for host in self.feed.eval_streams(split, self.chunk_len):
-            carry, sums = self._stream_eval_step(state, carry, self.to_device(host))
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        return {name: float(total / count) for name, (total, count) in totals.items()}
+    def _finalize(self, results: Metrics, derived: bool = True) -> Metrics:
+        """Floats, with the metrics derived from the means (RMSE, perplexity)."""
+        if derived:
+            results = self.task.finalize_metrics(dict(results))
+        return {name: float(value) for name, value in results.items()}
 
 
-def _mean_metrics(window: list[dict]) -> dict[str, float]:
-    stacked = jax.device_get(window)
-    return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+# ---------------------------------------------------------------- the loop
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh | None = None
-) -> dict[str, float]:
-    """Trains (resuming from `workdir` if it holds checkpoints) and returns the
-    final test metrics, also written to `workdir/final_metrics.json`."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh=None) -> Metrics:
+    """Trains one run (resuming from `workdir` if it holds checkpoints) and
+    returns its final test metrics, also written to `workdir/final_metrics.json`."""
+    return train_replicas([config], [workdir], mesh)[0]
+
+
+def train_replicas(
+    configs: Sequence[ml_collections.ConfigDict],
+    workdirs: Sequence[str],
+    mesh: jax.sharding.Mesh | None = None,
+    chunk_size: int | None = None,
+) -> list[Metrics]:
+    """Trains R runs that differ only in seed and/or learning rate as one
+    run of R replicas, `workdirs[r]` receiving what `train_and_evaluate`
+    writes for `configs[r]` alone; resumes from their checkpoints. Returns
+    each replica's final metrics."""
+    if not configs or len(configs) != len(workdirs):
+        raise ValueError(f"one workdir per config, got {len(configs)} configs and {len(workdirs)} workdirs")
     started = time.monotonic()
-    os.makedirs(workdir, exist_ok=True)
-    trainer = Trainer(config, mesh, workdir)
-    if hasattr(trainer.task, "save_assets"):
-        trainer.task.save_assets(workdir)
-    metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-    run_info = RunInfo(workdir)
-    train = config.train
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), train.checkpoint_every, train.keep_checkpoints)
-    state = ckpt.restore_latest(trainer.init_state(), trainer.feed.iterator)
+    for workdir in workdirs:
+        os.makedirs(workdir, exist_ok=True)
+    trainer = Trainer(configs, mesh, workdirs, chunk_size)
+    files = [RunFiles(workdir, config, trainer.task) for workdir, config in zip(workdirs, configs)]
+    train = trainer.config.train
+    ckpt = checkpoint.Checkpointer(
+        [os.path.join(w, "checkpoints") for w in workdirs], train.checkpoint_every, train.keep_checkpoints
+    )
+    ckpt.discard_unshared()  # a killed group may have left some replicas one save ahead
+    state = trainer.restore_or_init(ckpt)
     start = trainer.batches_done(state)
-    run_info.begin(config.seed, start)
-    writer = metrics.MetricsWriter(workdir, resume_step=start)
+    for run_files in files:
+        run_files.begin(start)
+    state = _train_steps(trainer, state, start, files, ckpt)
+    finals = _final_metrics(trainer, state)
+    ckpt.close()
+    trainer.feeds.close()
+    seconds = time.monotonic() - started
+    group = _group_record(trainer, workdirs, seconds)
+    for run_files, final in zip(files, finals):
+        run_files.finish(final, seconds / len(files), group)
+    return finals
+
+
+def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckpt) -> TrainState:
+    """Steps start + 1 .. num_steps, with logging, evaluation and checkpoints."""
+    train = trainer.config.train
     progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True))
     window, window_start = [], time.monotonic()
     for step in range(start + 1, train.num_steps + 1):
-        state, step_metrics = trainer.step(state)
+        state, step_metrics = trainer.step(state, step - 1)
         window.append(step_metrics)
         if step % train.log_every == 0 or step == train.num_steps:
-            logged = _mean_metrics(window)
-            logged["steps_per_second"] = len(window) / (time.monotonic() - window_start)
-            writer.write(step, logged, prefix="train_")
-            progress.update(step, {"loss": logged["loss"]})
+            rate = len(window) / (time.monotonic() - window_start)
+            logged = trainer.window_means(window)
+            for run_files, means in zip(files, logged):
+                run_files.writer.write(step, dict(means, steps_per_second=rate), prefix="train_")
+            progress.update(step, {"loss": float(np.mean([means["loss"] for means in logged]))})
             window, window_start = [], time.monotonic()
         if step % train.eval_every == 0 and step != train.num_steps:
-            writer.write(step, trainer.evaluate(state, "eval"), prefix="eval_")
-        ckpt.save(step, state, force=step == train.num_steps, data_iterator=trainer.feed.iterator)
+            for run_files, evaluated in zip(files, trainer.evaluate(state, "eval")):
+                run_files.writer.write(step, evaluated, prefix="eval_")
+        trainer.save(ckpt, step, state, force=step == train.num_steps)
     progress.close()
-    final = {
-        "step": trainer.batches_done(state),
-        **{f"test_{k}": v for k, v in trainer.evaluate(state, "test").items()},
+    return state
+
+
+def _final_metrics(trainer: Trainer, state: TrainState) -> list[Metrics]:
+    step = trainer.batches_done(state)
+    return [
+        {"step": step, **{f"test_{k}": v for k, v in tested.items()}, **{f"test_{k}": v for k, v in extra.items()}}
+        for tested, extra in zip(trainer.evaluate(state, "test"), trainer.final_metrics(state))
+    ]
+
+
+def _group_record(trainer: Trainer, workdirs: Sequence[str], seconds: float) -> dict | None:
+    """What run_info.json records of a group of replicas (None for R = 1)."""
+    if not trainer.layout.stacked:
+        return None
+    return {
+        "mode": "vmap",
+        "size": trainer.layout.replicas,
+        "chunk_size": trainer.layout.chunk_size,
+        "wall_time_s": seconds,
+        "runs": [os.path.basename(os.path.normpath(w)) for w in workdirs],
     }
-    final.update({f"test_{k}": v for k, v in trainer.final_metrics(state).items()})
-    writer.write(final["step"], final)
-    writer.close()
-    ckpt.close()
-    trainer.feed.close()
-    metrics.write_json_atomic(os.path.join(workdir, "final_metrics.json"), final)
-    run_info.end(time.monotonic() - started)
-    return final
+
+
+class RunFiles:
+    """The files of one run dir: config.json (the resolved config), the task's
+    assets (tokenizers, normalisers), metrics.jsonl + TensorBoard events,
+    run_info.json, and final_metrics.json at the end."""
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict, task: tasks.Task):
+        self.workdir, self.config = workdir, config
+        task.save_assets(workdir)
+        metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+        self.run_info = RunInfo(workdir)
+        self.writer: metrics.MetricsWriter | None = None
+
+    def begin(self, start_step: int) -> None:
+        self.run_info.begin(self.config.seed, start_step)
+        self.writer = metrics.MetricsWriter(self.workdir, resume_step=start_step)
+
+    def finish(self, final: Metrics, seconds: float, group: dict | None) -> None:
+        """The final line, final_metrics.json, and run_info.json (wall time: this run's share of the group's)."""
+        self.writer.write(final["step"], final)
+        self.writer.close()
+        metrics.write_json_atomic(os.path.join(self.workdir, "final_metrics.json"), final)
+        if group is not None:
+            self.run_info.info["vmap_group"] = group
+        self.run_info.end(seconds)
 
 
 class RunInfo:

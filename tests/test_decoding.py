@@ -82,6 +82,9 @@ def test_recurrent_decoder_greedy_equals_argmax_of_a_full_forward_pass():
         vocab_size = output_size = VOCAB
         head = "per_step"
 
+        def metric_sums(self, predictions, batch):
+            raise AssertionError("only the model's shapes are read")
+
     config = ml_collections.ConfigDict(dict(name="recurrent", cell="gru", hidden_size=16, embed_size=8, num_layers=2))
     model = models.build(config, LM(ml_collections.ConfigDict()))
     prompt = jnp.array([[1, 4, 2], [3, 3, 0]], jnp.int32)

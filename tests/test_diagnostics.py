@@ -166,8 +166,8 @@ def save_untrained_run(workdir, config_spec):
     state = training.Trainer(config).init_state()
     os.makedirs(workdir)
     metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), 1, 1)
-    ckpt.save(5, state, force=True)
+    ckpt = checkpoint.Checkpointer([os.path.join(workdir, "checkpoints")], 1, 1)
+    ckpt.save(5, [state], force=True)
     ckpt.close()
 
 

@@ -106,8 +106,16 @@ def test_transformer_classifier_maps_adding_sequences_to_one_number():
 
 
 def test_transformer_seq2seq_builds_with_its_own_decoder_depth():
-    model, _, _ = transformer_model(name="transformer_seq2seq", num_decoder_layers=3)
-    assert model.num_decoder_layers == 3 and model.target_vocab_size == 10
+    model, task, _ = transformer_model("seq2seq,smoke", num_decoder_layers=3)
+    assert model.num_decoder_layers == 3 and model.target_vocab_size == task.target_vocab_size
+
+
+def test_an_encoder_decoder_on_a_task_without_targets_to_generate_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"config.model.name='transformer_seq2seq' generates target sequences; task CopyTask has none",
+    ):
+        transformer_model(name="transformer_seq2seq")
 
 
 def test_transformer_config_typos_and_bad_values_are_named():
@@ -139,11 +147,11 @@ def test_transformer_models_refuse_tasks_of_the_wrong_shape():
 
 
 def test_transformer_seq2seq_reads_decoder_inputs_from_translation_batches():
-    from seqjax import training
+    from seqjax import steps
 
     model, task, config = transformer_model("seq2seq,smoke")
     batch = task.batch("train", 0, 2, config.seed)
-    extra = training.model_kwargs(model.apply, batch)
+    extra = steps.model_kwargs(model, batch)
     assert set(extra) == {"decoder_inputs"}
     inputs, lengths = jnp.asarray(batch["inputs"]), jnp.asarray(batch["lengths"])
     variables = jax.eval_shape(model.init, jax.random.key(0), inputs, lengths, **extra)

@@ -145,5 +145,5 @@ def test_dataset_task_errors(files, data_dir):
     )
     with pytest.raises(RuntimeError, match="setup"):
         task.train_loader(2, 0)
-    with pytest.raises(TypeError, match="use train_loader"):
-        task.batch("train", 0, 2, 0)
+    with pytest.raises(ValueError, match="config.train.stateful needs a task with contiguous streams; Classif"):
+        task.stream_loader("train", 2, 8)

@@ -121,8 +121,8 @@ config.train.num_steps = 30
 config.optimizer.schedule = "constant"
 
 step_fn = training.Trainer.step
-def step_then_maybe_die(self, state):
-    state, metrics = step_fn(self, state)
+def step_then_maybe_die(self, state, index=None):
+    state, metrics = step_fn(self, state, index)
     if int(state.step) == kill_after_step:
         os.kill(os.getpid(), signal.SIGKILL)
     return state, metrics

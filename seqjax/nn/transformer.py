@@ -442,6 +442,8 @@ class TransformerClassifier(nn.Module):
     output there; 'mean' averages the outputs over valid positions.
     """
 
+    batch_inputs: ClassVar[tuple[str, ...]] = ()  # batch entries beyond inputs/lengths it reads (none)
+
     config: TransformerConfig
     output_size: int
     pooling: str = "cls"
@@ -471,6 +473,8 @@ class TransformerLM(nn.Module):
     already hides a row's padded tail from all of its real positions.
     decode=True runs on the KV cache (see `init_decoding_cache`).
     """
+
+    batch_inputs: ClassVar[tuple[str, ...]] = ()  # batch entries beyond inputs/lengths it reads (none)
 
     config: TransformerConfig
     output_size: int

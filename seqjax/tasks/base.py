@@ -1,48 +1,176 @@
 """What a task is: where batches come from, the model's output shape, the loss.
 
-The training loop talks to every task through this interface, so adding a
-task never touches the trainer (`seqjax.tasks.register`).
+The trainer, the step strategies and the decoders talk to every task through
+the hooks declared here, each with a default and a docstring, so a new task
+author sees everything they may implement, and adding a task never touches
+the trainer (`seqjax.tasks.register`). Two kinds of task feed a run:
+
+  GeneratedTask  batches are a pure function of (seed, split, index):
+                 implement `make_batch` (synthetic tasks, forecasting windows)
+  DatasetTask    batches come from a dataset through grain loaders
+                 (seqjax.tasks.dataset): implement `loader`
+
+Every task implements `metric_sums`; sequence generation tasks also mix in
+`seqjax.tasks.translation.GenerationObjective`.
 """
 
 from __future__ import annotations
 
+import abc
 import zlib
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 Batch = dict[str, np.ndarray]
+Sums = dict[str, tuple[Any, Any]]
 SPLITS = ("train", "eval", "test")
 
 
-class Task:
-    """Base class. Subclasses set `output_size`, `vocab_size`, `head` and
-    implement `make_batch` and `loss_and_metrics`.
+class Task(abc.ABC):
+    """Base class of every task.
 
-    Attributes:
+    Attributes the model is built from (set by the class or in `setup`):
       output_size: size of the model's last dimension.
       vocab_size: input vocabulary size for token-id inputs; 0 for real-valued inputs.
       head: 'last' / 'mean' / 'max' (many-to-one) or 'per_step' (many-to-many).
+    Declared by the class:
+      config_keys: the `config.task` keys it reads (the config validator
+        refuses others).
       higher_is_better: {metric name: bool} for the metrics worth tracking as "best".
     """
 
     output_size: int
     vocab_size: int = 0
     head: str = "last"
+    config_keys: ClassVar[tuple[str, ...]] = ()
+    higher_is_better: ClassVar[dict[str, bool]] = {}
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
 
+    # --- lifecycle ---------------------------------------------------------------
+
+    def setup(self, workdir: str | None) -> None:
+        """Prepares what batches need before the model is built (e.g. fits a
+        tokenizer, or loads the one an earlier attempt of the run saved in
+        `workdir`; None: keep nothing). Default: nothing to prepare."""
+        del workdir
+
+    def save_assets(self, workdir: str) -> None:
+        """Writes into a run dir what reading the trained model back needs
+        (tokenizers, normalisers). Default: nothing."""
+        del workdir
+
+    def word_index(self) -> Mapping[str, int] | None:
+        """{word: input id} of a word-level input vocabulary, for pretrained
+        embeddings (config.model.pretrained_embeddings); None if the inputs
+        are not words (the default)."""
+        return None
+
+    # --- the objective -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def metric_sums(self, predictions: jax.Array, batch: dict[str, Any]) -> Sums:
+        """{metric: (sum, count)} over the batch; jit-able. Evaluation adds
+        sums and counts over every batch and divides once, so metrics are
+        exact over a split whatever the batch sizes; rows of weight 0 (a
+        loader's filler rows) must count nowhere. The 'loss' entry is what
+        training minimises (sum / count)."""
+
+    def loss_and_metrics(self, predictions: jax.Array, batch: dict[str, Any]) -> tuple[jax.Array, dict]:
+        """(scalar loss to minimise, {metric: mean over the batch}); jit-able.
+        Default: the means of `metric_sums`."""
+        sums = self.metric_sums(predictions, batch)
+        metrics = {name: total / jnp.maximum(count, 1) for name, (total, count) in sums.items()}
+        return metrics["loss"], metrics
+
+    def step_sums(self, predictions: jax.Array, batch: dict[str, Any]) -> Sums:
+        """Per-step tasks only: {metric: (sum over steps, count)} for the steps
+        in `batch` whose `step_mask` is 1. Sums over time chunks add up to the
+        whole sequence's, so truncated BPTT (seqjax.tbptt) computes exactly
+        the full loss. Default: refused (the task has no per-step loss)."""
+        raise ValueError(
+            f"{type(self).__name__} has no per-step loss (head {self.head!r}): truncated BPTT and stateful "
+            "training need one; use config.train.tbptt_len=0"
+        )
+
+    def finalize_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics derived from the means (RMSE from MSE, perplexity from the
+        loss), added on the host after evaluation and to logged train means.
+        Default: none."""
+        return metrics
+
+    def collect(self, predictions: jax.Array, batch: dict[str, Any]) -> Any:
+        """What evaluation keeps of each batch for `corpus_metrics` (jit-able
+        pytree). Default: None, nothing kept."""
+        del predictions, batch
+        return None
+
+    def corpus_metrics(self, collected: list[Any]) -> dict[str, float]:
+        """Metrics over the whole split from what `collect` kept (e.g. entity
+        F1), on the host. Default: none."""
+        del collected
+        return {}
+
+    def final_metrics(self, model, params, *, batch_size: int, num_batches: int, seed: int) -> dict[str, float]:
+        """What the task measures once at the end of training beyond its test
+        evaluation (e.g. BLEU of decoded output), reported as test_*.
+        Default: nothing."""
+        del model, params, batch_size, num_batches, seed
+        return {}
+
+    # --- batch checks --------------------------------------------------------------
+
+    def validate_batch(self, batch: Batch) -> None:
+        """Host-side checks that give a clear error instead of wrong numbers."""
+        inputs = batch["inputs"]
+        if self.vocab_size:
+            if not np.issubdtype(inputs.dtype, np.integer):
+                raise TypeError(f"{type(self).__name__} expects integer token ids, got dtype {inputs.dtype}")
+            bad = (inputs < 0) | (inputs >= self.vocab_size)
+            if bad.any():
+                raise ValueError(f"token id out of range [0, {self.vocab_size}): found {inputs[bad][:5].tolist()}")
+        elif not np.issubdtype(inputs.dtype, np.floating):
+            raise TypeError(f"{type(self).__name__} expects float features, got dtype {inputs.dtype}")
+        lengths = batch.get("lengths")
+        if lengths is not None:
+            time = inputs.shape[1]
+            if lengths.min(initial=0) < 0 or lengths.max(initial=0) > time:
+                raise ValueError(f"lengths must lie in [0, T={time}], got min {lengths.min()} max {lengths.max()}")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+
+
+class GeneratedTask(Task):
+    """A task whose batches are generated: batch k of a split is a pure
+    function of (seed, split, k), so a resumed run needs only its step count."""
+
+    @abc.abstractmethod
+    def make_batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """A batch of `batch_size` examples drawn with `rng`."""
+
     def batch(self, split: str, index: int, batch_size: int, seed: int) -> Batch:
         """Batch number `index` of `split`: a pure function of its arguments."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        _check_split(split)
         rng = np.random.default_rng([seed, zlib.crc32(split.encode()), index])
         batch = self.make_batch(rng, batch_size)
         self.validate_batch(batch)
         return batch
+
+    def eval_batches(self, split: str, batch_size: int, seed: int, num_batches: int = 0) -> Iterator[Batch]:
+        """The evaluation pass over `split`: `num_batches` (0: 8) generated
+        batches. Tasks with a finite split override it with an exact pass
+        (every example once, filler rows of weight 0)."""
+        for index in range(num_batches or 8):
+            yield self.batch(split, index, batch_size, seed)
 
     def stream_batch(self, split: str, index: int, batch_size: int, length: int, seed: int) -> Batch:
         """Segment `index` of `batch_size` endless streams: steps
@@ -53,8 +181,7 @@ class Task:
         stateful model can restart its carry there. Row b of every segment
         continues stream b. Needs fixed-length, per-step episodes.
         """
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        _check_split(split)
         rows = [self._stream_segment(split, stream, index * length, length, seed) for stream in range(batch_size)]
         batch = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
         batch["step_mask"] = np.ones(batch["resets"].shape, np.float32)
@@ -82,34 +209,3 @@ class Task:
         if "lengths" in example:
             raise ValueError(f"{type(self).__name__} has variable-length episodes; streams need fixed-length ones")
         return example["inputs"].shape[1]
-
-    def make_batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
-        raise NotImplementedError  # abstract: each task generates or reads its batches
-
-    def loss_and_metrics(self, predictions: jax.Array, batch: dict[str, Any]) -> tuple[jax.Array, dict]:
-        """(scalar loss to minimise, {metric name: scalar}); jit-able."""
-        raise NotImplementedError  # abstract: each task defines its objective
-
-    def step_sums(self, predictions: jax.Array, batch: dict[str, Any]) -> dict[str, tuple]:
-        """Per-step tasks only: {metric: (sum over steps, count)} for the steps
-        in `batch`. Sums over time chunks add up to the whole sequence's, so
-        truncated BPTT (seqjax.tbptt) computes exactly the full loss; the
-        'loss' entry is what is minimised (sum / total count)."""
-        raise NotImplementedError(f"{type(self).__name__} has no per-step loss (head {self.head!r})")
-
-    def validate_batch(self, batch: Batch) -> None:
-        """Host-side checks that give a clear error instead of wrong numbers."""
-        inputs = batch["inputs"]
-        if self.vocab_size:
-            if not np.issubdtype(inputs.dtype, np.integer):
-                raise TypeError(f"{type(self).__name__} expects integer token ids, got dtype {inputs.dtype}")
-            bad = (inputs < 0) | (inputs >= self.vocab_size)
-            if bad.any():
-                raise ValueError(f"token id out of range [0, {self.vocab_size}): found {inputs[bad][:5].tolist()}")
-        elif not np.issubdtype(inputs.dtype, np.floating):
-            raise TypeError(f"{type(self).__name__} expects float features, got dtype {inputs.dtype}")
-        lengths = batch.get("lengths")
-        if lengths is not None:
-            time = inputs.shape[1]
-            if lengths.min(initial=0) < 0 or lengths.max(initial=0) > time:
-                raise ValueError(f"lengths must lie in [0, T={time}], got min {lengths.min()} max {lengths.max()}")

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.data import series as series_lib
-from seqjax.tasks.base import SPLITS, Task
+from seqjax.tasks.base import SPLITS, GeneratedTask
 
 MODES = ("many_to_one", "many_to_many")
 
 
-class ForecastTask(Task):
+class ForecastTask(GeneratedTask):
     """Config: series ('synthetic' or a path to a CSV file), column (CSV
     column to forecast), data_dir (where the CSV is prepared as a TFDS
     dataset), series_len, series_seed and noise (synthetic only), input_len,
@@ -80,11 +80,14 @@ class ForecastTask(Task):
         picks = rng.integers(0, self.num_examples("train"), batch_size)
         return self._gather("train", picks, np.ones(batch_size, np.float32))
 
-    def eval_batches(self, split: str, batch_size: int):
-        """Every window of `split` once, in time order; the last batch is
-        padded with copies of window 0 and weight 0."""
+    def eval_batches(self, split, batch_size, seed, num_batches=0):
+        """Every window of `split` once, in time order (or the first
+        `num_batches` batches when > 0); the last batch is padded with copies
+        of window 0 and weight 0. The pass does not depend on the seed."""
+        del seed
         count = self.num_examples(split)
-        for start in range(0, count, batch_size):
+        starts = range(0, count, batch_size)
+        for start in starts[:num_batches] if num_batches else starts:
             picks = np.arange(start, start + batch_size)
             weights = (picks < count).astype(np.float32)
             yield self._gather(split, np.where(picks < count, picks, 0), weights)
@@ -123,11 +126,6 @@ class ForecastTask(Task):
             "naive_mae": ((jnp.abs(naive_error) * weights).sum(), count),
             "naive_mse": ((naive_error**2 * weights).sum(), count),
         }
-
-    def loss_and_metrics(self, predictions, batch):
-        sums = self.metric_sums(predictions, batch)
-        metrics = {name: total / count for name, (total, count) in sums.items()}
-        return metrics["loss"], self.finalize_metrics(metrics)
 
     def finalize_metrics(self, metrics):
         """Adds RMSE (after averaging squared errors, never before) and the

@@ -46,7 +46,7 @@ from seqjax.data import loader as loader_lib
 from seqjax.data import tokenizers
 from seqjax.data.tokenizers.base import EOS_ID, PAD_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID
 from seqjax.nn import seq2seq
-from seqjax.tasks.text import TOKENIZERS, DatasetTask, as_text
+from seqjax.tasks.dataset import TOKENIZERS, DatasetTask, as_text
 from seqjax.tasks.translation import GenerationObjective, shift_right
 
 SIDES = ("source", "target")
@@ -317,6 +317,14 @@ class ParallelTranslationTask(GenerationObjective, DatasetTask):
         self.tokenizer = self.source_tokenizer  # what DatasetTask's users read (source word index)
         self.vocab_size = self.source_tokenizer.vocab_size
         self.target_vocab_size = self.output_size = self.target_tokenizer.vocab_size
+
+    def save_assets(self, workdir: str) -> None:
+        """Both sides' tokenizers (what `setup` reloads on resume and decoding)."""
+        self._require_setup()
+        for side, tokenizer in zip(SIDES, (self.source_tokenizer, self.target_tokenizer)):
+            path = os.path.join(workdir, TOKENIZER_FILES[side])
+            if not os.path.exists(path):
+                tokenizer.save(path)
 
     def _check_specials(self) -> None:
         want = {"unk_id": UNK_ID, "sos_id": SOS_ID, "eos_id": EOS_ID}

@@ -8,10 +8,10 @@ import numpy as np
 import optax
 
 from seqjax.data import synthetic
-from seqjax.tasks.base import Task
+from seqjax.tasks.base import GeneratedTask
 
 
-class AddingTask(Task):
+class AddingTask(GeneratedTask):
     """Regress the sum of the two marked values; loss is MSE.
 
     Config: seq_len (T), min_seq_len (0 for fixed length, else variable
@@ -26,13 +26,14 @@ class AddingTask(Task):
         min_len = self.config.get("min_seq_len", 0) or None
         return synthetic.adding_problem(rng, batch_size, self.config.seq_len, min_len)
 
-    def loss_and_metrics(self, predictions, batch):
-        """predictions [B, 1]."""
-        mse = jnp.mean((predictions[:, 0] - batch["targets"]) ** 2)
-        return mse, {"loss": mse, "mse": mse}
+    def metric_sums(self, predictions, batch):
+        """predictions [B, 1] -> {'loss', 'mse': (Σ squared error, B)}."""
+        squared = jnp.sum((predictions[:, 0] - batch["targets"]) ** 2)
+        count = jnp.float32(predictions.shape[0])
+        return {"loss": (squared, count), "mse": (squared, count)}
 
 
-class CopyTask(Task):
+class CopyTask(GeneratedTask):
     """Reproduce `copy_len` symbols after `delay` blank steps; per-step
     cross-entropy. `copy_accuracy` counts only the steps to be recalled.
 
@@ -65,8 +66,4 @@ class CopyTask(Task):
         hits = (predictions.argmax(-1) == targets) * recall * real
         return {"loss": (xent.sum(), real.sum()), "copy_accuracy": (hits.sum(), (recall * real).sum())}
 
-    def loss_and_metrics(self, predictions, batch):
-        """predictions [B, T, vocab] logits."""
-        sums = self.step_sums(predictions, batch)
-        metrics = {name: total / count for name, (total, count) in sums.items()}
-        return metrics["loss"], metrics
+    metric_sums = step_sums

@@ -1,170 +1,22 @@
 """Tasks on real text: sentiment classification (many-to-one), language
-modelling, sequence tagging (synchronous many-to-many).
+modelling, sequence tagging (synchronous many-to-many). Each is a
+`seqjax.tasks.dataset.DatasetTask`.
 
-Each reads a dataset named in `config.data.source` (a TFDS catalog name or a
-`local/<kind>`, see docs/datasets.md) through `seqjax.data.sources`, turns
-text into ids with a tokenizer fitted on the training split and saved in the
-run's workdir (`tokenizer.json`), and batches it with the grain loader
-(`seqjax.data.loader`). The Trainer calls `setup(workdir)` first, then pulls
-training batches from `train_loader` and evaluates over every example of a
-split once through `eval_loader` + `metric_sums`.
-
-`config.data` keys (configs/sst2.py documents each one):
-  source        ConfigDict: name, data_dir, manual_dir, and a local kind's options
-  splits        ConfigDict mapping train / eval / test to the source's split names
-  tokenizer     'word' | 'char' | 'subword'
-  vocab_size    word: num_words (0 = all); subword: sentencepiece vocabulary size
-  lower         lower-case text (word and char tokenizers)
-  text_key, label_key, tags_key   feature names in the source's examples
-  max_len, pad_to_multiple, truncate, bucket_boundaries   batching (seqjax.data.loader)
-  seq_len       language modelling: tokens per training window
-  worker_count  grain worker processes (0: read in the training process)
-  tokenizer_path  use this saved tokenizer instead of fitting one (e.g. the
-                tokenizer.json of a language-model run being fine-tuned)
+The dataset, tokenizer and batching keys of `config.data` are described in
+seqjax/tasks/dataset.py.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
 from seqjax.data import loader as loader_lib
-from seqjax.data import sources, tokenizers
+from seqjax.data import tokenizers
 from seqjax.tasks import entities
-from seqjax.tasks.base import SPLITS, Task
-
-DATA_KEYS = (
-    "source",
-    "splits",
-    "tokenizer",
-    "vocab_size",
-    "lower",
-    "text_key",
-    "label_key",
-    "tags_key",
-    "max_len",
-    "pad_to_multiple",
-    "truncate",
-    "bucket_boundaries",
-    "fixed_length",
-    "seq_len",
-    "worker_count",
-    "tokenizer_path",
-)
-TOKENIZERS = ("word", "char", "subword")
-DEFAULT_SPLITS = {"train": "train", "eval": "validation", "test": "test"}
-TOKENIZER_FILE = "tokenizer.json"
-
-
-def as_text(value: Any) -> str:
-    """Source text (UTF-8 bytes or str) as str."""
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-class DatasetTask(Task):
-    """Base for tasks whose examples come from a dataset source."""
-
-    needs_data = True
-
-    def __init__(self, config: ml_collections.ConfigDict, data: ml_collections.ConfigDict):
-        super().__init__(config)
-        if data is None or not data.get("source"):
-            raise ValueError(
-                f"task {config.name!r} reads a dataset: set config.data.source.name "
-                "(a TFDS name or local/<kind>, see docs/datasets.md)"
-            )
-        self.data = data
-        self.tokenizer: tokenizers.Tokenizer | None = None
-        self._sources: dict[str, Any] = {}
-
-    # --- sources and tokenizer --------------------------------------------
-
-    def source(self, split: str):
-        """The random-access source of `split` ('train', 'eval' or 'test')."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-        if split not in self._sources:
-            names = dict(DEFAULT_SPLITS, **dict(self.data.get("splits") or {}))
-            options = {k: v for k, v in dict(self.data.source).items() if v is not None}
-            self._sources[split] = sources.load_source(split=names[split], **options)
-        return self._sources[split]
-
-    def source_info(self):
-        options = {k: v for k, v in dict(self.data.source).items() if v is not None}
-        return sources.source_info(**options)
-
-    def setup(self, workdir: str | None) -> None:
-        """Fits the tokenizer on the training texts (or loads the one a
-        previous attempt of this run saved in `workdir`)."""
-        fit = self.fit_tokenizer
-        if self.data.get("tokenizer_path", ""):
-            fit = lambda: tokenizers.load(self.data.tokenizer_path)  # noqa: E731 - a pretrained run's ids
-        if workdir is None:
-            self.tokenizer = fit()
-        else:
-            self.tokenizer = tokenizers.load_or_fit(os.path.join(workdir, TOKENIZER_FILE), fit)
-        self.vocab_size = self.tokenizer.vocab_size
-
-    def training_texts(self):
-        key = self.data.get("text_key", "text")
-        source = self.source("train")
-        return (as_text(source[i][key]) for i in range(len(source)))
-
-    def fit_tokenizer(self) -> tokenizers.Tokenizer:
-        kind = self.data.get("tokenizer", "word")
-        vocab = self.data.get("vocab_size", 0) or None
-        lower = self.data.get("lower", kind == "word")
-        if kind == "word":
-            return tokenizers.WordTokenizer(num_words=vocab, lower=lower, oov_token=tokenizers.UNK).fit_on_texts(
-                list(self.training_texts())
-            )
-        if kind == "char":
-            return tokenizers.CharTokenizer(lower=lower).fit(self.training_texts())
-        if kind == "subword":
-            return tokenizers.SubwordTokenizer.train(self.training_texts(), vocab_size=vocab or 8000)
-        raise ValueError(f"config.data.tokenizer must be one of {TOKENIZERS}, got {kind!r}")
-
-    def _require_setup(self):
-        if self.tokenizer is None:
-            raise RuntimeError(f"{type(self).__name__}.setup(workdir) must run before batches are made")
-
-    def batch(self, split, index, batch_size, seed):
-        raise TypeError(
-            f"{type(self).__name__} reads a dataset: use train_loader / eval_loader, not batch(split, index)"
-        )
-
-    def example_batch(self, seed: int) -> dict[str, np.ndarray]:
-        """Two training examples, batched: for shapes at initialisation."""
-        self._require_setup()
-        iterator = self.loader("eval", 2, train=False, seed=seed).iterator()
-        try:
-            return next(iterator)
-        finally:
-            iterator.close()
-
-    def train_loader(self, batch_size: int, seed: int) -> loader_lib.Loader:
-        self._require_setup()
-        return self.loader("train", batch_size, train=True, seed=seed)
-
-    def eval_loader(self, split: str, batch_size: int) -> loader_lib.Loader:
-        """One pass over every example of `split`, padded batches weighted."""
-        self._require_setup()
-        return self.loader(split, batch_size, train=False, seed=0)
-
-    def loader(self, split: str, batch_size: int, train: bool, seed: int) -> loader_lib.Loader:
-        raise NotImplementedError  # each task batches its own features
-
-    def _batching(self) -> loader_lib.Batching:
-        return loader_lib.batching_from_config(self.data)
-
-    def finalize_metrics(self, metrics: dict) -> dict:
-        return metrics
+from seqjax.tasks.dataset import DatasetTask, as_text
 
 
 class EncodeText:
@@ -242,10 +94,6 @@ class ClassificationTask(DatasetTask):
         count = weights.sum()
         return {"loss": ((losses * weights).sum(), count), "accuracy": ((hits * weights).sum(), count)}
 
-    def loss_and_metrics(self, predictions, batch):
-        metrics = {k: total / count for k, (total, count) in self.metric_sums(predictions, batch).items()}
-        return metrics["loss"], metrics
-
 
 class EncodeDocument:
     """Preprocess for language modelling: raw example -> the document's ids."""
@@ -303,11 +151,6 @@ class LanguageModelTask(DatasetTask):
         return {"loss": (xent.sum(), mask.sum()), "accuracy": (hits.sum(), mask.sum())}
 
     metric_sums = step_sums
-
-    def loss_and_metrics(self, predictions, batch):
-        sums = self.step_sums(predictions, batch)
-        metrics = {k: total / jnp.maximum(count, 1.0) for k, (total, count) in sums.items()}
-        return metrics["loss"], metrics
 
     def finalize_metrics(self, metrics):
         metrics = dict(metrics)
@@ -394,12 +237,6 @@ class TaggingTask(DatasetTask):
         xent = optax.softmax_cross_entropy_with_integer_labels(predictions, batch["targets"]) * mask
         hits = (predictions.argmax(-1) == batch["targets"]) * mask
         return {"loss": (xent.sum(), mask.sum()), "token_accuracy": (hits.sum(), mask.sum())}
-
-    def loss_and_metrics(self, predictions, batch):
-        metrics = {
-            k: total / jnp.maximum(count, 1.0) for k, (total, count) in self.metric_sums(predictions, batch).items()
-        }
-        return metrics["loss"], metrics
 
     def collect(self, predictions, batch):
         """What evaluation keeps per batch for the corpus-level F1."""

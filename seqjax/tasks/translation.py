@@ -27,6 +27,7 @@ Special ids follow seqjax.data.tokenizers: <pad>=0, <unk>=1, <sos>=2, <eos>=3.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime
 import zlib
@@ -40,7 +41,7 @@ import optax
 
 from seqjax.data.tokenizers.base import EOS_ID, PAD_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID
 from seqjax.nn import seq2seq, transformer
-from seqjax.tasks.base import SPLITS, Task
+from seqjax.tasks.base import SPLITS, GeneratedTask
 
 Batch = dict[str, np.ndarray]
 HELD_OUT_BUCKETS = 10  # 1 in 10 sentences is held out for eval/test
@@ -213,21 +214,25 @@ def shift_right(targets: np.ndarray) -> np.ndarray:
     return np.where(shifted == EOS_ID, PAD_ID, shifted)
 
 
-class GenerationObjective:
+class GenerationObjective(abc.ABC):
     """The target side every sequence generation task shares (a mixin for
-    `Task` subclasses): teacher forcing configuration, masked cross-entropy,
-    token accuracy, teacher-forced exact match, perplexity.
+    `Task` subclasses, placed before them): teacher forcing configuration,
+    masked cross-entropy, token accuracy, teacher-forced exact match,
+    perplexity, and decoding at the end of training.
 
     Subclasses set `target_vocab_size`, `max_target_len` (tokens without
     <eos>), `bleu_tokenize` / `bleu_lowercase` (how sacrebleu scores their
-    detokenised text) and implement `detokenize(ids) -> texts` and
-    `reference_batches(...)` (what `evaluate_decoding` decodes).
+    detokenised text), call `init_generation(config)`, and implement
+    `detokenize` and `reference_batches` (what `evaluate_decoding` decodes).
     Batches may carry 'weights' [B] (0 for a loader's filler rows).
     """
 
     head = "per_step"
     bleu_tokenize = "13a"
     bleu_lowercase = False
+    target_vocab_size: int  # decoder output size (models.py builds decoders with it)
+    max_target_len: int  # target tokens without <eos>
+    tf_ratio: float = 1.0  # teacher forcing ratio (< 1: scheduled sampling, RNN decoders only)
     config_keys = ("teacher_forcing_ratio", "teacher_forcing_schedule", "teacher_forcing_decay_steps", "decode_test")
 
     def init_generation(self, config) -> None:
@@ -266,7 +271,10 @@ class GenerationObjective:
     def metric_sums(self, predictions, batch) -> dict[str, tuple]:
         """{name: (sum, count)} over valid target steps (loss, token accuracy)
         and rows (exact match); predictions [B, T, V] logits. Rows with
-        weight 0 count nowhere."""
+        weight 0 count nowhere. `exact_match` is the fraction of rows whose
+        every teacher-forced argmax is right, which is exactly the fraction
+        that greedy decoding reproduces (by induction over the steps, greedy
+        then reads the true prefix)."""
         targets = batch["targets"]
         rows = batch["weights"] > 0 if "weights" in batch else jnp.ones(targets.shape[:1], bool)
         valid = (jnp.arange(targets.shape[1])[None, :] < batch["target_lengths"][:, None]) & rows[:, None]
@@ -279,20 +287,20 @@ class GenerationObjective:
             "exact_match": ((correct.all(axis=1) & rows).sum(), rows.sum()),
         }
 
-    def loss_and_metrics(self, predictions, batch):
-        """Mean cross-entropy per target token. `exact_match` is the fraction
-        of rows whose every teacher-forced argmax is right, which is exactly
-        the fraction that greedy decoding reproduces (by induction over the
-        steps, greedy then reads the true prefix)."""
-        sums = self.metric_sums(predictions, batch)
-        metrics = {name: total / jnp.maximum(count, 1) for name, (total, count) in sums.items()}
-        return metrics["loss"], self.finalize_metrics(metrics)
-
     def finalize_metrics(self, metrics):
-        return dict(metrics, perplexity=jnp.exp(metrics["loss"]))
+        return dict(metrics, perplexity=float(np.exp(metrics["loss"])))
+
+    @abc.abstractmethod
+    def detokenize(self, ids) -> list[str]:
+        """Target-side texts of the rows of an id array [B, T] (cut at <eos>)."""
+
+    @abc.abstractmethod
+    def reference_batches(self, split: str, batch_size: int, num_batches: int = 0, seed: int = 0):
+        """Yields (batch, source texts, reference texts) of `split` for
+        decoding; the texts cover the batch's real rows (its first rows)."""
 
 
-class SequenceGenerationTask(GenerationObjective, Task):
+class SequenceGenerationTask(GenerationObjective, GeneratedTask):
     """Generated (source, target text) pairs: batches as a pure function of
     (seed, split, index), target vocabulary, detokenisation.
 
