@@ -28,17 +28,15 @@ owed by issue 7 needs a run of the default invocation on an H100.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import timing
 from kernels.flash_attention import flash_attention
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for the fraction-of-peak column.
@@ -87,16 +85,15 @@ def implementations(baselines: list[str], causal: bool) -> dict[str, Callable]:
     return impls
 
 
-def compile_step(attention: Callable, mode: str, q, k, v, d_out) -> Callable[[], None]:
-    """A no-argument callable running one compiled fwd or fwd+bwd step (compiled here)."""
+def jitted_step(attention: Callable, mode: str, q, k, v, d_out) -> Callable[[], jax.Array]:
+    """A no-argument callable running one jitted fwd or fwd+bwd step (compiled on its first call)."""
     if mode == "fwd":
         fn = jax.jit(attention)
         args = (q, k, v)
     else:
         fn = jax.jit(lambda q, k, v, d_out: jax.vjp(attention, q, k, v)[1](d_out))
         args = (q, k, v, d_out)
-    jax.block_until_ready(fn(*args))
-    return lambda: jax.block_until_ready(fn(*args))
+    return lambda: fn(*args)
 
 
 def attention_flops(batch, heads, seq_len, head_dim, causal, mode) -> float:
@@ -111,22 +108,16 @@ def measure_case(seq_len, head_dim, causal, mode, args) -> dict[str, dict]:
     q, k, v, d_out = (
         jnp.asarray(rng.standard_normal((batch, seq_len, heads, head_dim), np.float32), args.dtype) for _ in range(4)
     )
-    steps, results = {}, {}
-    for name, attention in implementations(args.baselines.split(","), causal).items():
-        try:
-            steps[name] = compile_step(attention, mode, q, k, v, d_out)
-            for _ in range(args.warmup):
-                steps[name]()
-        except Exception as error:  # a baseline may not fit (XLA at 16k) or not apply
-            results[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
-    times = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    for name, seconds in times.items():
-        results[name] = {"seconds": statistics.median(seconds)}
+    steps = {
+        name: jitted_step(attention, mode, q, k, v, d_out)
+        for name, attention in implementations(args.baselines.split(","), causal).items()
+    }
+    failures = {}  # a baseline may not fit (XLA at 16k) or not apply
+    timings = timing.time_calls(steps, repeats=args.repeats, warmup=args.warmup, failures=failures)
+    results = {
+        name: {"seconds": timings[name].median} if name in timings else {"error": _first_line(failures[name])}
+        for name in steps
+    }
     flops = attention_flops(batch, heads, seq_len, head_dim, causal, mode)
     for result in results.values():
         if "seconds" in result:
@@ -136,13 +127,13 @@ def measure_case(seq_len, head_dim, causal, mode, args) -> dict[str, dict]:
 
 def report_case(seq_len, head_dim, causal, mode, measured, args) -> list[str]:
     """Print the JSON lines of one case; return its table rows."""
-    device = jax.devices()[0]
-    peak = next((p for name, p in PEAK_TFLOPS.items() if name in device.device_kind), None)
+    device_kind = jax.devices()[0].device_kind
+    peak = next((p for name, p in PEAK_TFLOPS.items() if name in device_kind), None)
     meaningful = jax.default_backend() != "cpu"
     results = measured["results"]
     kernel = results.get("pallas", {})
     case = f"pallas_{mode}_T{seq_len}_D{head_dim}_{'causal' if causal else 'full'}"
-    context = {
+    fields = {
         "mode": mode,
         "seq_len": seq_len,
         "head_dim": head_dim,
@@ -150,34 +141,32 @@ def report_case(seq_len, head_dim, causal, mode, measured, args) -> list[str]:
         "batch": measured["batch"],
         "heads": measured["heads"],
         "dtype": args.dtype,
-        "device": device.device_kind,
         "repeats": args.repeats,
         "seconds": kernel.get("seconds"),
         "meaningful": meaningful,
     }
     if kernel.get("tflops") is not None and peak:
-        context["fraction_of_peak"] = round(kernel["tflops"] / peak, 3)
+        fields["fraction_of_peak"] = round(kernel["tflops"] / peak, 3)
     if not meaningful:
-        context["note"] = "CPU: Pallas interpret mode, not a performance measurement"
+        fields["note"] = "CPU: Pallas interpret mode, not a performance measurement"
     if "error" in kernel:
-        context["error"] = kernel["error"]
+        fields["error"] = kernel["error"]
     for baseline in (name for name in results if name != "pallas"):
         base = results[baseline]
-        value, base_value = kernel.get("tflops"), base.get("tflops")
-        line = {
-            "benchmark": "attention",
-            "case": case,
-            "value": _round(value),
-            "unit": "TFLOP/s",
-            "baseline": baseline,
-            "baseline_value": _round(base_value),
-            "ratio": _round(value / base_value) if value and base_value else None,
-            "baseline_seconds": base.get("seconds"),
-            **context,
-        }
-        if "error" in base:
-            line["baseline_error"] = base["error"]
-        print(json.dumps(line), flush=True)
+        errors = {"baseline_error": base["error"]} if "error" in base else {}
+        timing.emit(
+            timing.measurement(
+                "attention",
+                case,
+                kernel.get("tflops"),
+                "TFLOP/s",
+                baseline,
+                base.get("tflops"),
+                baseline_seconds=base.get("seconds"),
+                **fields,
+                **errors,
+            )
+        )
     return [
         f"{mode:<8}{seq_len:>7}{head_dim:>5}{str(causal):>7}  {name:<7}"
         f"{_fmt(r.get('tflops'))}{_fmt(r.get('seconds') and r['seconds'] * 1e3)}  {r.get('error', '')[:60]}"
@@ -185,8 +174,8 @@ def report_case(seq_len, head_dim, causal, mode, measured, args) -> list[str]:
     ]
 
 
-def _round(x):
-    return None if x is None else float(f"{x:.4g}")
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
 def _fmt(x) -> str:

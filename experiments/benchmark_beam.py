@@ -49,15 +49,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmark_rnn import describe_device
+from experiments import timing
 from seqjax.nn import seq2seq, transformer
 from seqjax.tasks import translation
 
@@ -106,46 +104,35 @@ def sources(args) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(inputs, jnp.int32), jnp.asarray(lengths, jnp.int32)
 
 
-def seconds_per_call(run, params, inputs, lengths, repeats: int) -> float:
-    jax.block_until_ready(run(params, inputs, lengths))  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run(params, inputs, lengths))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def measure(name: str, args) -> dict:
     model = build(name, args.vocab)
     inputs, lengths = sources(args)
     variables = model.init(jax.random.key(args.seed), inputs, lengths, decoder_inputs=inputs[:, :2])
     params = variables["params"]
-    costs = {}
-    for beam in (0, args.beam_size):
+    calls = {}
+    for beam in (0, args.beam_size):  # beam size 0: greedy decoding
         run = jax.jit(
             functools.partial(translation.generate, model, max_len=args.max_len, beam_size=beam, alpha=args.alpha)
         )
-        costs[beam] = seconds_per_call(run, params, inputs, lengths, args.repeats) / args.batch
-    beam, greedy = costs[args.beam_size], costs[0]
-    return {
-        "benchmark": "beam_search",
-        "case": f"{name}_beam{args.beam_size}",
-        "value": beam,
-        "unit": "seconds/sentence",
-        "baseline": "greedy",
-        "baseline_value": greedy,
-        "ratio": beam / greedy,
-        "beam_sentences_per_s": 1.0 / beam,
-        "greedy_sentences_per_s": 1.0 / greedy,
-        "beam_size": args.beam_size,
-        "batch": args.batch,
-        "source_len": args.source_len,
-        "max_len": args.max_len,
-        "vocab": args.vocab,
-        "repeats": args.repeats,
-        "device": describe_device(),
-    }
+        calls[beam] = functools.partial(run, params, inputs, lengths)
+    timings = timing.time_calls(calls, repeats=args.repeats)
+    beam, greedy = (timings[size].median / args.batch for size in (args.beam_size, 0))
+    return timing.measurement(
+        "beam_search",
+        f"{name}_beam{args.beam_size}",
+        beam,
+        "seconds/sentence",
+        "greedy",
+        greedy,
+        beam_sentences_per_s=timing.rounded(1.0 / beam),
+        greedy_sentences_per_s=timing.rounded(1.0 / greedy),
+        beam_size=args.beam_size,
+        batch=args.batch,
+        source_len=args.source_len,
+        max_len=args.max_len,
+        vocab=args.vocab,
+        repeats=args.repeats,
+    )
 
 
 def main(argv=None) -> None:
@@ -156,8 +143,7 @@ def main(argv=None) -> None:
         f"{'model':<12} {'greedy sent/s':>14} {f'beam{args.beam_size} sent/s':>13} {'cost ratio':>11}", file=sys.stderr
     )
     for name in args.models:
-        result = measure(name, args)
-        print(json.dumps(result), flush=True)
+        result = timing.emit(measure(name, args))
         print(
             f"{name:<12} {result['greedy_sentences_per_s']:>14.1f} {result['beam_sentences_per_s']:>13.1f} "
             f"{result['ratio']:>10.2f}x",

@@ -43,16 +43,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmark_rnn import describe_device
+from experiments import timing
 from seqjax import decoding
 from seqjax.nn import transformer
 
@@ -149,19 +147,6 @@ def greedy_recompute(model, variables, prompt: np.ndarray, steps: int, bucket: i
     return generate
 
 
-def measure(cases: dict[str, Callable[[], np.ndarray]], repeats: int) -> tuple[dict, dict]:
-    """(median seconds per case, the tokens each produced); one untimed call
-    per case first compiles everything it needs."""
-    outputs = {name: run() for name, run in cases.items()}
-    seconds = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, run in cases.items():  # round-robin: load from other processes hits all alike
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: float(np.median(s)) for name, s in seconds.items()}, outputs
-
-
 def run(args) -> list[dict]:
     """Measures, checks the three cases agree, prints and returns the JSON records."""
     model, variables = build_model(args)
@@ -171,10 +156,12 @@ def run(args) -> list[dict]:
         "kv_cache_loop": greedy_with_cache_loop(model, variables, prompt, args.steps),
         "recompute": greedy_recompute(model, variables, prompt, args.steps, args.bucket),
     }
-    seconds, outputs = measure(cases, args.repeats)
-    for name, tokens in outputs.items():
-        if not np.array_equal(tokens, outputs["recompute"]):
+    # The first, untimed call of each case compiles everything it needs; its tokens are checked.
+    timings = timing.time_calls(cases, repeats=args.repeats)
+    for name, measured in timings.items():
+        if not np.array_equal(measured.result, timings["recompute"].result):
             raise AssertionError(f"{name} generated different tokens from recompute")
+    seconds = {name: measured.median for name, measured in timings.items()}
     rate = {name: args.batch * args.steps / s for name, s in seconds.items()}
     common = {
         "batch": args.batch,
@@ -185,23 +172,13 @@ def run(args) -> list[dict]:
         "heads": args.heads,
         "vocab": args.vocab,
         "repeats": args.repeats,
-        "device": describe_device(),
     }
-    records = []
-    for case in ("kv_cache_scan", "kv_cache_loop"):
-        records.append(
-            {
-                "benchmark": "greedy_decode",
-                "case": case,
-                "value": round(rate[case], 1),
-                "unit": "tokens/s",
-                "baseline": "recompute",
-                "baseline_value": round(rate["recompute"], 1),
-                "ratio": round(rate[case] / rate["recompute"], 2),
-                **common,
-            }
+    records = [
+        timing.emit(
+            timing.measurement("greedy_decode", case, rate[case], "tokens/s", "recompute", rate["recompute"], **common)
         )
-        print(json.dumps(records[-1]), flush=True)
+        for case in ("kv_cache_scan", "kv_cache_loop")
+    ]
     print(f"{'case':<16}{'tokens/s':>12}{'seconds':>10}", file=sys.stderr)
     for name in cases:
         print(f"{name:<16}{rate[name]:>12.1f}{seconds[name]:>10.3f}", file=sys.stderr)

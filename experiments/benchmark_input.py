@@ -51,8 +51,6 @@ worker_count >= (its examples/s) / ~5k.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 import types
@@ -64,6 +62,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from experiments import timing
 from seqjax import models
 from seqjax.data import loader
 
@@ -332,17 +331,6 @@ def tf_data_rate(args) -> tuple[float, float] | None:
     return time_loader(batches(), args)
 
 
-def describe_device() -> str:
-    device = jax.devices()[0]
-    model = ""
-    if device.platform == "cpu" and os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    else:
-        model = device.device_kind
-    return f"{device.platform} {model} host x{os.cpu_count()} cores".replace("  ", " ")
-
-
 def report(results: list[dict], tf_rate, args) -> None:
     common = {
         "batch": args.batch,
@@ -352,43 +340,22 @@ def report(results: list[dict], tf_rate, args) -> None:
         "workers": args.workers,
         "read_threads": args.read_threads,
         "prefetch": args.prefetch,
-        "device": describe_device(),
     }
     for result in results:
+        case, fraction = f"loader_{result['case']}", round(result["end_to_end"], 3)
         (examples, tokens), (step_examples, step_tokens) = result["loader"], result["train_step"]
         for unit, value, base in (("examples/s", examples, step_examples), ("tokens/s", tokens, step_tokens)):
-            print(
-                json.dumps(
-                    {
-                        "benchmark": "input",
-                        "case": f"loader_{result['case']}",
-                        "value": round(value, 1),
-                        "unit": unit,
-                        "baseline": "lstm_train_step",
-                        "baseline_value": round(base, 1),
-                        "ratio": round(value / base, 2),
-                        "end_to_end_fraction": round(result["end_to_end"], 3),
-                        **common,
-                    }
-                ),
-                flush=True,
+            record = timing.measurement(
+                "input", case, value, unit, "lstm_train_step", base, end_to_end_fraction=fraction, **common
             )
+            timing.emit(record)
     padding = next((r for r in results if r["case"] == "padding"), None)
     if tf_rate and padding:
-        print(
-            json.dumps(
-                {
-                    "benchmark": "input",
-                    "case": "loader_padding",
-                    "value": round(padding["loader"][0], 1),
-                    "unit": "examples/s",
-                    "baseline": "tf_data_padded_batch",
-                    "baseline_value": round(tf_rate[0], 1),
-                    "ratio": round(padding["loader"][0] / tf_rate[0], 2),
-                    **common,
-                }
-            ),
-            flush=True,
+        loader_rate = padding["loader"][0]
+        timing.emit(
+            timing.measurement(
+                "input", "loader_padding", loader_rate, "examples/s", "tf_data_padded_batch", tf_rate[0], **common
+            )
         )
     print(
         f"{'case':<12}{'loader ex/s':>13}{'loader tok/s':>14}{'step ex/s':>11}{'step tok/s':>12}"

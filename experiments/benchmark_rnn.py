@@ -20,18 +20,16 @@ number of cores JAX sees).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import seqjax.nn as snn
+from experiments import timing
 
 FLAX_CELLS = {"lstm": ("flax_optimized_lstm", nn.OptimizedLSTMCell), "gru": ("flax_gru", nn.GRUCell)}
 
@@ -53,8 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def jax_case(module: nn.Module, args, seed: int = 0) -> Callable[[], None]:
-    """A no-argument callable running one jitted grad of sum(module(x)) w.r.t. (params, x)."""
+def jax_case(module: nn.Module, args, seed: int = 0) -> Callable[[], tuple]:
+    """A no-argument callable running one jitted grad of sum(module(x)) w.r.t. (params, x)
+    (compiled on its first call)."""
     key_x, key_p = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(key_x, (args.batch, args.time, args.input), args.dtype)
     params = module.init(key_p, x)
@@ -65,8 +64,7 @@ def jax_case(module: nn.Module, args, seed: int = 0) -> Callable[[], None]:
         return jnp.sum(outputs)
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    jax.block_until_ready(grad(params, x))  # compile
-    return lambda: jax.block_until_ready(grad(params, x))
+    return lambda: grad(params, x)
 
 
 def torch_case(cell: str, args) -> Callable[[], None]:
@@ -113,19 +111,11 @@ def torch_available() -> bool:
     return True
 
 
-def measure(cases: dict[str, Callable[[], None]], args) -> dict[str, tuple[float, float]]:
+def measure(cases: dict[str, Callable[[], object]], args) -> dict[str, tuple[float, float]]:
     """(median, best) tokens/s per case, timing the cases round-robin."""
-    for run in cases.values():
-        for _ in range(args.warmup):
-            run()
-    seconds = {name: [] for name in cases}
-    for _ in range(args.repeats):
-        for name, run in cases.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
+    timings = timing.time_calls(cases, repeats=args.repeats, warmup=args.warmup)
     tokens = args.batch * args.time
-    return {name: (tokens / float(np.median(s)), tokens / float(np.min(s))) for name, s in seconds.items()}
+    return {name: (tokens / measured.median, tokens / measured.min) for name, measured in timings.items()}
 
 
 def report(rates: dict[str, tuple[float, float]], args) -> None:
@@ -136,7 +126,6 @@ def report(rates: dict[str, tuple[float, float]], args) -> None:
         "input": args.input,
         "hidden": args.hidden,
         "dtype": args.dtype,
-        "device": describe_device(),
         "repeats": args.repeats,
         "implementation": args.implementation,
     }
@@ -145,37 +134,10 @@ def report(rates: dict[str, tuple[float, float]], args) -> None:
         for baseline in (FLAX_CELLS[cell][0], f"torch_{cell}"):
             if baseline not in rates:
                 continue
-            (value, best), (base, base_best) = rates[case], rates[baseline]
-            print(
-                json.dumps(
-                    {
-                        "benchmark": "rnn_fwd_bwd",
-                        "case": case,
-                        "value": round(value, 1),
-                        "unit": "tokens/s",
-                        "baseline": baseline,
-                        "baseline_value": round(base, 1),
-                        "ratio": round(value / base, 3),
-                        "value_best": round(best, 1),
-                        "baseline_value_best": round(base_best, 1),
-                        "ratio_best": round(best / base_best, 3),
-                        **common,
-                    }
-                ),
-                flush=True,
-            )
+            timing.emit(timing.median_and_best("rnn_fwd_bwd", case, "tokens/s", baseline, rates, **common))
     print(f"{'case':<22}{'median tok/s':>14}{'best tok/s':>12}", file=sys.stderr)
     for name, (median, best) in rates.items():
         print(f"{name:<22}{median:>14.0f}{best:>12.0f}", file=sys.stderr)
-
-
-def describe_device() -> str:
-    device = jax.devices()[0]
-    model = ""
-    if device.platform == "cpu" and os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    return f"{device.platform} {model} x{os.cpu_count()} cores".replace("  ", " ")
 
 
 def main(argv=None) -> None:

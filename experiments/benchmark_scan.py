@@ -27,15 +27,13 @@ the parallel form is meant for GPU/TPU.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from experiments import timing
 from seqjax.nn import Recurrent, make_cell
 
 
@@ -51,8 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def grad_step(cell: str, implementation: str, time_steps: int, args) -> Callable[[], None]:
-    """A no-argument callable running one jitted grad of sum(layer(x)) w.r.t. (params, x)."""
+def grad_step(cell: str, implementation: str, time_steps: int, args) -> Callable[[], tuple]:
+    """A no-argument callable running one jitted grad of sum(layer(x)) w.r.t. (params, x)
+    (compiled on its first call)."""
     layer = Recurrent(make_cell(cell, args.hidden), implementation=implementation)
     key_x, key_p = jax.random.split(jax.random.key(0))
     x = jax.random.normal(key_x, (args.batch, time_steps, args.hidden))
@@ -62,46 +61,25 @@ def grad_step(cell: str, implementation: str, time_steps: int, args) -> Callable
         return jnp.sum(layer.apply(params, x)[0])
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    jax.block_until_ready(grad(params, x))  # compile
-    return lambda: jax.block_until_ready(grad(params, x))
-
-
-def median_seconds(steps: dict[str, Callable[[], None]], args) -> dict[str, float]:
-    """Round-robin timing: the median seconds per call of every step."""
-    for step in steps.values():
-        for _ in range(args.warmup):
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def device_name() -> str:
-    device = jax.devices()[0]
-    return f"{device.platform}:{device.device_kind} x{jax.device_count()}"
+    return lambda: grad(params, x)
 
 
 def measure(cell: str, time_steps: int, args) -> dict:
     """One JSON record: parallel vs sequential seconds per forward+backward step."""
     steps = {impl: grad_step(cell, impl, time_steps, args) for impl in ("parallel", "scan")}
-    seconds = median_seconds(steps, args)
-    return {
-        "benchmark": "scan_fwd_bwd",
-        "case": f"parallel_{cell}",
-        "T": time_steps,
-        "B": args.batch,
-        "H": args.hidden,
-        "value": seconds["parallel"],
-        "unit": "s/step",
-        "baseline": f"sequential_{cell}",
-        "baseline_value": seconds["scan"],
-        "ratio": seconds["scan"] / seconds["parallel"],
-        "device": device_name(),
-    }
+    timings = timing.time_calls(steps, repeats=args.repeats, warmup=args.warmup)
+    return timing.measurement(
+        "scan_fwd_bwd",
+        f"parallel_{cell}",
+        timings["parallel"].median,
+        "s/step",
+        f"sequential_{cell}",
+        timings["scan"].median,
+        ratio=timing.BASELINE_OVER_VALUE,  # the parallel form's speed-up
+        T=time_steps,
+        B=args.batch,
+        H=args.hidden,
+    )
 
 
 def time_grid(args) -> list[int]:
@@ -117,8 +95,7 @@ def main(argv=None) -> None:
     print(f"{'case':18s} {'T':>6s} {'parallel s':>11s} {'sequential s':>13s} {'speedup':>8s}", file=sys.stderr)
     for cell in args.cells.split(","):
         for time_steps in time_grid(args):
-            record = measure(cell, time_steps, args)
-            print(json.dumps(record), flush=True)
+            record = timing.emit(measure(cell, time_steps, args))
             print(
                 f"{record['case']:18s} {time_steps:6d} {record['value']:11.4f} "
                 f"{record['baseline_value']:13.4f} {record['ratio']:8.2f}",

@@ -38,16 +38,15 @@ is computed k2/k1 = 2 times).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from absl import app, flags
 
+from experiments import timing
 from seqjax.nn import LSTMCell, Recurrent
 
 _LENGTHS = flags.DEFINE_list("lengths", ["1000", "10000", "100000", "1000000"], "Total sequence lengths T.")
@@ -130,6 +129,8 @@ def full_grad(model, blocks: int | None):
 
 
 def emit(case, length, value, seconds, extra):
+    """Prints and returns one record. There is no baseline field: the cases
+    are compared across lines (and T), not against one reference."""
     record = {
         "benchmark": "tbptt_memory",
         "case": case,
@@ -137,19 +138,10 @@ def emit(case, length, value, seconds, extra):
         "value": value,
         "unit": "bytes",
         "seconds_per_sequence": seconds,
-        "device": jax.devices()[0].device_kind,
         **extra,
+        **timing.context(),
     }
-    print(json.dumps(record), flush=True)
-    return record
-
-
-def timed(fn, *args, repeats=3):
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        jax.block_until_ready(fn(*args))
-    return (time.perf_counter() - start) / repeats
+    return timing.emit(record)
 
 
 def main(argv):
@@ -162,13 +154,13 @@ def main(argv):
     x_chunk, y_chunk = jnp.ones((batch, k, features)), jnp.ones((batch, k))
     carry = LSTMCell(_HIDDEN.value, parent=None).initial_carry(batch)
     chunk_bytes = planned_bytes(step.lower(params, carry, x_chunk, y_chunk).compile())
-    chunk_seconds = timed(step, params, carry, x_chunk, y_chunk)
+    chunk_seconds = timing.time_call(step, params, carry, x_chunk, y_chunk, repeats=3).median
     window = _BACKPROP.value
     if window:
         step_k2 = window_step(model, k)
         x_window, y_window = jnp.ones((batch, window, features)), jnp.ones((batch, window))
         window_bytes = planned_bytes(step_k2.lower(params, carry, x_window, y_window).compile())
-        window_seconds = timed(step_k2, params, carry, x_window, y_window)
+        window_seconds = timing.time_call(step_k2, params, carry, x_window, y_window, repeats=3).median
     results = []
     for length in map(int, _LENGTHS.value):
         # One compiled program serves every chunk, whatever T is.
@@ -199,7 +191,7 @@ def main(argv):
             expected = chunk_seconds * length / k
             seconds = None
             if expected < _MAX_SECONDS.value:
-                seconds = timed(fn, params, jnp.ones(x.shape), jnp.ones(y.shape), repeats=1)
+                seconds = timing.time_call(fn, params, jnp.ones(x.shape), jnp.ones(y.shape), repeats=1).median
             results.append(emit(case, length, planned_bytes(compiled), seconds, {**context, "blocks": blocks}))
     first, last = results[0]["value"], [r for r in results if r["case"] == "tbptt"][-1]["value"]
     print(f"tbptt peak at T={_LENGTHS.value[-1]} / T={_LENGTHS.value[0]}: {last / first:.3f}", file=sys.stderr)

@@ -29,18 +29,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-import time
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from experiments.benchmark_rnn import describe_device
+from experiments import timing
 from seqjax.nn import transformer
 
 
@@ -121,7 +118,7 @@ def char_gpt_config(args, attention_cls=None) -> transformer.TransformerConfig:
 
 def train_step_case(model: transformer.TransformerLM, args, seed: int = 0) -> Callable[[], None]:
     """A no-argument callable running one jitted AdamW step of next-token
-    cross-entropy on a fixed random batch."""
+    cross-entropy on a fixed random batch (compiled on its first call)."""
     tokens = jax.random.randint(jax.random.key(seed), (args.batch, args.time + 1), 0, args.vocab)
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     params = jax.jit(model.init)(jax.random.key(1), inputs)["params"]
@@ -142,25 +139,17 @@ def train_step_case(model: transformer.TransformerLM, args, seed: int = 0) -> Ca
     rng = jax.random.key(2)
 
     def run():
-        state[0], state[1] = jax.block_until_ready(step(state[0], state[1], rng))
+        state[0], state[1] = step(state[0], state[1], rng)
+        return state  # the timer blocks on it
 
-    run()  # compile
     return run
 
 
-def measure(cases: dict[str, Callable[[], None]], args) -> dict[str, tuple[float, float]]:
+def measure(cases: dict[str, Callable[[], list]], args) -> dict[str, tuple[float, float]]:
     """(median, best) training tokens/s per case, cases timed round-robin."""
-    for run in cases.values():
-        for _ in range(args.warmup):
-            run()
-    seconds = {name: [] for name in cases}
-    for _ in range(args.repeats):
-        for name, run in cases.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
+    timings = timing.time_calls(cases, repeats=args.repeats, warmup=args.warmup)
     tokens = args.batch * args.time
-    return {name: (tokens / float(np.median(s)), tokens / float(np.min(s))) for name, s in seconds.items()}
+    return {name: (tokens / measured.median, tokens / measured.min) for name, measured in timings.items()}
 
 
 def run(args) -> dict:
@@ -171,29 +160,22 @@ def run(args) -> dict:
         ),
     }
     rates = measure(cases, args)
-    (value, best), (base, base_best) = rates["seqjax_attention"], rates["flax_mhdpa"]
-    record = {
-        "benchmark": "char_gpt_train_step",
-        "case": "seqjax_attention",
-        "value": round(value, 1),
-        "unit": "tokens/s",
-        "baseline": "flax_mhdpa",
-        "baseline_value": round(base, 1),
-        "ratio": round(value / base, 3),
-        "value_best": round(best, 1),
-        "baseline_value_best": round(base_best, 1),
-        "ratio_best": round(best / base_best, 3),
-        "batch": args.batch,
-        "time": args.time,
-        "d_model": args.d_model,
-        "layers": args.layers,
-        "heads": args.heads,
-        "vocab": args.vocab,
-        "dtype": args.dtype,
-        "repeats": args.repeats,
-        "device": describe_device(),
-    }
-    print(json.dumps(record), flush=True)
+    record = timing.median_and_best(
+        "char_gpt_train_step",
+        "seqjax_attention",
+        "tokens/s",
+        "flax_mhdpa",
+        rates,
+        batch=args.batch,
+        time=args.time,
+        d_model=args.d_model,
+        layers=args.layers,
+        heads=args.heads,
+        vocab=args.vocab,
+        dtype=args.dtype,
+        repeats=args.repeats,
+    )
+    timing.emit(record)
     print(f"{'case':<20}{'median tok/s':>14}{'best tok/s':>12}", file=sys.stderr)
     for name, (median, best_rate) in rates.items():
         print(f"{name:<20}{median:>14.0f}{best_rate:>12.0f}", file=sys.stderr)

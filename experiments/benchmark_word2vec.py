@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -265,8 +264,8 @@ def main(argv=None) -> None:
         print(f"wrote {write_analogies(args.write_analogies)} questions to {args.write_analogies}", file=sys.stderr)
         return
     gensim_version, Word2Vec = import_gensim()
-    import jax
-
+    # Imported late, as they import jax: --write_analogies and a missing gensim need neither.
+    from experiments import timing
     from seqjax import word2vec
 
     analogies = args.analogies
@@ -276,7 +275,6 @@ def main(argv=None) -> None:
     sentences = list(word2vec.text_file_corpus([p for p in args.corpus.split(",") if p]))
     vocab = word2vec.Vocab.build(sentences, args.min_count)
     words = args.epochs * vocab.total
-    device = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind} x{jax.device_count()}"
     context = {
         "corpus": args.corpus,
         "corpus_words": vocab.total,
@@ -288,9 +286,7 @@ def main(argv=None) -> None:
         "sample": args.sample,
         "batch_size": args.batch_size,
         "steps_per_call": args.steps_per_call,
-        "device": device,
         "gensim_workers": args.workers,
-        "cpu_count": os.cpu_count(),
         "rounds": args.rounds,
     }
     baseline = f"gensim {gensim_version} Word2Vec (workers={args.workers})"
@@ -303,54 +299,51 @@ def main(argv=None) -> None:
         ours, theirs = [r["seconds"] for r in rounds], [r["gensim_seconds"] for r in rounds]
         speed, gensim_speed = words / statistics.median(ours), words / statistics.median(theirs)
         rows.append(
-            {
-                "benchmark": "word2vec",
-                "case": f"{architecture}_words_per_second",
-                "value": speed,
-                "unit": "words/s",
-                "baseline": baseline,
-                "baseline_value": gensim_speed,
-                "ratio": speed / gensim_speed,
-                "best_value": words / min(ours),
-                "best_baseline_value": words / min(theirs),
-                "compile_seconds": max(r["compile_seconds"] for r in rounds),
+            timing.measurement(
+                "word2vec",
+                f"{architecture}_words_per_second",
+                speed,
+                "words/s",
+                baseline,
+                gensim_speed,
+                best_value=words / min(ours),
+                best_baseline_value=words / min(theirs),
+                compile_seconds=max(r["compile_seconds"] for r in rounds),
                 **context,
-            }
+            )
         )
         accuracy = statistics.mean(r["accuracy"] for r in rounds)
         gensim_accuracy = statistics.mean(r["gensim_accuracy"] for r in rounds)
         rows.append(
-            {
-                "benchmark": "word2vec",
-                "case": f"{architecture}_analogy_accuracy",
-                "value": accuracy,
-                "unit": "accuracy",
-                "baseline": baseline,
-                "baseline_value": gensim_accuracy,
-                "ratio": accuracy / gensim_accuracy,
-                "difference_points": 100 * (accuracy - gensim_accuracy),
-                "per_round": [[r["accuracy"], r["gensim_accuracy"]] for r in rounds],
-                "baseline_by_gensim_evaluator": [r["gensim_own_accuracy"] for r in rounds],
-                "answered": rounds[0]["answered"],
-                "oov": rounds[0]["oov"],
-                "sections": rounds[0]["sections"],
-                "analogy_file": analogies,
-                "restrict_vocab": args.restrict_vocab,
+            timing.measurement(
+                "word2vec",
+                f"{architecture}_analogy_accuracy",
+                accuracy,
+                "accuracy",
+                baseline,
+                gensim_accuracy,
+                difference_points=100 * (accuracy - gensim_accuracy),
+                per_round=[[r["accuracy"], r["gensim_accuracy"]] for r in rounds],
+                baseline_by_gensim_evaluator=[r["gensim_own_accuracy"] for r in rounds],
+                answered=rounds[0]["answered"],
+                oov=rounds[0]["oov"],
+                sections=rounds[0]["sections"],
+                analogy_file=analogies,
+                restrict_vocab=args.restrict_vocab,
                 **context,
-            }
+            )
         )
     for row in rows:
-        print(json.dumps(row), flush=True)
+        timing.emit(row)
+    device = timing.describe_device()
     print(
         f"\n{'case':<32} {'seqjax':>12} {'gensim':>12} {'ratio':>7}   ({device}, {args.epochs} epochs of "
         f"{vocab.total} words)",
         file=sys.stderr,
     )
     for row in rows:
-        print(
-            f"{row['case']:<32} {row['value']:>12.4g} {row['baseline_value']:>12.4g} {row['ratio']:>7.3f}",
-            file=sys.stderr,
-        )
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"  # None: gensim scored 0
+        print(f"{row['case']:<32} {row['value']:>12.4g} {row['baseline_value']:>12.4g} {ratio:>7}", file=sys.stderr)
 
 
 if __name__ == "__main__":
