@@ -51,7 +51,7 @@ import jax
 import ml_collections
 
 from configs import default
-from seqjax import metrics, replicas, sweeps, training
+from seqjax import metrics, parallel, sweeps, training
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--chunk-size",
         type=int,
         default=None,
-        help="replicas vmapped together (default: seqjax.replicas.default_chunk_size())",
+        help="replicas vmapped together (default: seqjax.parallel.default_chunk_size())",
     )
     parser.add_argument("--workdir", default=None, help="where the runs go (default: a temporary dir)")
     return parser.parse_args(argv)
@@ -141,7 +141,7 @@ def main(argv=None) -> None:
         "seq_len": args.seq_len,
         "batch": args.batch,
         "steps": args.steps,
-        "chunk_size": args.chunk_size or replicas.default_chunk_size(),
+        "chunk_size": args.chunk_size or parallel.default_chunk_size(),
         "device": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],

@@ -12,7 +12,7 @@ Two kinds of task feed a run (`make_feed` picks one from the task's class):
 
 Both give host batches (numpy) for one replica. `ReplicaFeeds` holds one
 feed per replica of a run and lays their batches out on the devices in the
-run's layout (`seqjax.replicas.Layout`): stacked on a leading replica axis
+run's layout (`seqjax.parallel.Layout`): stacked on a leading replica axis
 when R > 1, rows split over the mesh axis 'data'.
 """
 
@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from seqjax import parallel, tasks, tbptt
-from seqjax.replicas import Layout
+from seqjax.parallel import Layout
 
 Batch = dict[str, np.ndarray]
 

@@ -39,7 +39,7 @@ from seqjax import (
     parallel,
     provenance,
     replicas,
-    strategies,
+    steps,
     tasks,
     transfer,
 )
@@ -59,7 +59,7 @@ class Trainer:
       mesh: the devices (default: all of them, data parallel).
       workdir: the run dir (or one per replica), where dataset tasks keep
         their fitted tokenizers; None for a trainer that writes nothing.
-      chunk_size: replicas vmapped together (default `replicas.default_chunk_size()`).
+      chunk_size: replicas vmapped together (default `parallel.default_chunk_size()`).
     """
 
     def __init__(
@@ -76,23 +76,26 @@ class Trainer:
         names = [f"replica {r}" for r in range(len(self.configs))] if workdirs == [None] else workdirs
         replicas.check_compatible(self.configs, [os.path.basename(os.path.normpath(n)) for n in names])
         self.config = config = self.configs[0]
-        chunk = chunk_size or replicas.default_chunk_size()
-        self.layout = replicas.Layout(mesh or parallel.make_mesh(), len(self.configs), chunk)
+        chunk = chunk_size or parallel.default_chunk_size()
+        self.layout = parallel.Layout(mesh or parallel.make_mesh(), len(self.configs), chunk)
         parallel.check_batch_size(config.train.batch_size, self.layout.mesh)
         self.task = tasks.get(config.task, config.get("data"))
         self.task.setup(workdirs[0])
         self.model = models.build(config.model, self.task)
-        self.feeds = feeds.ReplicaFeeds(self.task, self.configs, self.layout, strategies.stream_length(config))
+        self.feeds = feeds.ReplicaFeeds(self.task, self.configs, self.layout, steps.stream_length(config))
         self.example = self.feeds.example()
-        self.strategy = strategies.choose(config, self.task, self.model, self.layout, self.feeds, self.example)
+        self.strategy = steps.choose(config, self.task, self.model, self.layout, self.feeds, self.example)
         self.lr_scales = replicas.learning_rate_scales(self.configs)
         num_updates = config.train.num_steps * self.strategy.updates_per_batch
         self.tx = optim.build_optimizer(config, num_updates, unit_peak=self.lr_scales is not None)
         self.dropout_rngs = self.layout.stack([jax.random.fold_in(jax.random.key(c.seed), 1) for c in self.configs])
         self.replica_shape = jax.eval_shape(self._init_replica, jax.random.key(0))
         # One replica's state as init and checkpoints lay it out (no replica axis).
-        self.replica_shardings = self.strategy.state_shardings(self.replica_shape, replicas.Layout(self.layout.mesh))
-        self._init = jax.jit(self._init_replica, out_shardings=self.replica_shardings)
+        self.replica_shardings = self.strategy.state_shardings(self.replica_shape, parallel.Layout(self.layout.mesh))
+        run_shape = self.layout.stack_shapes(self.replica_shape)
+        self._init = self.layout.compile(
+            self._init_replica, self.layout.replicated(), self.strategy.state_shardings(run_shape)
+        )
         self.strategy.compile(self.state_shape())
 
     # --- the state ----------------------------------------------------------------
@@ -124,14 +127,15 @@ class Trainer:
         run is (params from fold_in(key(seed), 0)), with `config.train.init_modules`
         copied from the run in `config.train.init_from` and pretrained
         embeddings when the config asks for them."""
-        states = []
-        for config in self.configs:
-            state = self._init(jax.random.fold_in(jax.random.key(config.seed), 0))
-            states.append(state.replace(params=self._initial_params(config, state.params)))
-        return self._assemble(states)
+        state = self._init(self.layout.stack([jax.random.fold_in(jax.random.key(c.seed), 0) for c in self.configs]))
+        if not any(c.train.get("init_from", "") or c.model.get("pretrained_embeddings", "") for c in self.configs):
+            return self._with_learning_rates(state)
+        states = self.layout.unstack(state)
+        return self._assemble(
+            [s.replace(params=self._initial_params(c, s.params)) for s, c in zip(states, self.configs)]
+        )
 
     def _initial_params(self, config: ml_collections.ConfigDict, params: Any) -> Any:
-        fresh = params
         if config.train.get("init_from", ""):
             pretrained = transfer.latest_params(config.train.init_from)
             params = transfer.transfer(params, pretrained, config.train.get("init_modules", optim.DEFAULT_INIT_MODULES))
@@ -144,14 +148,18 @@ class Trainer:
                 )
             params, report = embeddings.init_from_config(config.model, params, word_index, seed=config.seed)
             logging.info("pretrained embeddings: %s", report.summary())
-        return params if params is fresh else jax.device_put(params, self.layout.replicated())
+        return params
 
     def _assemble(self, states: Sequence[TrainState]) -> TrainState:
-        """One state per replica (as `init` or a checkpoint gives them) -> the run's state."""
-        if self.lr_scales is not None:
-            states = [s.replace(lr_scale=np.float32(lr)) for s, lr in zip(states, self.lr_scales)]
+        """One state per replica (as a checkpoint gives them) -> the run's state."""
         state = self.layout.stack(states)
-        return jax.device_put(state, self.strategy.state_shardings(state))
+        return self._with_learning_rates(jax.device_put(state, self.strategy.state_shardings(state)))
+
+    def _with_learning_rates(self, state: TrainState) -> TrainState:
+        """The replicas' learning rates [R] in the state, when they differ."""
+        if self.lr_scales is None:
+            return state
+        return state.replace(lr_scale=jax.device_put(self.lr_scales, self.layout.replicated()))
 
     def restore_or_init(self, ckpt: checkpoint.Checkpointer) -> TrainState:
         """The newest checkpointed state of every replica (and their data
@@ -277,8 +285,8 @@ def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckp
         state, step_metrics = trainer.step(state, step - 1)
         window.append(step_metrics)
         if step % train.log_every == 0 or step == train.num_steps:
+            logged = trainer.window_means(window)  # waits for the window's steps to finish
             rate = len(window) / (time.monotonic() - window_start)
-            logged = trainer.window_means(window)
             for run_files, means in zip(files, logged):
                 run_files.writer.write(step, dict(means, steps_per_second=rate), prefix="train_")
             progress.update(step, {"loss": float(np.mean([means["loss"] for means in logged]))})
