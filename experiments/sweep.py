@@ -15,7 +15,7 @@ Then `python -m experiments.report --sweep_dir=...` makes the tables and plots.
 import ast
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from seqjax import sweep_runner
 
@@ -46,6 +46,8 @@ def parse_overrides(items: list[str]) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO (vmap mode trains here)
     config, sweep_dir = _CONFIG.value, _SWEEP_DIR.value
     runs = sweep_runner.plan(config, _SWEEP.value, parse_overrides(_OVERRIDE.value))
     if _MODE.value == "print":

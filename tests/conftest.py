@@ -5,6 +5,8 @@ XLA reads the flag once, at backend start, so it is set before jax is imported.
 
 import os
 
+import pytest
+
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,3 +27,10 @@ def import_experiment(name):
     for module_name in [m for m in sys.modules if m.startswith("experiments.")]:
         del sys.modules[module_name]
     return importlib.import_module(f"experiments.{name}")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A TFDS data_dir shared by the tests of one worker: the smoke configs'
+    datasets are prepared into it once."""
+    return tmp_path_factory.mktemp("tfds")

@@ -14,6 +14,7 @@ import pytest
 
 from configs import default
 from seqjax import metrics, parallel, replicas, sweeps, training
+from tests.helpers import logged
 from tests.test_config import _load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,10 +53,6 @@ def grouped_and_sequential(tmp_path_factory):
     seq_dirs = [str(root / "sequential" / run.name) for run in runs]
     seq_finals = [training.train_and_evaluate(c, d, mesh) for c, d in zip(configs_of(base_config(), runs), seq_dirs)]
     return runs, group_dirs, finals, seq_dirs, seq_finals
-
-
-def logged(workdir):
-    return metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
 
 
 def test_each_replica_ends_where_its_sequential_run_ends(grouped_and_sequential):
@@ -202,11 +199,6 @@ def kind_config(kind, seed, data_dir):
     return config
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("tfds")
-
-
 def tolerance(kind):
     # The BatchNorm Transformer has biases that BatchNorm or the softmax makes
     # irrelevant in training (key, value, output projections): their gradients
@@ -252,20 +244,12 @@ def get_sweep(name=None):
 # Runs the sweep in vmap mode in a child process that SIGKILLs itself after
 # `kill_after_step` steps of the group (-1: never).
 KILLER = """
-import os, signal, sys
+import sys
 from absl import app
-from seqjax import training
-
-kill_after_step = int(sys.argv[1])
-step_fn = training.Trainer.step
-def step_then_maybe_die(self, state, index=None):
-    state, metrics = step_fn(self, state, index)
-    if index + 1 == kill_after_step:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return state, metrics
-training.Trainer.step = step_then_maybe_die
-
 from experiments import sweep
+from tests.helpers import die_after_step
+
+die_after_step(int(sys.argv[1]))
 sys.argv = [sys.argv[0]] + sys.argv[2:]
 app.run(sweep.main)
 """

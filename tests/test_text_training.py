@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from seqjax import training
+from tests import helpers
 from tests.test_config import _load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,11 +22,6 @@ def smoke(name, data_dir, variant="smoke"):
     config = _load_config(name, variant)
     config.data.source.data_dir = str(data_dir)
     return config
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("tfds")
 
 
 def test_sst2_smoke_through_the_entry_point(tmp_path, data_dir):
@@ -110,8 +106,9 @@ def test_tagger_smoke_reports_entity_f1(tmp_path, data_dir):
 
 
 KILLER = """
-import os, signal, sys
+import sys
 from seqjax import training
+from tests.helpers import die_after_step
 from tests.test_config import _load_config
 
 kill_after_step, workdir, data_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -119,21 +116,9 @@ config = _load_config("sst2", "smoke")
 config.data.source.data_dir = data_dir
 config.train.num_steps = 30
 config.optimizer.schedule = "constant"
-
-step_fn = training.Trainer.step
-def step_then_maybe_die(self, state, index=None):
-    state, metrics = step_fn(self, state, index)
-    if int(state.step) == kill_after_step:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return state, metrics
-training.Trainer.step = step_then_maybe_die
+die_after_step(kill_after_step)
 training.train_and_evaluate(config, workdir)
 """
-
-
-def losses_by_step(workdir):
-    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
 
 
 @pytest.mark.slow
@@ -153,7 +138,7 @@ def test_killed_dataset_run_resumes_the_same_batches(tmp_path, data_dir):
     finished = run(killed)
     assert finished.returncode == 0, finished.stderr[-3000:]
     # Steps 11..30 saw the batches the uninterrupted run saw: identical losses.
-    assert losses_by_step(killed) == losses_by_step(reference)
+    assert helpers.losses_by_step(killed) == helpers.losses_by_step(reference)
     assert json.loads((killed / "final_metrics.json").read_text()) == json.loads(
         (reference / "final_metrics.json").read_text()
     )

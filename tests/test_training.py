@@ -10,6 +10,7 @@ import pytest
 
 from configs import default
 from seqjax import parallel, training
+from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,13 +23,7 @@ def smoke_config(**train):
 
 
 def run_steps(config, devices, num_steps):
-    trainer = training.Trainer(config, parallel.make_mesh(devices))
-    state = trainer.init_state()
-    losses = []
-    for _ in range(num_steps):
-        state, step_metrics = trainer.step(state)
-        losses.append(float(step_metrics["loss"]))
-    return losses, jax.device_get(state.params)
+    return helpers.run_steps(training.Trainer(config, parallel.make_mesh(devices)), num_steps)
 
 
 def test_eight_devices_give_the_same_losses_and_params_as_one():
@@ -116,31 +111,15 @@ def test_entry_point_writes_the_output_contract(tmp_path):
 # steps, or right after starting the asynchronous save of `kill_in_save_step`
 # (while orbax is still writing it).
 KILLER = """
-import os, signal, sys
-import orbax.checkpoint as ocp
+import sys
 from configs import default
 from seqjax import training
+from tests.helpers import die_after_step
 
 kill_after_step, kill_in_save_step, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 config = default.get_config("smoke")
 config.train.num_steps = 30
-
-step_fn = training.Trainer.step
-def step_then_maybe_die(self, state, index=None):
-    state, metrics = step_fn(self, state, index)
-    if int(state.step) == kill_after_step:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return state, metrics
-training.Trainer.step = step_then_maybe_die
-
-save_fn = ocp.CheckpointManager.save
-def save_then_maybe_die(self, step, *args, **kwargs):
-    saved = save_fn(self, step, *args, **kwargs)
-    if step == kill_in_save_step:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return saved
-ocp.CheckpointManager.save = save_then_maybe_die
-
+die_after_step(kill_after_step, kill_in_save_step)
 training.train_and_evaluate(config, workdir)
 """
 
@@ -153,11 +132,6 @@ def run_killer(workdir, kill_after_step=-1, kill_in_save_step=-1):
         text=True,
         timeout=180,
     )
-
-
-def losses_by_step(workdir):
-    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {r["step"]: r["train_loss"] for r in records if "train_loss" in r}
 
 
 @pytest.mark.slow
@@ -173,4 +147,4 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     finished = run_killer(killed)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert json.loads((killed / "final_metrics.json").read_text()) == expected
-    assert losses_by_step(killed) == losses_by_step(reference)
+    assert helpers.losses_by_step(killed) == helpers.losses_by_step(reference)

@@ -9,18 +9,13 @@ import pytest
 from configs import transformer_synthetic
 from seqjax import parallel, training
 from seqjax.nn import attention
+from tests import helpers
 
 
 def train(variant, implementation, num_steps=1):
     config = transformer_synthetic.get_config(f"{variant},smoke")
     config.model.attention_implementation = implementation
-    trainer = training.Trainer(config, parallel.make_mesh(jax.devices()[:1]))
-    state = trainer.init_state()
-    losses = []
-    for _ in range(num_steps):
-        state, step_metrics = trainer.step(state)
-        losses.append(float(step_metrics["loss"]))
-    return losses, jax.device_get(state.params)
+    return helpers.run_steps(training.Trainer(config, parallel.make_mesh(jax.devices()[:1])), num_steps)
 
 
 # seq2seq covers every mask the kernel takes in a Transformer: source padding
