@@ -223,7 +223,11 @@ def summary_line(result: dict[str, list[str]]) -> str:
 
 
 def run_vmap(
-    config_spec: str, runs: Sequence[sweeps.Run], sweep_dir: str, report: Callable[[str], None] | None = None
+    config_spec: str,
+    runs: Sequence[sweeps.Run],
+    sweep_dir: str,
+    report: Callable[[str], None] | None = None,
+    chunk_size: int | None = None,
 ) -> dict[str, list[str]]:
     """Trains each group of runs that differ only in seed / learning rate
     as one run of R replicas (`training.train_replicas`: one vmapped
@@ -231,7 +235,8 @@ def run_vmap(
     checkpoints included, so a killed group resumes from them when the
     sweep is rerun; groups whose runs all finished are skipped; a group that
     raises is recorded as failed and the others go on. A group's runs share
-    one config variant (the variant is not vmappable)."""
+    one config variant (the variant is not vmappable). `chunk_size`:
+    replicas vmapped together (None: `parallel.default_chunk_size()`)."""
     import traceback
 
     from seqjax import replicas, training
@@ -251,7 +256,7 @@ def run_vmap(
             configs = [sweeps.apply_overrides(base, run.overrides) for run in group]
             for run, directory in zip(group, directories):
                 _start_run_dir(directory, run)
-            training.train_replicas(configs, directories)
+            training.train_replicas(configs, directories, chunk_size=chunk_size)
             result["finished"] += names
         except Exception:  # one bad group must not stop the sweep
             tail = traceback.format_exc()

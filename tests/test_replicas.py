@@ -199,28 +199,32 @@ def kind_config(kind, seed, data_dir):
     return config
 
 
-def tolerance(kind):
-    # The BatchNorm Transformer has biases that BatchNorm or the softmax makes
-    # irrelevant in training (key, value, output projections): their gradients
-    # are rounding noise, which Adam turns into O(lr) steps, and evaluation
-    # with running statistics reads some of them. The replica's train losses
-    # match its sequential run's to 1e-6 and its test loss to ~4e-4.
-    return 2e-3 if kind == "batch_norm_classifier" else 1e-4
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_each_replica_of_every_task_kind_matches_its_sequential_run(kind, tmp_path, data_dir):
+def test_each_replica_of_every_task_kind_equals_its_sequential_run(kind, tmp_path, data_dir):
+    # On CPU the group's program loops over unbatched replicas
+    # (parallel.default_chunk_size), so a replica is its run alone, bit for
+    # bit. One exception: on these 8 devices the BatchNorm model's test
+    # evaluation differs in the last bit (1.6e-7 relative; its training
+    # matches exactly, and on one device everything does).
     configs = [kind_config(kind, seed, data_dir) for seed in (0, 1)]
     group = training.train_replicas(configs, [str(tmp_path / "group0"), str(tmp_path / "group1")])
     for seed, final in zip((0, 1), group):
         expected = training.train_and_evaluate(configs[seed], str(tmp_path / f"seq{seed}"))
-        assert final.keys() == expected.keys()
-        for key, value in expected.items():
-            np.testing.assert_allclose(
-                final[key], value, rtol=tolerance(kind), atol=1e-6, err_msg=f"{kind} {seed} {key}"
-            )
+        if kind == "batch_norm_classifier":
+            assert final.keys() == expected.keys()
+            for key, value in expected.items():
+                np.testing.assert_allclose(final[key], value, rtol=1e-6, err_msg=key)
+        else:
+            assert final == expected, (kind, seed)
         assert listing(tmp_path / f"group{seed}") == listing(tmp_path / f"seq{seed}")
+        seq_logged = [
+            {k: v for k, v in r.items() if k != "train_steps_per_second"} for r in logged(tmp_path / f"seq{seed}")
+        ]
+        group_logged = [
+            {k: v for k, v in r.items() if k != "train_steps_per_second"} for r in logged(tmp_path / f"group{seed}")
+        ]
+        assert group_logged == seq_logged, (kind, seed)
     assert group[0] != group[1], "the replicas must differ"
 
 
