@@ -68,8 +68,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.0  # adamw only (decoupled)
     config.optimizer.clip_global_norm = 1.0  # 0 turns it off
     config.optimizer.clip_value = 0.0  # clip each gradient entry to [-v, v]; 0 turns it off
-    config.optimizer.l1 = 0.0  # L1 penalty on weight matrices, added to the loss
-    config.optimizer.l2 = 0.0  # L2 penalty on weight matrices, added to the loss
+    config.optimizer.l1 = 0.0  # L1 penalty on weight matrices (its gradient joins the loss gradient)
+    config.optimizer.l2 = 0.0  # L2 penalty on weight matrices (its gradient joins the loss gradient)
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 64  # global batch, split over all devices

@@ -211,8 +211,8 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
 
 
 def _sibling_config(file_name: str, variant: str) -> ml_collections.ConfigDict:
-    """get_config(variant) of another config file in this directory."""
-    from seqjax import sweep_runner
+    """The config `file_name:variant` of another config file in this directory."""
+    from seqjax import config as config_lib
 
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), file_name)
-    return sweep_runner.load_config_module(path).get_config(variant)
+    return config_lib.load_config(f"{path}:{variant}")

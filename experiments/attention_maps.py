@@ -26,7 +26,8 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from seqjax import metrics, sweep_runner
+from seqjax import config as config_lib
+from seqjax import metrics, tasks
 from seqjax.nn import transformer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "experiments.train workdir to read the model from.")
@@ -64,7 +65,7 @@ def example(task, split: str, index: int, seed: int, tokens: Sequence[int] = ())
 
 def attention_weights(model, variables: dict, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """{layer path: weights [H, T, S]} of every attention layer for the one-example `batch`."""
-    if not isinstance(getattr(model, "config", None), transformer.TransformerConfig):
+    if not isinstance(model, transformer.MODELS):
         raise ValueError(f"{type(model).__name__} is not a seqjax Transformer; attention maps need one")
     sowing = model.clone(config=dataclasses.replace(model.config, sow_attention_weights=True))
     extra = {name: jnp.asarray(batch[name]) for name in ("decoder_inputs", "decoder_lengths") if name in batch}
@@ -83,16 +84,16 @@ def attention_weights(model, variables: dict, batch: dict[str, np.ndarray]) -> d
 
 def token_labels(task, model, batch: dict[str, np.ndarray]) -> list[str]:
     """Labels of the encoder/decoder positions: the task's token strings when
-    it has them (`task.token_strings(ids)`), else the ids (or t0, t1, ... for
-    real-valued inputs); [CLS] first when the model prepends one."""
+    its sources are text (`tasks.TEXT_SOURCE_TASKS`), else the ids (or t0,
+    t1, ... for real-valued inputs); [CLS] first when the model prepends one."""
     inputs = batch["inputs"][0]
     if inputs.ndim > 1:
         labels = [f"t{i}" for i in range(len(inputs))]
-    elif hasattr(task, "token_strings"):
+    elif isinstance(task, tasks.TEXT_SOURCE_TASKS):
         labels = list(task.token_strings(inputs))
     else:
         labels = [str(int(i)) for i in inputs]
-    if getattr(model, "pooling", None) == "cls":
+    if isinstance(model, transformer.TransformerClassifier) and model.pooling == "cls":
         labels = ["[CLS]"] + labels
     return labels
 
@@ -158,7 +159,7 @@ def run(
     if workdir is not None:
         trainer, variables = trained_model(workdir)
     else:
-        trainer, variables = fresh_model(sweep_runner.base_config(config_spec))
+        trainer, variables = fresh_model(config_lib.load_config(config_spec))
     batch = example(trainer.task, split, index, trainer.config.seed, tokens)
     maps = attention_weights(trainer.model, variables, batch)
     labels = token_labels(trainer.task, trainer.model, batch)

@@ -46,7 +46,8 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
-from seqjax import diagnostics, metrics, optim, sweep_runner
+from seqjax import config as config_lib
+from seqjax import diagnostics, metrics, optim
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 
@@ -65,7 +66,7 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def untrained_config(config_spec: str, cell: str, seq_len: int, hidden_size: int) -> ml_collections.ConfigDict:
-    config = sweep_runner.base_config(config_spec)
+    config = config_lib.load_config(config_spec)
     config.model.cell = cell
     config.task.seq_len = seq_len
     if hidden_size:

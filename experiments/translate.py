@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from seqjax import runs
+from seqjax import runs, tasks
 from seqjax.tasks import translation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a translation training run.")
@@ -65,7 +65,7 @@ def read_lines(path: str) -> list[str]:
 
 def encode(task, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(ids [N, S], lengths [N]) of every source; reports unknown tokens on stderr."""
-    if not hasattr(task, "encode_texts"):
+    if not isinstance(task, tasks.TEXT_SOURCE_TASKS):
         raise app.UsageError(f"{_WORKDIR.value} trained {type(task).__name__}, not a translation task")
     try:
         inputs, lengths, unknown = task.encode_texts(sources)

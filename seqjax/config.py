@@ -1,23 +1,40 @@
-"""Config validation: unknown keys and bad values fail at start, naming the field.
+"""Config files: loading a config spec, and validating the config it gives.
 
-A config is an `ml_collections.ConfigDict` with sections `task`, `model`,
-`optimizer`, `train` and a top-level `seed` (configs/default.py documents
-every field). Tasks and models declare the keys they read, so a typo such as
-`config.model.hiden_size` is caught even inside a config file.
+A config file is a Python file whose `get_config(variant=None)` returns an
+`ml_collections.ConfigDict` with sections `task`, `model`, `optimizer`,
+`train` and a top-level `seed` (configs/default.py documents every field). A
+config spec names one and, optionally, some of its variants:
+`path[:variant[,variant...]]`, e.g. `configs/seq2seq_synthetic.py:bahdanau,smoke`;
+a file lists the variants it takes in `VARIANTS`. `load_config(spec)` is the
+one way seqjax reads a spec (sweeps, experiments, configs that build on other
+configs); `experiments/train.py` reads its --config flag through
+`ml_collections.config_flags`, which passes the same variant string to
+`get_config`.
+
+`validate(config)` fails at start, naming the field, on unknown keys and bad
+values. Tasks and models declare the keys they read, so a typo such as
+`config.model.hiden_size` is caught even inside a config file. The lists of
+valid values belong to the modules that use them (model and task registries,
+cells, recurrent layers, optimisers); `validate` asks those modules, importing
+them only when it runs: this module stays cheap to import, and so does
+everything that only builds or expands configs (seqjax.sweeps).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import os
+import types
 from collections.abc import Iterable
 
 import ml_collections
 
-from seqjax import models, optim, tasks
-from seqjax.nn import cells
-
 TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train", "data")
 REQUIRED_SECTIONS = ("task", "model", "optimizer", "train")
+# The keys of config.train: the loop's (seqjax.training), the step strategies'
+# (seqjax.steps.choose) and transfer learning's (init_from, init_modules,
+# freeze_steps: seqjax.transfer, seqjax.optim).
 TRAIN_KEYS = (
     "batch_size",
     "num_steps",
@@ -35,26 +52,78 @@ TRAIN_KEYS = (
     "init_modules",
     "freeze_steps",
 )
-OPTIMIZER_KEYS = (
-    "name",
-    "learning_rate",
-    "schedule",
-    "warmup_steps",
-    "end_lr_fraction",
-    "b1",
-    "b2",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "clip_global_norm",
-    "clip_value",
-    "l1",
-    "l2",
-)
 
 
 class ConfigError(ValueError):
-    """A config field is unknown or has a bad value."""
+    """A config file, spec or field is unknown or has a bad value."""
+
+
+# ----------------------------------------------------------------------------- loading config files
+
+
+def split_spec(config_spec: str) -> tuple[str, tuple[str, ...]]:
+    """'configs/x.py:a,b' -> ('configs/x.py', ('a', 'b')); empty variant names are dropped."""
+    path, _, variants = config_spec.partition(":")
+    return path, tuple(name for name in variants.split(",") if name)
+
+
+def load_config_module(path: str) -> types.ModuleType:
+    """The module of the config file at `path`, executed afresh (it is not
+    put in sys.modules, so two files may share a name)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"config file not found: {path} (relative to {os.getcwd()}); a config spec is "
+            "path/to/config.py[:variant[,variant...]]"
+        )
+    spec = importlib.util.spec_from_file_location(f"seqjax_config_{abs(hash(os.path.abspath(path)))}", path)
+    if spec is None:
+        raise ConfigError(f"config file {path} is not a Python file: name a .py file that defines get_config")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(vars(module).get("get_config")):
+        raise ConfigError(
+            f"config file {path} defines no get_config: add `def get_config(variant=None)` returning "
+            "an ml_collections.ConfigDict"
+        )
+    return module
+
+
+def declared_variants(module: types.ModuleType) -> tuple[str, ...]:
+    """The variant names a config module declares in VARIANTS (none if it declares none)."""
+    return tuple(vars(module).get("VARIANTS", ()))
+
+
+def check_variants(path: str, module: types.ModuleType, names: Iterable[str]) -> None:
+    """Raises ConfigError naming the first of `names` that the file at `path` does not declare."""
+    known = declared_variants(module)
+    for name in names:
+        if not known:
+            raise ConfigError(
+                f"config file {path} takes no variants (it declares no VARIANTS), got {name!r}: "
+                f"load {path} without ':{name}', or list the variants get_config takes in VARIANTS"
+            )
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown variant {name!r} of {path}{hint}; choose from {', '.join(known)}")
+
+
+def load_config(config_spec: str) -> ml_collections.ConfigDict:
+    """The ConfigDict of `path[:variant[,variant...]]`: `get_config` of the
+    file, given the variants joined by commas (None without variants), the
+    string `ml_collections.config_flags` would pass it. Not validated."""
+    path, names = split_spec(config_spec)
+    module = load_config_module(path)
+    check_variants(path, module, names)
+    config = module.get_config(",".join(names) or None)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"get_config of {path} returned a {type(config).__name__}; it must return an ml_collections.ConfigDict"
+        )
+    return config
+
+
+# ----------------------------------------------------------------------------- validation
 
 
 def _check_keys(where: str, section: ml_collections.ConfigDict, allowed: Iterable[str]) -> None:
@@ -97,6 +166,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_task(task: ml_collections.ConfigDict) -> None:
+    from seqjax import tasks  # the task registry; imported here because it loads every dataset library
+
     name = task.get("name")
     _require(name in tasks.names(), "config.task.name", name, f"must be one of {tasks.names()}")
     _check_keys("config.task", task, tasks.config_keys(name))
@@ -104,48 +175,49 @@ def _validate_task(task: ml_collections.ConfigDict) -> None:
 
 
 def _validate_data(data: ml_collections.ConfigDict) -> None:
-    from seqjax.tasks import dataset as text  # the dataset tasks declare the keys they read
+    from seqjax.tasks import base, dataset  # the dataset tasks declare the keys they read
 
     _require(isinstance(data, ml_collections.ConfigDict), "config.data", data, "must be a section (ConfigDict)")
-    _check_keys("config.data", data, text.DATA_KEYS)
+    _check_keys("config.data", data, dataset.DATA_KEYS)
     if "splits" in data:
-        _check_keys("config.data.splits", data.splits, ("train", "eval", "test"))
+        _check_keys("config.data.splits", data.splits, base.SPLITS)
     if "tokenizer" in data:
         _require(
-            data.tokenizer in text.TOKENIZERS,
+            data.tokenizer in dataset.TOKENIZERS,
             "config.data.tokenizer",
             data.tokenizer,
-            f"must be one of {text.TOKENIZERS}",
+            f"must be one of {dataset.TOKENIZERS}",
         )
     _check_positive_ints(data, "config.data", ("seq_len", "pad_to_multiple"))
 
 
 def _validate_model(model: ml_collections.ConfigDict) -> None:
+    from seqjax import models  # the registry and its value lists; imported here because they load JAX
+    from seqjax.nn import cells, recurrent
+
     name = model.get("name")
     _require(name in models.names(), "config.model.name", name, f"must be one of {models.names()}")
     _check_keys("config.model", model, models.config_keys(name))
-    if "cell" in model:
-        _require(
-            model.cell in cells.CELL_NAMES, "config.model.cell", model.cell, f"must be one of {list(cells.CELL_NAMES)}"
-        )
     _check_positive_ints(model, "config.model", ("hidden_size", "num_layers", "embed_size", "unroll"))
     if "dropout_rate" in model:
         _require(0.0 <= model.dropout_rate < 1.0, "config.model.dropout_rate", model.dropout_rate, "must be in [0, 1)")
-    if model.get("head"):
-        _require(model.head in models.HEADS, "config.model.head", model.head, f"must be one of {list(models.HEADS)}")
-    if "merge" in model:
-        _require(model.merge in ("concat", "sum"), "config.model.merge", model.merge, "must be 'concat' or 'sum'")
-    if "implementation" in model:
-        _require(
-            model.implementation in ("auto", "scan", "fused", "parallel"),
-            "config.model.implementation",
-            model.implementation,
-            "must be 'auto', 'scan', 'fused' or 'parallel'",
-        )
+    choices = {
+        "cell": cells.cell_names(),
+        "head": models.HEADS,
+        "merge": recurrent.MERGES,
+        "implementation": recurrent.IMPLEMENTATIONS,
+    }
+    if not model.get("head"):  # no head, or an empty one: the task's own
+        del choices["head"]
+    for key, allowed in choices.items():
+        if key in model:
+            _require(model[key] in allowed, f"config.model.{key}", model[key], f"must be one of {list(allowed)}")
 
 
 def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
-    _check_keys("config.optimizer", opt, OPTIMIZER_KEYS)
+    from seqjax import optim  # the optimiser's keys and names; imported here because it loads optax
+
+    _check_keys("config.optimizer", opt, optim.OPTIMIZER_KEYS)
     _require(
         opt.get("name") in optim.OPTIMIZERS,
         "config.optimizer.name",
@@ -167,6 +239,8 @@ def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
 
 
 def _validate_train(train: ml_collections.ConfigDict) -> None:
+    from seqjax import tbptt  # the tbptt_update values; imported here because it loads jax
+
     _check_keys("config.train", train, TRAIN_KEYS)
     _check_positive_ints(
         train,
@@ -217,10 +291,10 @@ def _validate_train(train: ml_collections.ConfigDict) -> None:
         )
     if "tbptt_update" in train:
         _require(
-            train.tbptt_update in ("accumulate", "per_chunk"),
+            train.tbptt_update in tbptt.UPDATES,
             "config.train.tbptt_update",
             train.tbptt_update,
-            "must be 'accumulate' or 'per_chunk'",
+            f"must be one of {list(tbptt.UPDATES)}",
         )
     # A resumed run starts logging at a checkpoint; on a log boundary its
     # averaged metrics match those of an uninterrupted run.

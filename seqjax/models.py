@@ -18,18 +18,21 @@ from seqjax.nn import heads, recurrent, seq2seq, transformer
 from seqjax.tasks import Task
 from seqjax.tasks.translation import GenerationObjective
 
-_REGISTRY: dict[str, Callable[[ml_collections.ConfigDict, Task], nn.Module]] = {}
+# name -> (builder(model_config, task) -> module, the config.model keys it reads)
+_REGISTRY: dict[str, tuple[Callable[[ml_collections.ConfigDict, Task], nn.Module], tuple[str, ...]]] = {}
 
 HEADS = heads.POOLINGS + ("per_step",)
 
 
-def register(name: str):
-    """Decorator: `builder(model_config, task) -> nn.Module` becomes `config.model.name = name`."""
+def register(name: str, config_keys: tuple[str, ...] = ()):
+    """Decorator: `builder(model_config, task) -> nn.Module` becomes
+    `config.model.name = name`; `config_keys` are the config.model keys it
+    reads (the validator refuses others)."""
 
     def decorate(builder):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = builder
+        _REGISTRY[name] = (builder, tuple(config_keys))
         return builder
 
     return decorate
@@ -41,7 +44,7 @@ def names() -> list[str]:
 
 def config_keys(name: str) -> tuple[str, ...]:
     """The `config.model` keys the model `name` reads."""
-    return ("name",) + tuple(getattr(_REGISTRY[name], "config_keys", ()))
+    return ("name",) + _REGISTRY[name][1]
 
 
 def build(model_config: ml_collections.ConfigDict, task: Task) -> nn.Module:
@@ -49,7 +52,8 @@ def build(model_config: ml_collections.ConfigDict, task: Task) -> nn.Module:
     name = model_config.name
     if name not in _REGISTRY:
         raise ValueError(f"unknown model config.model.name={name!r}; registered: {', '.join(names())}")
-    return _REGISTRY[name](model_config, task)
+    builder, _ = _REGISTRY[name]
+    return builder(model_config, task)
 
 
 class RecurrentModel(nn.Module):
@@ -106,7 +110,28 @@ class RecurrentModel(nn.Module):
         return (predictions, carries) if return_carry else predictions
 
 
-@register("recurrent")
+RECURRENT_KEYS = (
+    "cell",
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "merge",
+    "dropout_rate",
+    "learn_initial_carry",
+    "implementation",
+    "unroll",
+    "forget_bias",
+    "identity_scale",
+    "head",
+    "embed_size",
+    "pretrained_embeddings",
+    "pretrained_format",
+    "freeze_embedding",
+    "freeze_embedding_steps",
+)
+
+
+@register("recurrent", RECURRENT_KEYS)
 def recurrent_model(config: ml_collections.ConfigDict, task: Task) -> RecurrentModel:
     """A recurrent model from `config.model` (see configs/default.py for every field)."""
     cell_kwargs = {}
@@ -135,27 +160,6 @@ def recurrent_model(config: ml_collections.ConfigDict, task: Task) -> RecurrentM
         vocab_size=task.vocab_size,
         embed_size=config.get("embed_size", 64),
     )
-
-
-recurrent_model.config_keys = (
-    "cell",
-    "hidden_size",
-    "num_layers",
-    "bidirectional",
-    "merge",
-    "dropout_rate",
-    "learn_initial_carry",
-    "implementation",
-    "unroll",
-    "forget_bias",
-    "identity_scale",
-    "head",
-    "embed_size",
-    "pretrained_embeddings",
-    "pretrained_format",
-    "freeze_embedding",
-    "freeze_embedding_steps",
-)
 
 
 # Transformers: the fields of seqjax.nn.transformer.TransformerConfig that a
@@ -201,7 +205,7 @@ def _require_head(config: ml_collections.ConfigDict, task: Task, per_step: bool)
         )
 
 
-@register("transformer_classifier")
+@register("transformer_classifier", TRANSFORMER_KEYS + ("pooling",))
 def transformer_classifier(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerClassifier:
     """Encoder-only classifier/regressor for many-to-one tasks ([CLS] or mean pooling)."""
     _require_head(config, task, per_step=False)
@@ -210,10 +214,7 @@ def transformer_classifier(config: ml_collections.ConfigDict, task: Task) -> tra
     )
 
 
-transformer_classifier.config_keys = TRANSFORMER_KEYS + ("pooling",)
-
-
-@register("transformer_lm")
+@register("transformer_lm", TRANSFORMER_KEYS)
 def transformer_lm(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerLM:
     """Decoder-only (causal) model for per-step tasks: language modelling,
     or any task whose step-t target depends on inputs up to t."""
@@ -221,10 +222,7 @@ def transformer_lm(config: ml_collections.ConfigDict, task: Task) -> transformer
     return transformer.TransformerLM(transformer_config(config, task.vocab_size), task.output_size)
 
 
-transformer_lm.config_keys = TRANSFORMER_KEYS
-
-
-@register("transformer_seq2seq")
+@register("transformer_seq2seq", TRANSFORMER_KEYS + ("num_decoder_layers",))
 def transformer_seq2seq(config: ml_collections.ConfigDict, task: Task) -> transformer.TransformerSeq2Seq:
     """Encoder-decoder for sequence generation tasks (target vocabulary
     `task.target_vocab_size`)."""
@@ -239,9 +237,6 @@ def transformer_seq2seq(config: ml_collections.ConfigDict, task: Task) -> transf
         task.target_vocab_size,
         num_decoder_layers=config.get("num_decoder_layers", 0) or None,
     )
-
-
-transformer_seq2seq.config_keys = TRANSFORMER_KEYS + ("num_decoder_layers",)
 
 
 # Recurrent encoder-decoders (seqjax.nn.seq2seq) for sequence generation tasks
@@ -272,7 +267,21 @@ def _seq2seq_common(config: ml_collections.ConfigDict, task: Task) -> dict:
     )
 
 
-@register("seq2seq")
+@register(
+    "seq2seq",
+    SEQ2SEQ_KEYS
+    + (
+        "encoder_hidden_size",
+        "encoder_layers",
+        "attention",
+        "attention_size",
+        "bidirectional_encoder",
+        "reverse_source",
+        "input_feeding",
+        "bridge",
+        "implementation",
+    ),
+)
 def seq2seq_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.Seq2Seq:
     """RNN encoder-decoder; config.model.attention in seqjax.nn.seq2seq.ATTENTIONS
     ('none', 'bahdanau', 'luong_dot', 'luong_general', 'luong_concat')."""
@@ -297,20 +306,7 @@ def seq2seq_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.Seq2
     )
 
 
-seq2seq_model.config_keys = SEQ2SEQ_KEYS + (
-    "encoder_hidden_size",
-    "encoder_layers",
-    "attention",
-    "attention_size",
-    "bidirectional_encoder",
-    "reverse_source",
-    "input_feeding",
-    "bridge",
-    "implementation",
-)
-
-
-@register("vector_to_sequence")
+@register("vector_to_sequence", SEQ2SEQ_KEYS)
 def vector_to_sequence_model(config: ml_collections.ConfigDict, task: Task) -> seq2seq.VectorToSequence:
     """One-to-many decoder conditioned on a feature vector (the captioning task)."""
     common = _seq2seq_common(config, task)
@@ -320,6 +316,3 @@ def vector_to_sequence_model(config: ml_collections.ConfigDict, task: Task) -> s
             f"{type(task).__name__} has token inputs; use 'seq2seq'"
         )
     return seq2seq.VectorToSequence(**common)
-
-
-vector_to_sequence_model.config_keys = SEQ2SEQ_KEYS

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -24,35 +23,22 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import ml_collections
-
+from seqjax import config as config_lib
 from seqjax import metrics, sweeps
 
 LOG_TAIL_LINES = 20
 
 
-def load_config_module(config_spec: str):
-    """The Python module of `path[:variant]`."""
-    path = config_spec.split(":", 1)[0]
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"seqjax_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def base_config(config_spec: str) -> ml_collections.ConfigDict:
-    path, _, variant = config_spec.partition(":")
-    return load_config_module(path).get_config(variant or None)
-
-
 def plan(config_spec: str, sweep_name: str | None, extra_overrides: dict | None = None) -> list[sweeps.Run]:
     """The sweep's runs, each with `extra_overrides` added; all validated."""
-    module = load_config_module(config_spec)
-    if not hasattr(module, "get_sweep"):
-        raise ValueError(f"{config_spec} defines no get_sweep(name)")
-    sweep = module.get_sweep(sweep_name)
+    path, _ = config_lib.split_spec(config_spec)
+    get_sweep = vars(config_lib.load_config_module(path)).get("get_sweep")
+    if not callable(get_sweep):
+        raise config_lib.ConfigError(
+            f"config file {path} defines no get_sweep: add `def get_sweep(name=None)` returning "
+            "a sweep (see seqjax.sweeps), or train the config alone with experiments.train"
+        )
+    sweep = get_sweep(sweep_name)
     if extra_overrides:
         sweep = sweeps.product(sweep, sweeps.fixed(extra_overrides))
     runs = sweeps.expand(sweep)
@@ -60,7 +46,7 @@ def plan(config_spec: str, sweep_name: str | None, extra_overrides: dict | None 
     for run in runs:
         by_spec[sweeps.config_spec_of(config_spec, run.overrides)].append(run)
     for spec, spec_runs in by_spec.items():
-        sweeps.validate_runs(base_config(spec), spec_runs)
+        sweeps.validate_runs(config_lib.load_config(spec), spec_runs)
     return runs
 
 
@@ -252,7 +238,7 @@ def run_vmap(
             continue
         report(f"group {index + 1}/{len(groups)}: {len(group)} replicas in one program")
         try:
-            base = base_config(sweeps.config_spec_of(config_spec, group[0].overrides))
+            base = config_lib.load_config(sweeps.config_spec_of(config_spec, group[0].overrides))
             configs = [sweeps.apply_overrides(base, run.overrides) for run in group]
             for run, directory in zip(group, directories):
                 _start_run_dir(directory, run)

@@ -14,6 +14,10 @@ A sweep is a list of override dicts ({dotted key: value}); `expand` turns it
 into `Run`s with stable, readable names such as `cell=lstm,seq_len=200,seed=1`.
 `validate_runs` applies every run's overrides to the base config and
 validates the result, so a bad key or value fails before any run starts.
+
+Every config file's `get_sweep` imports this module, so it imports nothing
+heavy (no JAX, no dataset library): only seqjax.config, which loads the
+registries when a config is validated (tests/test_imports.py checks it).
 """
 
 from __future__ import annotations
@@ -173,8 +177,8 @@ def config_spec_of(config_spec: str, overrides: Overrides) -> str:
     variant = overrides.get(VARIANT)
     if not variant:
         return config_spec
-    path, _, base = config_spec.partition(":")
-    return f"{path}:{','.join(filter(None, (base, str(variant))))}"
+    path, names = config_lib.split_spec(config_spec)
+    return f"{path}:{','.join((*names, str(variant)))}"
 
 
 def override_flags(overrides: Overrides) -> list[str]:

@@ -6,7 +6,16 @@ import signal
 
 import jax
 
+from seqjax import config as config_lib
 from seqjax import metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, variant: str | None = None):
+    """configs/<name>.py[:variant] of this repository, loaded as the entry points load it."""
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    return config_lib.load_config(f"{path}:{variant}" if variant else path)
 
 
 def logged(workdir) -> list[dict]:

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -129,15 +130,114 @@ def test_data_section_keys_are_checked():
 
 
 def _sst2_smoke():
-    return _load_config("sst2", "smoke")
+    return config_lib.load_config(os.path.join(REPO, "configs", "sst2.py:smoke"))
 
 
-def _load_config(name, variant=None):
-    """configs/<name>.py's get_config(variant), loaded the way config_flags loads it (by path)."""
-    import importlib.util
+# ----------------------------------------------------------------------------- loading config specs
 
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+
+def test_a_spec_loads_its_file_with_the_variants_joined_as_config_flags_passes_them(monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert config_lib.split_spec("configs/default.py:gru,,long") == ("configs/default.py", ("gru", "long"))
+    assert config_lib.split_spec("configs/default.py") == ("configs/default.py", ())
+    config = config_lib.load_config("configs/default.py:gru,long")
+    assert config.to_dict() == default.get_config("gru,long").to_dict()
+    assert config_lib.load_config("configs/default.py:").to_dict() == default.get_config().to_dict()
+    # A config that builds on another loads it the same way (its transformer variant reads a sibling file).
+    transformer = config_lib.load_config("configs/seq2seq_synthetic.py:transformer")
+    assert transformer.model.name == "transformer_seq2seq"
+
+
+def test_each_load_runs_the_file_afresh(monkeypatch):
+    monkeypatch.chdir(REPO)
+    first = config_lib.load_config_module("configs/default.py")
+    second = config_lib.load_config_module("configs/default.py")
+    assert first is not second and first.VARIANTS == default.VARIANTS
+
+
+def test_a_missing_config_file_is_named_with_the_spec_format(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    expected = (
+        f"config file not found: configs/nope.py (relative to {tmp_path}); a config spec is "
+        "path/to/config.py[:variant[,variant...]]"
+    )
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(expected)}$"):
+        config_lib.load_config("configs/nope.py:smoke")
+
+
+def test_a_file_that_is_not_python_or_has_no_get_config_is_refused_saying_what_to_add(tmp_path):
+    text = tmp_path / "config.txt"
+    text.write_text("x = 1\n")
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=f"^{re.escape(f'config file {text} is not a Python file: name a .py file that defines get_config')}$",
+    ):
+        config_lib.load_config(str(text))
+    empty = tmp_path / "empty.py"
+    empty.write_text("VARIANTS = ('smoke',)\n")
+    expected = (
+        f"config file {empty} defines no get_config: add `def get_config(variant=None)` returning "
+        "an ml_collections.ConfigDict"
+    )
+    with pytest.raises(config_lib.ConfigError, match=f"^{re.escape(expected)}$"):
+        config_lib.load_config(f"{empty}:smoke")
+
+
+def test_an_unknown_variant_is_named_with_the_file_a_suggestion_and_the_choices(monkeypatch):
+    monkeypatch.chdir(REPO)
+    expected = (
+        "unknown variant 'lstmm' of configs/default.py (did you mean 'lstm'?); "
+        "choose from lstm, gru, rnn, irnn, long, copy, smoke"
+    )
+    with pytest.raises(config_lib.ConfigError, match=f"^{re.escape(expected)}$"):
+        config_lib.load_config("configs/default.py:smoke,lstmm")
+    expected = "unknown variant 'zzz' of configs/default.py; choose from lstm, gru, rnn, irnn, long, copy, smoke"
+    with pytest.raises(config_lib.ConfigError, match=f"^{re.escape(expected)}$"):
+        config_lib.load_config("configs/default.py:zzz")
+
+
+def test_a_variant_of_a_file_without_variants_is_refused_saying_what_to_do(tmp_path):
+    plain = tmp_path / "plain.py"
+    plain.write_text(
+        "import ml_collections\ndef get_config(variant=None):\n    return ml_collections.ConfigDict({'seed': 0})\n"
+    )
+    assert config_lib.load_config(str(plain)).seed == 0
+    expected = (
+        f"config file {plain} takes no variants (it declares no VARIANTS), got 'smoke': "
+        f"load {plain} without ':smoke', or list the variants get_config takes in VARIANTS"
+    )
+    with pytest.raises(config_lib.ConfigError, match=f"^{re.escape(expected)}$"):
+        config_lib.load_config(f"{plain}:smoke")
+
+
+def test_get_config_must_return_a_config_dict(tmp_path):
+    loose = tmp_path / "loose.py"
+    loose.write_text("def get_config(variant=None):\n    return {'seed': 0}\n")
+    expected = f"get_config of {loose} returned a dict; it must return an ml_collections.ConfigDict"
+    with pytest.raises(config_lib.ConfigError, match=f"^{re.escape(expected)}$"):
+        config_lib.load_config(str(loose))
+
+
+@pytest.mark.parametrize(
+    "key,value,allowed",
+    [
+        ("cell", "lstmm", "['rnn', 'relu_rnn', 'irnn', 'lstm', 'gru', 'gru_reset_before', 'mingru', 'minlstm']"),
+        ("head", "first", "['last', 'mean', 'max', 'per_step']"),
+        ("merge", "mul", "['concat', 'sum']"),
+        ("implementation", "cuda", "['auto', 'scan', 'fused', 'parallel']"),
+    ],
+)
+def test_model_values_are_checked_against_the_lists_their_modules_own(key, value, allowed):
+    config = default.get_config()
+    config.model[key] = value
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=f"^{re.escape(f'bad value config.model.{key}={value!r}: must be one of {allowed}')}$",
+    ):
+        config_lib.validate(config)
+
+
+def test_an_empty_head_means_the_tasks_own():
+    config = default.get_config()
+    config.model.head = ""
+    config_lib.validate(config)

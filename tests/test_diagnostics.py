@@ -160,9 +160,10 @@ def test_clipped_norms_never_exceed_the_threshold_and_small_ones_pass_unchanged(
 
 def save_untrained_run(workdir, config_spec):
     """A workdir like experiments.train leaves: config.json and a checkpoint at step 5."""
-    from seqjax import checkpoint, metrics, sweep_runner, training
+    from seqjax import checkpoint, metrics, training
+    from seqjax import config as config_lib
 
-    config = sweep_runner.base_config(config_spec)
+    config = config_lib.load_config(config_spec)
     state = training.Trainer(config).init_state()
     os.makedirs(workdir)
     metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())

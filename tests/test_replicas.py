@@ -14,8 +14,7 @@ import pytest
 
 from configs import default
 from seqjax import metrics, parallel, replicas, sweeps, training
-from tests.helpers import logged
-from tests.test_config import _load_config
+from tests.helpers import load_config, logged
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARNING_RATES = (3e-3, 1e-2)
@@ -187,7 +186,7 @@ KINDS = {
 
 def kind_config(kind, seed, data_dir):
     name, variant, overrides = KINDS[kind]
-    config = _load_config(name, variant)
+    config = load_config(name, variant)
     config.seed = seed
     for key, value in overrides.items():
         section, leaf = key.split(".")
@@ -197,6 +196,18 @@ def kind_config(kind, seed, data_dir):
     steps = min(config.train.num_steps, 10)
     config.train.update(num_steps=steps, eval_every=steps, checkpoint_every=steps, log_every=min(5, steps))
     return config
+
+
+def logged_without_speed(run_dir):
+    return [{k: v for k, v in r.items() if k != "train_steps_per_second"} for r in logged(run_dir)]
+
+
+def assert_records_close(records, expected):
+    """Same steps and keys; values equal to float32 rounding (rtol 1e-6)."""
+    assert [r.keys() for r in records] == [r.keys() for r in expected]
+    for record, want in zip(records, expected):
+        for key, value in want.items():
+            np.testing.assert_allclose(record[key], value, rtol=1e-6, err_msg=key)
 
 
 @pytest.mark.slow
@@ -211,20 +222,15 @@ def test_each_replica_of_every_task_kind_equals_its_sequential_run(kind, tmp_pat
     group = training.train_replicas(configs, [str(tmp_path / "group0"), str(tmp_path / "group1")])
     for seed, final in zip((0, 1), group):
         expected = training.train_and_evaluate(configs[seed], str(tmp_path / f"seq{seed}"))
+        group_logged = logged_without_speed(tmp_path / f"group{seed}")
+        seq_logged = logged_without_speed(tmp_path / f"seq{seed}")
         if kind == "batch_norm_classifier":
-            assert final.keys() == expected.keys()
-            for key, value in expected.items():
-                np.testing.assert_allclose(final[key], value, rtol=1e-6, err_msg=key)
+            assert_records_close([final], [expected])
+            assert_records_close(group_logged, seq_logged)
         else:
             assert final == expected, (kind, seed)
+            assert group_logged == seq_logged, (kind, seed)
         assert listing(tmp_path / f"group{seed}") == listing(tmp_path / f"seq{seed}")
-        seq_logged = [
-            {k: v for k, v in r.items() if k != "train_steps_per_second"} for r in logged(tmp_path / f"seq{seed}")
-        ]
-        group_logged = [
-            {k: v for k, v in r.items() if k != "train_steps_per_second"} for r in logged(tmp_path / f"group{seed}")
-        ]
-        assert group_logged == seq_logged, (kind, seed)
     assert group[0] != group[1], "the replicas must differ"
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -92,9 +93,35 @@ def test_a_variant_axis_trains_each_config_variant_and_validates_each_against_it
     # A key that exists in one variant only is accepted there and refused, naming the run, in the other.
     ablation = sweeps.product(sweeps.variants(["none", "transformer"]), sweeps.fixed({"model.d_model": 32}))
     transformer_run = sweeps.expand(ablation)[1]
-    sweeps.validate_runs(sweep_runner.base_config("configs/seq2seq_synthetic.py:transformer"), [transformer_run])
+    sweeps.validate_runs(config_lib.load_config("configs/seq2seq_synthetic.py:transformer"), [transformer_run])
     with pytest.raises(config_lib.ConfigError, match="run variant=none: .*unknown config key 'model.d_model'"):
-        sweeps.validate_runs(sweep_runner.base_config("configs/seq2seq_synthetic.py:none"), sweeps.expand(ablation)[:1])
+        sweeps.validate_runs(config_lib.load_config("configs/seq2seq_synthetic.py:none"), sweeps.expand(ablation)[:1])
+
+
+def test_a_run_variant_joins_the_specs_variants():
+    assert sweeps.config_spec_of("configs/x.py:smoke,", {"variant": "gru"}) == "configs/x.py:smoke,gru"
+    assert sweeps.config_spec_of("configs/x.py:", {"variant": "gru"}) == "configs/x.py:gru"
+
+
+def test_a_config_without_get_sweep_is_refused_saying_what_to_add(tmp_path):
+    plain = tmp_path / "plain.py"
+    plain.write_text("def get_config(variant=None):\n    pass\n")
+    expected = (
+        f"config file {plain} defines no get_sweep: add `def get_sweep(name=None)` returning "
+        "a sweep (see seqjax.sweeps), or train the config alone with experiments.train"
+    )
+    with pytest.raises(config_lib.ConfigError, match=f"^{re.escape(expected)}$"):
+        sweep_runner.plan(f"{plain}:smoke", None)
+
+
+def test_a_sweep_over_an_unknown_variant_fails_before_any_run(monkeypatch):
+    monkeypatch.chdir(REPO)
+    expected = (
+        "unknown variant 'lstmm' of configs/default.py (did you mean 'lstm'?); "
+        "choose from lstm, gru, rnn, irnn, long, copy, smoke"
+    )
+    with pytest.raises(config_lib.ConfigError, match=f"^{re.escape(expected)}$"):
+        sweep_runner.plan("configs/default.py", "cell_by_length", {"variant": "lstmm"})
 
 
 @pytest.mark.slow
@@ -108,6 +135,7 @@ def test_vmap_mode_trains_each_variant_with_its_own_config(tmp_path, monkeypatch
             'return sweeps.product(sweeps.variants(["rnn", "gru"]), sweeps.seeds(2))',
         )
         .replace('config = base.get_config("smoke")', 'config = base.get_config(",".join(["smoke", variant or ""]))')
+        .replace("def get_config(", 'VARIANTS = ("rnn", "gru")\n\ndef get_config(')
     )
     runs = sweep_runner.plan(str(config_file), None)
     sweep_dir = str(tmp_path / "sweep")

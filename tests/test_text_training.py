@@ -13,13 +13,13 @@ import pytest
 
 from seqjax import training
 from tests import helpers
-from tests.test_config import _load_config
+from tests.helpers import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke(name, data_dir, variant="smoke"):
-    config = _load_config(name, variant)
+    config = load_config(name, variant)
     config.data.source.data_dir = str(data_dir)
     return config
 
@@ -95,7 +95,7 @@ def test_stateful_language_model_smoke_trains(tmp_path, data_dir):
 
 
 def test_forecast_smoke_beats_nothing_but_reports_the_naive_baseline(tmp_path):
-    final = training.train_and_evaluate(_load_config("forecast", "smoke"), str(tmp_path))
+    final = training.train_and_evaluate(load_config("forecast", "smoke"), str(tmp_path))
     assert final["test_naive_mae"] > 0 and "test_mae_vs_naive" in final
     assert (tmp_path / "normalizer.json").exists()
 
@@ -109,10 +109,10 @@ KILLER = """
 import sys
 from seqjax import training
 from tests.helpers import die_after_step
-from tests.test_config import _load_config
+from tests.helpers import load_config
 
 kill_after_step, workdir, data_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-config = _load_config("sst2", "smoke")
+config = load_config("sst2", "smoke")
 config.data.source.data_dir = data_dir
 config.train.num_steps = 30
 config.optimizer.schedule = "constant"
@@ -165,7 +165,7 @@ def test_finetune_starts_from_the_language_model_and_keeps_it_frozen(tmp_path, d
 def test_imdb_by_tfds_name_trains_on_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
-    config = _load_config("sst2", "imdb,smoke")
+    config = load_config("sst2", "imdb,smoke")
     config.data.splits.eval = "test"  # mock data has whole splits only
     config.data.splits.train = "train"
     config.train.num_steps = 10
@@ -177,7 +177,7 @@ def test_imdb_by_tfds_name_trains_on_mock_data(tmp_path):
 def test_tinyshakespeare_by_tfds_name_trains_on_mock_data(tmp_path):
     import tensorflow_datasets as tfds
 
-    config = _load_config("tinyshakespeare", "smoke")
+    config = load_config("tinyshakespeare", "smoke")
     config.data.source = {"name": "tiny_shakespeare", "data_dir": "", "manual_dir": ""}
     config.data.seq_len = 4  # mock texts are a few characters each
     config.train.num_steps = 10

@@ -5,9 +5,11 @@ import datetime
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -19,6 +21,8 @@ from configs import seq2seq_synthetic
 from seqjax import config as config_lib
 from seqjax import models
 from seqjax.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, UNK_ID
+from seqjax.nn import transformer
+from seqjax.nn.encoder_decoder import EncoderDecoder
 from seqjax.tasks import translation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -308,6 +312,61 @@ def test_alignment_heatmaps_are_drawn_from_the_decoded_output(tmp_path):
     )
     with pytest.raises(ValueError, match="has no attention over the source"):
         translation.source_attention(no_attention, params, inputs, lengths, outputs)
+
+
+class Countdown(EncoderDecoder):
+    """A made-up encoder-decoder for the generation interface: row b emits
+    tokens inputs[b, 0], inputs[b, 0] - 1, ... and <eos> after token 4; its
+    "attention" is uniform over the valid source."""
+
+    target_vocab_size: int = 12
+
+    @nn.nowrap
+    def incremental_decoder(self, variables, max_len):
+        def start(inputs, lengths=None):
+            return {"next": jnp.asarray(inputs)[:, 0]}
+
+        def tokens_to_logits(tokens, cache):
+            logits = jax.nn.one_hot(cache["next"], self.target_vocab_size) * 10.0
+            next_token = jnp.where(cache["next"] <= 4, EOS_ID, cache["next"] - 1)
+            return logits, {"next": next_token}
+
+        return start, tokens_to_logits
+
+    @nn.nowrap
+    def source_attention(self, variables, inputs, lengths, decoder_inputs):
+        valid = (jnp.arange(inputs.shape[1])[None, :] < lengths[:, None]).astype(jnp.float32)
+        alpha = valid / valid.sum(-1, keepdims=True)
+        return jnp.broadcast_to(alpha[:, None, :], (inputs.shape[0], decoder_inputs.shape[1], inputs.shape[1]))
+
+
+def test_generation_asks_the_model_for_its_decoder_and_attention_so_a_new_model_needs_no_task_change():
+    inputs, lengths = jnp.array([[7, 1, 1], [5, 9, 0]]), jnp.array([3, 2])
+    tokens = translation.generate(Countdown(), {}, inputs, lengths, max_len=6)
+    np.testing.assert_array_equal(tokens, [[7, 6, 5, 4, EOS_ID, PAD_ID], [5, 4, EOS_ID, PAD_ID, PAD_ID, PAD_ID]])
+    beam = translation.generate(Countdown(), {}, inputs, lengths, max_len=6, beam_size=2)
+    np.testing.assert_array_equal(beam, tokens)
+    alpha = translation.source_attention(Countdown(), {}, inputs, lengths, tokens)
+    np.testing.assert_allclose(alpha[1], np.tile([0.5, 0.5, 0.0], (6, 1)))
+
+
+def test_generation_refuses_a_model_that_is_not_an_encoder_decoder():
+    lm = transformer.TransformerLM(transformer.TransformerConfig(vocab_size=8, d_model=8, num_heads=2), 8)
+    expected = (
+        "generation needs an encoder-decoder model (a seqjax.nn.encoder_decoder.EncoderDecoder), got TransformerLM"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+        translation.generate(lm, {}, jnp.zeros((1, 3), jnp.int32), max_len=4)
+    with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+        translation.source_attention(lm, {}, jnp.zeros((1, 3), jnp.int32), None, np.zeros((1, 4), np.int32))
+
+
+def test_a_captioning_decoder_has_no_source_attention():
+    task = translation.CaptioningTask(ml_collections.ConfigDict({"name": "captioning"}))
+    model = models.build(ml_collections.ConfigDict({"name": "vector_to_sequence", "hidden_size": 8}), task)
+    expected = "VectorToSequence conditions on one feature vector and has no attention over source positions"
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        translation.source_attention(model, {}, np.zeros((1, 32), np.float32), None, np.zeros((1, 4), np.int32))
 
 
 @pytest.mark.slow

@@ -2,17 +2,20 @@
 
 from seqjax.nn.attention import MultiHeadAttention, dot_product_attention, init_cache, rotary_embedding
 from seqjax.nn.cells import (
-    CELL_NAMES,
     GRUCell,
     LSTMCarry,
     LSTMCell,
     RecurrentCell,
     SimpleRNNCell,
+    cell_names,
     identity_init,
     irnn_cell,
     make_cell,
+    register_cell,
 )
 from seqjax.nn.heads import last_valid, masked_max, masked_mean, pool
+
+# Importing minimal registers 'mingru' and 'minlstm' with make_cell.
 from seqjax.nn.minimal import MinGRUCell, MinLSTMCell, parallel_scan
 from seqjax.nn.porting import (
     check_params_compatible,
@@ -36,15 +39,16 @@ from seqjax.nn.transformer import (
 )
 
 __all__ = [
-    "CELL_NAMES",
     "GRUCell",
     "LSTMCarry",
     "LSTMCell",
     "RecurrentCell",
     "SimpleRNNCell",
+    "cell_names",
     "identity_init",
     "irnn_cell",
     "make_cell",
+    "register_cell",
     "last_valid",
     "masked_max",
     "masked_mean",

@@ -244,7 +244,27 @@ class GRUCell(RecurrentCell):
         return h, h
 
 
-CELL_NAMES = ("rnn", "relu_rnn", "irnn", "lstm", "gru", "gru_reset_before", "mingru", "minlstm")
+CellConstructor = Callable[..., RecurrentCell]
+
+# Cell name (`config.model.cell`) -> constructor(hidden_size, **kwargs). The
+# cells of this module register below; other cell families register
+# themselves where they are defined (seqjax.nn.minimal), so this module never
+# imports them and the dependency points one way. Importing the package
+# seqjax.nn imports every cell module, so every name is registered before any
+# `seqjax.nn.*` import returns.
+_CELLS: dict[str, CellConstructor] = {}
+
+
+def register_cell(name: str, constructor: CellConstructor) -> None:
+    """Makes `constructor(hidden_size, **kwargs)` available as cell `name`."""
+    if name in _CELLS:
+        raise ValueError(f"cell {name!r} is already registered")
+    _CELLS[name] = constructor
+
+
+def cell_names() -> tuple[str, ...]:
+    """Every registered cell name, in registration order (the values of `config.model.cell`)."""
+    return tuple(_CELLS)
 
 
 def make_cell(name: str, hidden_size: int, **kwargs) -> RecurrentCell:
@@ -253,23 +273,25 @@ def make_cell(name: str, hidden_size: int, **kwargs) -> RecurrentCell:
     rnn: tanh Elman; relu_rnn: ReLU Elman; irnn: ReLU Elman with identity init;
     lstm; gru (reset after the recurrent matmul, cuDNN/PyTorch/Keras default);
     gru_reset_before (reset before the matmul, Cho et al. 2014);
-    mingru, minlstm (Feng et al. 2024; see `seqjax.nn.minimal`).
+    mingru, minlstm (Feng et al. 2024; registered by `seqjax.nn.minimal`).
     """
-    if name == "rnn":
-        return SimpleRNNCell(hidden_size, activation="tanh", **kwargs)
-    if name == "relu_rnn":
-        return SimpleRNNCell(hidden_size, activation="relu", **kwargs)
-    if name == "irnn":
-        return irnn_cell(hidden_size, **kwargs)
-    if name == "lstm":
-        return LSTMCell(hidden_size, **kwargs)
-    if name == "gru":
-        return GRUCell(hidden_size, reset_after=True, **kwargs)
-    if name == "gru_reset_before":
-        return GRUCell(hidden_size, reset_after=False, **kwargs)
-    if name in ("mingru", "minlstm"):
-        from seqjax.nn import minimal  # imported here: minimal.py imports this module
+    if name not in _CELLS:
+        raise ValueError(f"unknown cell {name!r}; choose one of {', '.join(_CELLS)}")
+    return _CELLS[name](hidden_size, **kwargs)
 
-        cell_class = minimal.MinGRUCell if name == "mingru" else minimal.MinLSTMCell
-        return cell_class(hidden_size, **kwargs)
-    raise ValueError(f"unknown cell {name!r}; choose one of {', '.join(CELL_NAMES)}")
+
+def _fixed(cell_class: type[RecurrentCell], **fixed) -> CellConstructor:
+    """A constructor that sets `fixed` attributes; setting them again is a TypeError."""
+
+    def construct(hidden_size: int, **kwargs) -> RecurrentCell:
+        return cell_class(hidden_size, **fixed, **kwargs)
+
+    return construct
+
+
+register_cell("rnn", _fixed(SimpleRNNCell, activation="tanh"))
+register_cell("relu_rnn", _fixed(SimpleRNNCell, activation="relu"))
+register_cell("irnn", irnn_cell)
+register_cell("lstm", LSTMCell)
+register_cell("gru", _fixed(GRUCell, reset_after=True))
+register_cell("gru_reset_before", _fixed(GRUCell, reset_after=False))

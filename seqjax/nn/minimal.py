@@ -23,6 +23,9 @@ enters afterwards:
 `step` is the same cell one step at a time in linear space, so either form
 can run under `Recurrent` (implementation 'parallel' or 'scan').
 
+Importing this module registers the cells as 'mingru' and 'minlstm' with
+`seqjax.nn.cells.make_cell` (cells.py does not import this module).
+
 Shapes: B batch, T time, F input features, H hidden units, G gates.
 """
 
@@ -34,7 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqjax.nn.cells import RecurrentCell
+from seqjax.nn.cells import RecurrentCell, register_cell
 
 Array = jax.Array
 
@@ -115,6 +118,10 @@ class MinLSTMCell(MinimalCell):
         # log f/(f+i) = -softplus(log i - log f), with log σ(k) = -softplus(-k)
         diff = jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i)
         return -jax.nn.softplus(diff), -jax.nn.softplus(-diff) + log_g(k_h)
+
+
+register_cell("mingru", MinGRUCell)
+register_cell("minlstm", MinLSTMCell)
 
 
 def _compose(earlier: tuple[Array, Array], later: tuple[Array, Array]) -> tuple[Array, Array]:

@@ -117,6 +117,7 @@ def scan_cell(
 
 
 IMPLEMENTATIONS = ("auto", "scan", "fused", "parallel")
+MERGES = ("concat", "sum")  # how a Bidirectional layer joins its two directions
 
 
 class Recurrent(nn.Module):
@@ -259,8 +260,8 @@ class Bidirectional(nn.Module):
 
     @nn.compact
     def __call__(self, inputs, lengths=None, initial_carry=None):
-        if self.merge not in ("concat", "sum"):
-            raise ValueError(f"Bidirectional.merge must be 'concat' or 'sum', got {self.merge!r}")
+        if self.merge not in MERGES:
+            raise ValueError(f"Bidirectional.merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
         if self.forward_layer.reverse or not self.backward_layer.reverse:
             raise ValueError("Bidirectional needs forward_layer.reverse=False and backward_layer.reverse=True")
         forward_carry, backward_carry = (None, None) if initial_carry is None else initial_carry

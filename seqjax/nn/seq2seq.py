@@ -30,6 +30,9 @@ incremental decoding calls it once per token through
 with cache = {'state': decoder state, 'memory': {'values': encoder outputs,
 'keys': projected keys, 'mask': source mask}}, so both follow the same code
 and any `seqjax.decoding` search (greedy, sampling, beam) drives either model.
+Both models are `seqjax.nn.encoder_decoder.EncoderDecoder`s:
+`model.incremental_decoder(variables, max_len)` returns (start,
+tokens_to_logits) and `model.source_attention(...)` the attention α.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import jax.numpy as jnp
 from seqjax import decoding
 from seqjax.nn import cells as cells_lib
 from seqjax.nn import recurrent, rnn_attention
+from seqjax.nn.encoder_decoder import EncoderDecoder, Variables
 
 Array = jax.Array
 
@@ -350,7 +354,7 @@ def _num_carry_parts(cell: str) -> int:
     return len(jax.tree.leaves(cells_lib.make_cell(cell, 1, parent=None).initial_carry(1)))
 
 
-class Seq2Seq(nn.Module):
+class Seq2Seq(EncoderDecoder):
     """Recurrent encoder-decoder with optional attention (see the module docstring).
 
     Attributes:
@@ -502,6 +506,22 @@ class Seq2Seq(nn.Module):
         """tokens_to_logits: tokens [B] -> (logits [B, V], cache)."""
         return _decode_step(self.decoder, tokens, cache)
 
+    @nn.nowrap
+    def incremental_decoder(self, variables: Variables, max_len: int):
+        """(start, tokens_to_logits) (seqjax.nn.encoder_decoder); the RNN state
+        has a fixed size, so `max_len` does not shape the cache."""
+        del max_len
+        return _incremental_decoder(self, variables)
+
+    @nn.nowrap
+    def source_attention(self, variables: Variables, inputs: Array, lengths: Array | None, decoder_inputs: Array):
+        """Attention α [B, T, S] (Bahdanau / Luong) over the source positions as
+        given (un-reversed when reverse_source) for decoder_inputs [B, T]."""
+        if self.attention == "none":
+            raise ValueError("Seq2Seq with attention='none' has no attention over the source")
+        _, alpha = self.apply(variables, inputs, lengths, decoder_inputs=decoder_inputs, return_attention=True)
+        return alpha
+
     def __call__(
         self,
         inputs: Array,
@@ -542,7 +562,7 @@ class Seq2Seq(nn.Module):
         return logits, alpha
 
 
-class VectorToSequence(nn.Module):
+class VectorToSequence(EncoderDecoder):
     """One-to-many generation: features [B, F] -> tokens, the image-captioning
     shape (Vinyals et al. 2015, with the image setting the initial state).
 
@@ -594,6 +614,18 @@ class VectorToSequence(nn.Module):
         """tokens_to_logits: tokens [B] -> (logits [B, V], cache)."""
         return _decode_step(self.decoder, tokens, cache)
 
+    @nn.nowrap
+    def incremental_decoder(self, variables: Variables, max_len: int):
+        """(start, tokens_to_logits) (seqjax.nn.encoder_decoder); `max_len`
+        does not shape the fixed-size RNN state."""
+        del max_len
+        return _incremental_decoder(self, variables)
+
+    @nn.nowrap
+    def source_attention(self, variables: Variables, inputs: Array, lengths: Array | None, decoder_inputs: Array):
+        """Always raises: the decoder reads one feature vector, not source positions."""
+        raise ValueError("VectorToSequence conditions on one feature vector and has no attention over source positions")
+
     def __call__(
         self,
         inputs: Array,
@@ -620,12 +652,18 @@ class VectorToSequence(nn.Module):
         return logits
 
 
-def incremental_decoder(model: nn.Module, params: Any):
-    """(start, tokens_to_logits) for a Seq2Seq or VectorToSequence:
-    start(inputs, lengths=None) -> cache; feed <sos> as the first token."""
+def incremental_decoder(model: Seq2Seq | VectorToSequence, params: Any):
+    """(start, tokens_to_logits) for a Seq2Seq or VectorToSequence with these
+    params: start(inputs, lengths=None) -> cache; feed <sos> as the first
+    token. The same as `model.incremental_decoder({'params': params}, max_len)`."""
+    return _incremental_decoder(model, {"params": params})
+
+
+def _incremental_decoder(model: Seq2Seq | VectorToSequence, variables: Variables):
+    """(start, tokens_to_logits) running `model.encode` once and `model.decode_step` per token."""
 
     def start(inputs: Array, lengths: Array | None = None) -> dict:
-        cache = model.apply({"params": params}, inputs, lengths, method="encode")
+        cache = model.apply(variables, inputs, lengths, method="encode")
         if "memory" in cache:  # the attention memory is fixed and shared by beams: never reordered
             cache["memory"] = decoding.Static(cache["memory"])
         return cache
@@ -633,7 +671,7 @@ def incremental_decoder(model: nn.Module, params: Any):
     def tokens_to_logits(tokens: Array, cache: dict) -> tuple[Array, dict]:
         memory = cache.get("memory")
         inner = cache if memory is None else {**cache, "memory": memory.value}
-        logits, inner = model.apply({"params": params}, tokens, inner, method="decode_step")
+        logits, inner = model.apply(variables, tokens, inner, method="decode_step")
         return logits, inner if memory is None else {**inner, "memory": memory}
 
     return start, tokens_to_logits

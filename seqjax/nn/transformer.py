@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from seqjax import decoding
 from seqjax.nn import heads
 from seqjax.nn.attention import IMPLEMENTATIONS, MultiHeadAttention, init_cache
+from seqjax.nn.encoder_decoder import EncoderDecoder, Variables
 
 Array = jax.Array
 
@@ -503,7 +504,7 @@ class TransformerLM(nn.Module):
         return _Output(cfg, self.output_size, name="output")(x, embedder)
 
 
-class TransformerSeq2Seq(nn.Module):
+class TransformerSeq2Seq(EncoderDecoder):
     """Encoder-decoder Transformer: source [B, S] and shifted targets [B, T]
     -> logits [B, T, target_vocab_size].
 
@@ -587,6 +588,29 @@ class TransformerSeq2Seq(nn.Module):
         return self.decode(
             decoder_inputs, encoded, lengths, decoder_lengths=decoder_lengths, deterministic=deterministic
         )
+
+    @nn.nowrap
+    def incremental_decoder(self, variables: Variables, max_len: int) -> tuple[Callable, Callable]:
+        """(start, tokens_to_logits) on a KV cache of `max_len` target
+        positions (seqjax.nn.encoder_decoder; see `seq2seq_decoder`)."""
+        return seq2seq_decoder(self, variables, max_len)
+
+    @nn.nowrap
+    def source_attention(
+        self, variables: Variables, inputs: Array, lengths: Array | None, decoder_inputs: Array
+    ) -> Array:
+        """The last decoder layer's cross-attention weights [B, T, S] for
+        decoder_inputs [B, T], averaged over heads (float32)."""
+        sowing = self.clone(config=dataclasses.replace(self.config, sow_attention_weights=True))
+        _, state = sowing.apply(variables, inputs, lengths, decoder_inputs=decoder_inputs, mutable=["intermediates"])
+        decoder = state["intermediates"]["decoder"]
+        last = decoder[f"layer_{len(decoder) - 1}"]["cross_attention"]["attention_weights"][0]  # [B, H, T, S]
+        return jnp.mean(last.astype(jnp.float32), axis=1)
+
+
+# Every model built from a TransformerConfig (`model.config`): the ones whose
+# attention weights `sow_attention_weights` can record.
+MODELS = (TransformerClassifier, TransformerLM, TransformerSeq2Seq)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -19,6 +19,12 @@ from seqjax.tasks.translation import CaptioningTask, TranslationTask
 
 _REGISTRY: dict[str, type[Task]] = {}
 
+# Tasks whose sources are text in a vocabulary: they encode raw source texts
+# (`encode_texts(texts) -> (ids, lengths, unknown count)`) and name token ids
+# (`token_strings(ids, side)`), as experiments/translate.py and
+# experiments/attention_maps.py need.
+TEXT_SOURCE_TASKS = (TranslationTask, ParallelTranslationTask)
+
 
 def register(name: str, task_class: type[Task]) -> None:
     """Makes `task_class` available as `config.task.name = name`. It is
@@ -68,6 +74,7 @@ register("parallel_translation", ParallelTranslationTask)
 
 __all__ = [
     "SPLITS",
+    "TEXT_SOURCE_TASKS",
     "DatasetTask",
     "GeneratedTask",
     "Task",

@@ -28,7 +28,6 @@ Special ids follow seqjax.data.tokenizers: <pad>=0, <unk>=1, <sos>=2, <eos>=3.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import datetime
 import zlib
 from collections.abc import Sequence
@@ -40,7 +39,8 @@ import numpy as np
 import optax
 
 from seqjax.data.tokenizers.base import EOS_ID, PAD_ID, SOS_ID, SPECIAL_TOKENS, UNK_ID
-from seqjax.nn import seq2seq, transformer
+from seqjax.nn import seq2seq
+from seqjax.nn.encoder_decoder import EncoderDecoder
 from seqjax.tasks.base import SPLITS, GeneratedTask
 
 Batch = dict[str, np.ndarray]
@@ -536,19 +536,19 @@ class CaptioningTask(SequenceGenerationTask):
 # ----------------------------------------------------------------------------- decoding evaluation
 
 
-def generate(model, params, inputs, lengths=None, *, max_len: int, beam_size: int = 0, alpha: float = 0.6):
-    """Token ids [B, max_len] from `model` (Seq2Seq, VectorToSequence or
-    TransformerSeq2Seq): greedy when beam_size == 0, else the best
-    beam-search hypothesis. Rows end with <eos> and <pad> after it (or are
-    cut at max_len). jit-able."""
+def generate(
+    model: EncoderDecoder, params, inputs, lengths=None, *, max_len: int, beam_size: int = 0, alpha: float = 0.6
+):
+    """Token ids [B, max_len] from an encoder-decoder `model` (Seq2Seq,
+    VectorToSequence, TransformerSeq2Seq, ...: its `incremental_decoder`):
+    greedy when beam_size == 0, else the best beam-search hypothesis. Rows
+    end with <eos> and <pad> after it (or are cut at max_len). jit-able."""
     from seqjax import decoding
 
     if beam_size < 0:
         raise ValueError(f"beam_size must be 0 (greedy) or >= 1, got {beam_size}")
-    if isinstance(model, transformer.TransformerSeq2Seq):
-        start, tokens_to_logits = transformer.seq2seq_decoder(model, {"params": params}, max_len)
-    else:
-        start, tokens_to_logits = seq2seq.incremental_decoder(model, params)
+    _check_encoder_decoder(model)
+    start, tokens_to_logits = model.incremental_decoder({"params": params}, max_len)
     cache = start(inputs, lengths)
     first = jnp.full((jnp.shape(inputs)[0],), SOS_ID, jnp.int32)
     if beam_size == 0:
@@ -558,6 +558,15 @@ def generate(model, params, inputs, lengths=None, *, max_len: int, beam_size: in
         tokens_to_logits, cache, first, max_len, beam_size, eos_id=EOS_ID, pad_id=PAD_ID, alpha=alpha
     )
     return result.tokens[:, 0]
+
+
+def _check_encoder_decoder(model) -> None:
+    """A clear TypeError for a model without the decoding interface (say, a TransformerLM)."""
+    if not isinstance(model, EncoderDecoder):
+        raise TypeError(
+            f"generation needs an encoder-decoder model (a seqjax.nn.encoder_decoder.EncoderDecoder), "
+            f"got {type(model).__name__}"
+        )
 
 
 def evaluate_decoding(
@@ -597,7 +606,7 @@ def evaluate_decoding(
     }
 
 
-def source_attention(model, params, inputs, lengths, outputs) -> jax.Array:
+def source_attention(model: EncoderDecoder, params, inputs, lengths, outputs) -> jax.Array:
     """α [B, T, S]: how each output step attended over the source positions
     when the decoder emitted `outputs` [B, T] (e.g. `generate`'s tokens).
 
@@ -605,19 +614,10 @@ def source_attention(model, params, inputs, lengths, outputs) -> jax.Array:
     weights the search used (incremental and teacher-forced decoding share
     one step). RNN models give their attention α (Bahdanau / Luong); a
     TransformerSeq2Seq gives the cross-attention of its last decoder layer,
-    averaged over heads. Rows sum to 1 over each row's valid source; padded
-    source positions get 0.
+    averaged over heads (`model.source_attention`). Rows sum to 1 over each
+    row's valid source; padded source positions get 0. A model without
+    attention raises ValueError.
     """
+    _check_encoder_decoder(model)
     decoder_inputs = jnp.asarray(shift_right(np.asarray(outputs)))
-    if isinstance(model, transformer.TransformerSeq2Seq):
-        sowing = model.clone(config=dataclasses.replace(model.config, sow_attention_weights=True))
-        _, state = sowing.apply(
-            {"params": params}, inputs, lengths, decoder_inputs=decoder_inputs, mutable=["intermediates"]
-        )
-        decoder = state["intermediates"]["decoder"]
-        last = decoder[f"layer_{len(decoder) - 1}"]["cross_attention"]["attention_weights"][0]  # [B, H, T, S]
-        return jnp.mean(last.astype(jnp.float32), axis=1)
-    if getattr(model, "attention", "none") == "none":
-        raise ValueError(f"{type(model).__name__} with attention='none' has no attention over the source")
-    _, alpha = model.apply({"params": params}, inputs, lengths, decoder_inputs=decoder_inputs, return_attention=True)
-    return alpha
+    return model.source_attention({"params": params}, inputs, lengths, decoder_inputs)

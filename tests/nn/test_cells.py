@@ -1,11 +1,13 @@
 """Cells vs plain-numpy implementations of their equations, over several steps."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax.nn import cells
+from seqjax.nn import cells, minimal
 
 B, F, H, T = 3, 4, 5, 6
 
@@ -205,8 +207,24 @@ def test_make_cell_builds_the_named_cell(name, cls, extra):
 
 
 def test_make_cell_rejects_unknown_name():
-    with pytest.raises(ValueError, match="unknown cell 'transformer'"):
+    expected = (
+        "unknown cell 'transformer'; choose one of rnn, relu_rnn, irnn, lstm, gru, gru_reset_before, mingru, minlstm"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         cells.make_cell("transformer", H)
+
+
+def test_every_cell_family_is_registered_once_and_the_minimal_cells_register_themselves():
+    assert cells.cell_names() == ("rnn", "relu_rnn", "irnn", "lstm", "gru", "gru_reset_before", "mingru", "minlstm")
+    assert type(cells.make_cell("minlstm", H)) is minimal.MinLSTMCell
+    with pytest.raises(ValueError, match="^cell 'mingru' is already registered$"):
+        cells.register_cell("mingru", minimal.MinGRUCell)
+
+
+def test_a_fixed_attribute_cannot_be_set_again():
+    # 'rnn' is the tanh Elman cell: asking it for another activation is an error, not a silent relu_rnn.
+    with pytest.raises(TypeError, match="activation"):
+        cells.make_cell("rnn", H, activation="relu")
 
 
 def test_cell_dtype_casts_computation():

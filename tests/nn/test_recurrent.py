@@ -218,7 +218,7 @@ def test_bidirectional_equals_forward_and_reverse_layers_run_separately(cell, me
 
 
 def test_bidirectional_rejects_unknown_merge():
-    with pytest.raises(ValueError, match="merge must be 'concat' or 'sum', got 'mul'"):
+    with pytest.raises(ValueError, match=r"^Bidirectional.merge must be one of concat, sum, got 'mul'($|\n)"):
         bidirectional("gru", merge="mul").init(jax.random.key(0), jnp.zeros((B, T, F)))
 
 

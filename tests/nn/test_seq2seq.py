@@ -53,7 +53,7 @@ def forward(model, params, source=SOURCE, lengths=LENGTHS, decoder_inputs=DECODE
 
 def decode_stepwise(model, params, source, lengths, decoder_inputs):
     """Logits [B, T, V] from feeding decoder_inputs one token at a time."""
-    start, tokens_to_logits = seq2seq.incremental_decoder(model, params)
+    start, tokens_to_logits = model.incremental_decoder({"params": params}, max_len=decoder_inputs.shape[1])
     tokens_to_logits = jax.jit(tokens_to_logits)
     cache = jax.jit(start)(source, lengths)
     steps = []

@@ -206,6 +206,30 @@ def test_seq2seq_decoder_is_causal_ignores_source_padding_and_decodes_with_a_cac
         model.apply(variables, source, lengths)
 
 
+def test_seq2seq_decoder_interface_is_the_kv_cache_decoder_and_the_last_cross_attention():
+    model = TransformerSeq2Seq(tiny(num_layers=2), target_vocab_size=13)
+    source, target = tokens(), tokens((B, 5), seed=1)
+    lengths = jnp.array([7, 4])
+    variables = init(model, source, lengths, decoder_inputs=target)
+
+    @jax.jit
+    def compute(variables):
+        start, step = model.incremental_decoder(variables, max_len=5)
+        _, stepwise = jax.lax.scan(lambda cache, token: step(token, cache)[::-1], start(source, lengths), target.T)
+        full = model.apply(variables, source, lengths, decoder_inputs=target)
+        return full, jnp.swapaxes(stepwise, 0, 1), model.source_attention(variables, source, lengths, target)
+
+    full, stepwise, alpha = compute(variables)
+    np.testing.assert_allclose(stepwise, full, rtol=1e-4, atol=1e-5)
+    sowing = model.clone(config=dataclasses.replace(model.config, sow_attention_weights=True))
+    _, state = sowing.apply(variables, source, lengths, decoder_inputs=target, mutable=["intermediates"])
+    last = state["intermediates"]["decoder"]["layer_1"]["cross_attention"]["attention_weights"][0]  # [B, H, T, S]
+    assert alpha.shape == (B, 5, T) and alpha.dtype == jnp.float32
+    np.testing.assert_allclose(alpha, np.asarray(last).mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(alpha.sum(-1), 1.0, rtol=1e-5)
+    assert (np.asarray(alpha)[1, :, 4:] == 0).all()  # row 1's padded source positions
+
+
 # ----------------------------------------------------------------------------- classifier, norms, options
 
 
