@@ -160,3 +160,16 @@ def _use_transformer(config: ml_collections.ConfigDict) -> None:
     config.model.dtype = "float32"
     config.optimizer.learning_rate = 5e-4
     config.optimizer.weight_decay = 0.01
+
+
+def get_sweep(name: str | None = None):
+    """Sweeps of this config (`python -m experiments.sweep --config=configs/sst2.py --sweep=NAME`).
+
+    seeds (the default): 3 seeds, the spread a reported accuracy needs; in
+      `--mode=vmap` they train as one run of 3 replicas.
+    """
+    from seqjax import sweeps
+
+    if name in (None, "seeds"):
+        return sweeps.seeds(3)
+    raise ValueError(f"unknown sweep {name!r} of configs/sst2.py; choose seeds")

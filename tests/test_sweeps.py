@@ -255,3 +255,13 @@ def test_cpu_slots_and_gpu_slots():
     assert sweep_runner.detect_slots("gpu:0,2", 1) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "2"}]
     with pytest.raises(ValueError, match="--devices must be auto, cpu or gpu:<ids>"):
         sweep_runner.detect_slots("tpu", 1)
+
+
+def test_the_sst2_seed_sweep_plans_three_seeds_that_vmap_mode_groups_as_one_run():
+    from seqjax import replicas
+
+    runs = sweep_runner.plan(os.path.join(REPO, "configs", "sst2.py:smoke"), None)
+    assert [r.name for r in runs] == ["seed=0", "seed=1", "seed=2"]
+    assert [len(g) for g in replicas.group_runs(runs)] == [3]
+    with pytest.raises(ValueError, match=r"unknown sweep 'lr' of configs/sst2.py; choose seeds"):
+        sweep_runner.plan(os.path.join(REPO, "configs", "sst2.py"), "lr")
