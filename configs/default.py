@@ -33,6 +33,8 @@ them as upper bounds):
 
 import ml_collections
 
+from seqjax import config as config_lib
+
 VARIANTS = ("lstm", "gru", "rnn", "irnn", "long", "copy", "smoke")
 
 
@@ -60,7 +62,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.implementation = "auto"  # auto | scan | fused (custom-VJP LSTM/GRU) | parallel (minGRU/LSTM)
     config.model.unroll = 1  # time steps per scan iteration
 
-    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer = config_lib.optimizer_section()  # every key (see seqjax.config.OPTIMIZER_DEFAULTS)
     config.optimizer.name = "adam"  # adam | adamw | sgd
     config.optimizer.learning_rate = 3e-3  # peak learning rate
     config.optimizer.schedule = "cosine"  # constant | cosine | linear (after warm-up)
@@ -110,6 +112,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.task.seq_len = min(config.task.seq_len, 20)
         config.train.batch_size = 8
         config.train.num_steps = 20
+        config.optimizer.warmup_steps = 5  # a quarter of the run: a warm-up must end before training does
         config.train.log_every = 5
         config.train.eval_every = 10
         config.train.eval_batches = 2

@@ -64,6 +64,8 @@ import os
 
 import ml_collections
 
+from seqjax import config as config_lib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
 SAMPLES = os.path.join(HERE, "samples")
@@ -118,7 +120,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.tie_embeddings = False
     config.model.implementation = "auto"
 
-    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer = config_lib.optimizer_section()  # every key (see seqjax.config.OPTIMIZER_DEFAULTS)
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 2e-3  # peak learning rate
     config.optimizer.schedule = "cosine"  # after linear warm-up
@@ -205,6 +207,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
             config.model.update(hidden_size=16, encoder_hidden_size=8, embed_size=8)
         config.train.batch_size = 8
         config.train.num_steps = 10
+        config.optimizer.warmup_steps = 2  # a quarter of the run: a warm-up must end before training does
         config.train.log_every = 5
         config.train.eval_every = 5
         config.train.checkpoint_every = 5

@@ -73,6 +73,8 @@ import os
 
 import ml_collections
 
+from seqjax import config as config_lib
+
 ATTENTION_VARIANTS = ("none", "bahdanau", "luong_dot", "luong_general", "luong_concat")
 VARIANTS = ATTENTION_VARIANTS + ("transformer", "reverse", "scheduled", "dates", "captioning", "smoke")
 
@@ -109,7 +111,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.forget_bias = 1.0  # LSTM forget-gate bias at init
     config.model.implementation = "auto"  # encoder recurrence: auto | scan | fused
 
-    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer = config_lib.optimizer_section()  # every key (see seqjax.config.OPTIMIZER_DEFAULTS)
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 3e-3  # peak learning rate
     config.optimizer.schedule = "cosine"  # after linear warm-up
@@ -203,6 +205,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
             config.task.max_digits = 3
         config.train.batch_size = 8
         config.train.num_steps = 20
+        config.optimizer.warmup_steps = 5  # a quarter of the run: a warm-up must end before training does
         config.train.log_every = 5
         config.train.eval_every = 10
         config.train.eval_batches = 2
@@ -212,7 +215,5 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
 
 def _sibling_config(file_name: str, variant: str) -> ml_collections.ConfigDict:
     """The config `file_name:variant` of another config file in this directory."""
-    from seqjax import config as config_lib
-
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), file_name)
     return config_lib.load_config(f"{path}:{variant}")

@@ -32,6 +32,8 @@ import os
 
 import ml_collections
 
+from seqjax import config as config_lib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
 VARIANTS = ("smoke", "imdb", "lm_pretrain", "finetune", "transformer")
@@ -72,9 +74,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.bidirectional = True
     config.model.dropout_rate = 0.0
     config.model.embed_size = 128
+    config.model.pretrained_embeddings = ""  # a vector file (word2vec, GloVe, fastText; '' = random init)
+    config.model.pretrained_format = "auto"  # auto | one of seqjax.embeddings.FORMATS
     config.model.head = "last"
 
-    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer = config_lib.optimizer_section()  # every key (see seqjax.config.OPTIMIZER_DEFAULTS)
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 2e-3
     config.optimizer.schedule = "cosine"
@@ -114,6 +118,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                 config.model.embed_size = 16
             config.train.batch_size = 8
             config.train.num_steps = 20
+            config.optimizer.warmup_steps = 5  # a quarter of the run: a warm-up must end before training does
             config.train.log_every = 10
             config.train.eval_every = 10
             config.train.checkpoint_every = 10

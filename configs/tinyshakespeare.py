@@ -42,6 +42,8 @@ import os
 
 import ml_collections
 
+from seqjax import config as config_lib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
 VARIANTS = ("smoke", "stateful", "gpt")
@@ -73,7 +75,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.embed_size = 64
     config.model.head = "per_step"
 
-    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer = config_lib.optimizer_section()  # every key (see seqjax.config.OPTIMIZER_DEFAULTS)
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 3e-3
     config.optimizer.schedule = "cosine"
@@ -115,6 +117,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
                 config.model.embed_size = 16
             config.train.batch_size = 8
             config.train.num_steps = 20
+            config.optimizer.warmup_steps = 5  # a quarter of the run: a warm-up must end before training does
             config.train.log_every = 10
             config.train.eval_every = 10
             config.train.checkpoint_every = 10

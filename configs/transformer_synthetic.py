@@ -30,6 +30,8 @@ Results on 2 shared CPU cores (seed 0, 1000 steps, batch 64):
 
 import ml_collections
 
+from seqjax import config as config_lib
+
 VARIANTS = ("lm", "classifier", "seq2seq", "pre_ln", "rotary", "smoke")
 
 
@@ -61,7 +63,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.attention_implementation = "auto"  # auto | xla | cudnn | pallas
     config.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
 
-    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer = config_lib.optimizer_section()  # every key (see seqjax.config.OPTIMIZER_DEFAULTS)
     config.optimizer.name = "adamw"
     config.optimizer.learning_rate = 1e-3  # peak learning rate
     config.optimizer.schedule = "cosine"  # after linear warm-up
@@ -117,6 +119,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
             config.task.copy_len = 3
         config.train.batch_size = 8
         config.train.num_steps = 20
+        config.optimizer.warmup_steps = 5  # a quarter of the run: a warm-up must end before training does
         config.train.log_every = 5
         config.train.eval_every = 10
         config.train.eval_batches = 2

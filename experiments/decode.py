@@ -14,6 +14,7 @@ stdin, references, alignment heatmaps), use experiments/translate.py.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -29,9 +30,12 @@ _BEAM = flags.DEFINE_integer("beam_size", 0, "0 = greedy; k >= 1 = beam search w
 _ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam search length-penalty exponent (GNMT).")
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "eval", "test"], "Split to evaluate on.")
 _NUM_BATCHES = flags.DEFINE_integer(
-    "num_batches", 0, "Batches to evaluate (0: the whole split of a dataset task, 8 batches of a synthetic one)."
+    "num_batches",
+    0,
+    "Batches to evaluate (0: the whole split of a dataset task, 8 batches of a synthetic one).",
+    lower_bound=0,
 )
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -40,12 +44,27 @@ def check_beam_size(beam_size: int) -> None:
         raise app.UsageError(f"--beam_size must be 0 (greedy) or >= 1, got {beam_size}")
 
 
+def check_alpha(alpha: float) -> None:
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise app.UsageError(f"--alpha must be a finite number >= 0 (0 ranks by log-probability), got {alpha}")
+
+
+def check_generates(run: runs.Run, workdir: str) -> None:
+    if not isinstance(run.trainer.task, translation.GenerationObjective):
+        raise app.UsageError(
+            f"--workdir={workdir} holds a run of task {run.config.task.name!r}, which does not generate "
+            "sequences: decode needs an encoder-decoder run (seq2seq, vector_to_sequence, parallel text)"
+        )
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     check_beam_size(_BEAM.value)
+    check_alpha(_ALPHA.value)
     run = runs.load_run(_WORKDIR.value)
+    check_generates(run, _WORKDIR.value)
     started = time.monotonic()
     result = translation.evaluate_decoding(
         run.trainer.task,

@@ -15,11 +15,16 @@ one save ahead of others. Restoring takes the newest step that every replica
 has, and old checkpoints are deleted only once every replica has committed
 the newer ones, so such a step always exists; a writer discards the newer,
 partial saves (`discard_unshared`) before it resumes.
+
+A checkpoint damaged after it was written (a truncated or deleted file) is
+skipped on restore with a warning naming its step, and the previous one is
+used; the writer then moves the damaged one to `damaged_checkpoints/`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -32,6 +37,10 @@ from seqjax.data import loader
 State = TypeVar("State")
 
 
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none can be restored."""
+
+
 class Checkpointer:
     """Saves every `save_every` steps, keeps the last `keep`, restores the
     newest step all `directories` (one per replica) have."""
@@ -42,11 +51,13 @@ class Checkpointer:
         # The interval is applied here rather than by orbax, whose policy also
         # saves the very first step it sees; pruning is ours too (see `_prune`).
         options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True)
-        self._managers = [ocp.CheckpointManager(os.path.abspath(d), options=options) for d in directories]
+        self.directories = [os.path.abspath(d) for d in directories]
+        self._managers = [ocp.CheckpointManager(d, options=options) for d in self.directories]
+        self.unusable: list[int] = []  # steps restore_latest had to skip
 
     def latest_step(self) -> int | None:
         """The newest step saved by every replica, or None."""
-        common = set.intersection(*[set(m.all_steps()) for m in self._managers])
+        common = self.common_steps()
         return max(common) if common else None
 
     def discard_unshared(self) -> None:
@@ -61,23 +72,64 @@ class Checkpointer:
                     manager.delete(step)
 
     def restore_latest(self, template: State, data_iterators: Sequence | None = None) -> list[State] | None:
-        """Each replica's state at `latest_step()`, with `template`'s
-        structure and shardings (one replica's state, or shape structs), or
-        None when there is no checkpoint yet. Each of `data_iterators`
-        (grain; None entries for generated data) is moved to the position
-        saved with its replica's state."""
-        step = self.latest_step()
-        if step is None:
+        """Each replica's state at the newest step every replica can restore,
+        with `template`'s structure and shardings (one replica's state, or
+        shape structs), or None when there is no checkpoint yet. Each of
+        `data_iterators` (grain; None entries for generated data) is moved to
+        the position saved with its replica's state.
+
+        A checkpoint that fails to restore (a truncated or missing file) is
+        skipped with a warning naming its step and the error, and the
+        previous one is tried; its step is listed in `self.unusable` (see
+        `set_aside_unusable`). Raises CheckpointError when checkpoints
+        exist but none restores."""
+        steps = self.common_steps()
+        if not steps:
             return None
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         iterators = data_iterators or [None] * len(self._managers)
-        states = []
-        for manager, iterator in zip(self._managers, iterators):
-            items = {"state": ocp.args.StandardRestore(target)}
-            if iterator is not None:
-                items["data"] = loader.checkpoint_restore_args(iterator)
-            states.append(manager.restore(step, args=ocp.args.Composite(**items)).state)
-        return states
+        failures = []
+        for step in sorted(steps, reverse=True):
+            try:
+                return [self._restore(m, step, target, it) for m, it in zip(self._managers, iterators)]
+            except Exception as error:  # orbax/tensorstore raise many types for damaged files
+                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+                logging.warning("checkpoint step %d of %s is unusable (%s); trying an older one", step,
+                                self.directories, reason[:300])  # fmt: skip
+                failures.append(f"step {step} ({reason[:300]})")
+                self.unusable.append(step)
+        raise CheckpointError(
+            f"no checkpoint in {', '.join(self.directories)} can be restored: {'; '.join(failures)}. "
+            "Restore the damaged files, or move the checkpoints directory away to train the run from the start."
+        )
+
+    @staticmethod
+    def _restore(manager, step: int, target, iterator):
+        items = {"state": ocp.args.StandardRestore(target)}
+        if iterator is not None:
+            items["data"] = loader.checkpoint_restore_args(iterator)
+        return manager.restore(step, args=ocp.args.Composite(**items)).state
+
+    def common_steps(self) -> set[int]:
+        """The steps saved by every replica."""
+        return set.intersection(*[set(m.all_steps()) for m in self._managers])
+
+    def set_aside_unusable(self) -> None:
+        """Moves the checkpoints `restore_latest` could not restore to
+        `<run dir>/damaged_checkpoints/<step>` (for inspection; training
+        saves those steps again when it reaches them)."""
+        for manager, directory in zip(self._managers, self.directories):
+            for step in self.unusable:
+                source = os.path.join(directory, str(step))
+                if os.path.isdir(source):
+                    target = os.path.join(os.path.dirname(directory), "damaged_checkpoints", str(step))
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    if os.path.exists(target):
+                        shutil.rmtree(target)
+                    os.replace(source, target)
+                    logging.warning("moved unusable checkpoint %s to %s", source, target)
+            manager.reload()
+        self.unusable = []
 
     def save(self, step: int, states: Sequence[State], *, force: bool = False, data_iterators=None) -> bool:
         """Saves every replica's state (asynchronously) when `step` is a
@@ -95,13 +147,17 @@ class Checkpointer:
         self._saved = True
         return True
 
+    def wait(self) -> None:
+        """Waits until every replica's pending save is committed."""
+        for manager in self._managers:
+            manager.wait_until_finished()
+
     def _prune(self) -> None:
         """Waits until every replica has committed its pending save, then
         deletes all but the newest `keep` checkpoints of each: all replicas
         then hold the same steps, and a kill during the next save leaves
         each of them at least the newest of those."""
-        for manager in self._managers:
-            manager.wait_until_finished()
+        self.wait()
         for manager in self._managers:
             for old in sorted(manager.all_steps())[: -self.keep]:
                 manager.delete(old)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import os
 import types
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ TOP_LEVEL_KEYS = ("seed", "task", "model", "optimizer", "train", "data")
 REQUIRED_SECTIONS = ("task", "model", "optimizer", "train")
 # The keys of config.train: the loop's (seqjax.training), the step strategies'
 # (seqjax.steps.choose) and transfer learning's (init_from, init_modules,
-# freeze_steps: seqjax.transfer, seqjax.optim).
+# freeze_steps: seqjax.transfer, seqjax.optim; nonfinite: seqjax.optim).
 TRAIN_KEYS = (
     "batch_size",
     "num_steps",
@@ -51,7 +52,37 @@ TRAIN_KEYS = (
     "init_from",
     "init_modules",
     "freeze_steps",
+    "nonfinite",
 )
+
+
+# What seqjax.optim does when a config.optimizer key is absent (tests pin the
+# two together); `optimizer_section` gives a config every key, so each one can
+# be set from the command line (--config.optimizer.b2=0.98).
+OPTIMIZER_DEFAULTS = {
+    "name": "adam",  # adam | adamw | sgd
+    "learning_rate": 1e-3,  # peak learning rate
+    "schedule": "constant",  # constant | cosine | linear (after warm-up)
+    "warmup_steps": 0,  # linear warm-up from 0
+    "end_lr_fraction": 0.0,  # final lr = learning_rate * this (cosine, linear)
+    "b1": 0.9,  # adam, adamw
+    "b2": 0.999,  # adam, adamw
+    "momentum": 0.0,  # sgd (0 = plain SGD)
+    "nesterov": False,  # sgd with momentum
+    "weight_decay": 0.0,  # adamw (decoupled)
+    "clip_global_norm": 0.0,  # 0 turns it off
+    "clip_value": 0.0,  # clip each gradient entry to [-v, v]; 0 turns it off
+    "l1": 0.0,  # L1 penalty on weight matrices
+    "l2": 0.0,  # L2 penalty on weight matrices
+}
+
+
+def optimizer_section(**values) -> ml_collections.ConfigDict:
+    """A config.optimizer section holding every key: `OPTIMIZER_DEFAULTS`
+    updated with `values` (unknown keys are refused by `validate`)."""
+    section = ml_collections.ConfigDict(OPTIMIZER_DEFAULTS)
+    section.update(values)
+    return section
 
 
 class ConfigError(ValueError):
@@ -157,12 +188,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
             config.get(section),
             "must be a section (ConfigDict)",
         )
+    _check_finite("config", config)
     if "data" in config:
         _validate_data(config.data)
     _validate_task(config.task)
     _validate_model(config.model)
     _validate_optimizer(config.optimizer)
     _validate_train(config.train)
+    warmup = config.optimizer.get("warmup_steps", 0)
+    _require(
+        warmup < config.train.num_steps,
+        "config.optimizer.warmup_steps",
+        warmup,
+        f"must be < config.train.num_steps={config.train.num_steps} (the learning rate would never reach its peak)",
+    )
+
+
+def _check_finite(where: str, section: ml_collections.ConfigDict) -> None:
+    """No NaN or infinity anywhere: every float of a config is a rate, size or weight."""
+    for key, value in section.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            _check_finite(f"{where}.{key}", value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            _require(False, f"{where}.{key}", value, "must be a finite number")
+
+
+def _check_probabilities(section, where: str, keys: Iterable[str], upper_open: bool) -> None:
+    for key in keys:
+        if key in section:
+            value = section[key]
+            inside = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
+            _require(inside, f"{where}.{key}", value, "must be in [0, 1)" if upper_open else "must be in [0, 1]")
 
 
 def _validate_task(task: ml_collections.ConfigDict) -> None:
@@ -172,6 +228,7 @@ def _validate_task(task: ml_collections.ConfigDict) -> None:
     _require(name in tasks.names(), "config.task.name", name, f"must be one of {tasks.names()}")
     _check_keys("config.task", task, tasks.config_keys(name))
     _check_positive_ints(task, "config.task", ("seq_len", "num_symbols", "copy_len"))
+    _check_probabilities(task, "config.task", ("teacher_forcing_ratio",), upper_open=False)
 
 
 def _validate_data(data: ml_collections.ConfigDict) -> None:
@@ -186,7 +243,7 @@ def _validate_data(data: ml_collections.ConfigDict) -> None:
             data.tokenizer in dataset.TOKENIZERS,
             "config.data.tokenizer",
             data.tokenizer,
-            f"must be one of {dataset.TOKENIZERS}",
+            f"must be one of {list(dataset.TOKENIZERS)}",
         )
     _check_positive_ints(data, "config.data", ("seq_len", "pad_to_multiple"))
 
@@ -199,8 +256,7 @@ def _validate_model(model: ml_collections.ConfigDict) -> None:
     _require(name in models.names(), "config.model.name", name, f"must be one of {models.names()}")
     _check_keys("config.model", model, models.config_keys(name))
     _check_positive_ints(model, "config.model", ("hidden_size", "num_layers", "embed_size", "unroll"))
-    if "dropout_rate" in model:
-        _require(0.0 <= model.dropout_rate < 1.0, "config.model.dropout_rate", model.dropout_rate, "must be in [0, 1)")
+    _check_probabilities(model, "config.model", ("dropout_rate", "attention_dropout_rate"), upper_open=True)
     choices = {
         "cell": cells.cell_names(),
         "head": models.HEADS,
@@ -233,13 +289,15 @@ def _validate_optimizer(opt: ml_collections.ConfigDict) -> None:
     _require(
         opt.get("learning_rate", -1) > 0, "config.optimizer.learning_rate", opt.get("learning_rate"), "must be > 0"
     )
-    for key in ("clip_global_norm", "clip_value", "l1", "l2", "weight_decay", "momentum", "warmup_steps"):
+    for key in ("clip_global_norm", "clip_value", "l1", "l2", "weight_decay", "warmup_steps"):
         if key in opt:
             _require(opt[key] >= 0, f"config.optimizer.{key}", opt[key], "must be >= 0 (0 turns it off)")
+    _check_probabilities(opt, "config.optimizer", ("b1", "b2", "momentum"), upper_open=True)
+    _check_probabilities(opt, "config.optimizer", ("end_lr_fraction",), upper_open=False)
 
 
 def _validate_train(train: ml_collections.ConfigDict) -> None:
-    from seqjax import tbptt  # the tbptt_update values; imported here because it loads jax
+    from seqjax import optim, tbptt  # their value lists; imported here because they load jax
 
     _check_keys("config.train", train, TRAIN_KEYS)
     _check_positive_ints(
@@ -288,6 +346,13 @@ def _validate_train(train: ml_collections.ConfigDict) -> None:
             "config.train.tbptt_backprop_len",
             train.tbptt_backprop_len,
             "must be an integer >= 0",
+        )
+    if "nonfinite" in train:
+        _require(
+            train.nonfinite in optim.NONFINITE_POLICIES,
+            "config.train.nonfinite",
+            train.nonfinite,
+            f"must be one of {list(optim.NONFINITE_POLICIES)}",
         )
     if "tbptt_update" in train:
         _require(

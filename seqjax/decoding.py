@@ -20,6 +20,7 @@ tiled to [B * k, ...] and gathered along that axis when beams are reordered.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,7 +37,7 @@ def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.
     top_p: keep the smallest set of most likely tokens whose probability
       reaches top_p (1.0 keeps all); the most likely token is always kept.
     """
-    if top_k < 0 or not 0.0 < top_p <= 1.0:
+    if top_k < 0 or not 0.0 < top_p <= 1.0:  # (a NaN top_p fails the range test too)
         raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got top_k={top_k}, top_p={top_p}")
     neg_inf = jnp.finfo(logits.dtype).min
     if top_k and top_k < logits.shape[-1]:
@@ -57,8 +58,8 @@ def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.
 def next_tokens(logits: jax.Array, rng: jax.Array, temperature: float, top_k: int, top_p: float) -> jax.Array:
     """[B] int32: argmax when temperature == 0, else a sample from the
     filtered distribution softmax(logits / temperature)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     filtered = filter_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
@@ -266,8 +267,8 @@ def _check_beam_arguments(beam_size, num_return, max_new_tokens, alpha) -> None:
         raise ValueError(f"num_return must be an integer in [1, beam_size={beam_size}], got {num_return!r}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if alpha < 0:
-        raise ValueError(f"length penalty alpha must be >= 0, got {alpha}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"length penalty alpha must be a finite number >= 0, got {alpha}")
 
 
 def _take(array: jax.Array, index: jax.Array) -> jax.Array:

@@ -48,6 +48,14 @@ class WordVectors:
             raise ValueError(f"vectors must be [words, dim], got shape {vectors.shape}")
         if len(words) != len(vectors):
             raise ValueError(f"{len(words)} words but {len(vectors)} vectors")
+        not_finite = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        if not_finite.size:
+            first = int(not_finite[0])
+            value = vectors[first][~np.isfinite(vectors[first])][0]
+            raise ValueError(
+                f"the vector of word {words[first]!r} (entry {first}) holds {value} "
+                f"({not_finite.size} such vectors): every component must be a finite number"
+            )
         self.words = list(words)
         self.vectors = vectors
         self.counts = None if counts is None else np.asarray(counts)

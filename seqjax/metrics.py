@@ -54,14 +54,23 @@ def read_jsonl(path: str) -> list[dict]:
     return records
 
 
+def _is_final_line(record: dict) -> bool:
+    return any(name.startswith("test_") for name in record)
+
+
 class MetricsWriter:
     """Writes scalars to `workdir/metrics.jsonl` and TensorBoard events."""
 
     def __init__(self, workdir: str, resume_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
-        kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
-        with open(self.path, "w") as f:
+        # Lines after the checkpoint the run resumes from, and a final test
+        # line of an earlier start (killed before final_metrics.json), are
+        # written again by this start.
+        kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step and not _is_final_line(r)]
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(tmp, self.path)
         self._jsonl = open(self.path, "a")
         self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from seqjax.nn import heads, recurrent, seq2seq, transformer
+from seqjax.nn import checks, heads, recurrent, seq2seq, transformer
 from seqjax.tasks import Task
 from seqjax.tasks.translation import GenerationObjective
 
@@ -96,7 +96,10 @@ class RecurrentModel(nn.Module):
         if self.vocab_size:
             if inputs.ndim != 2:
                 raise ValueError(f"token-id inputs must be [batch, time], got shape {tuple(inputs.shape)}")
-            inputs = nn.Embed(self.vocab_size, self.embed_size, name="embed")(inputs)
+            inputs = nn.Embed(self.vocab_size, self.embed_size, name="embed")(
+                checks.token_ids(inputs, self.vocab_size, "inputs")
+            )
+        inputs = checks.nan_rows(inputs, checks.row_lengths(lengths, inputs.shape[1]))
         outputs, carries = self.stack(inputs, lengths, initial_carry, deterministic=deterministic, resets=resets)
         if self.head == "per_step":
             features = outputs

@@ -57,6 +57,9 @@ OPTIMIZER_KEYS = (
     "l2",
 )
 DEFAULT_INIT_MODULES = ("embed", "stack")
+# config.train.nonfinite: what a non-finite loss or gradient does (seqjax.training).
+NONFINITE_POLICIES = ("stop", "skip")
+SKIP_LIMIT = 10  # consecutive skipped updates after which `skip` stops the run too
 
 Path = tuple[str, ...]
 Selector = Callable[[Any], Iterable[Path]]
@@ -106,6 +109,10 @@ def build_optimizer(
     chain.append(base_optimizer(opt, learning_rate_schedule(opt, num_updates, peak=peak)))
     if rules:
         chain.append(freeze(rules))
+    if config.get("train", {}).get("nonfinite", "stop") == "skip":
+        # A non-finite gradient leaves params and optimiser state untouched;
+        # after SKIP_LIMIT in a row the update goes through and the loop stops the run.
+        return optax.apply_if_finite(optax.chain(*chain), max_consecutive_errors=SKIP_LIMIT)
     return optax.chain(*chain)
 
 

@@ -44,6 +44,7 @@ from seqjax import (
     transfer,
 )
 from seqjax import config as config_lib
+from seqjax import workdir as workdir_lib
 from seqjax.steps import TrainState, model_inputs, model_kwargs
 
 Metrics = dict[str, float]
@@ -81,6 +82,10 @@ class Trainer:
         parallel.check_batch_size(config.train.batch_size, self.layout.mesh)
         self.task = tasks.get(config.task, config.get("data"))
         self.task.setup(workdirs[0])
+        if config.model.get("pretrained_embeddings", "") and self.task.word_index() is None:
+            raise ValueError(
+                "config.model.pretrained_embeddings needs a task with a word tokenizer (config.data.tokenizer='word')"
+            )
         self.model = models.build(config.model, self.task)
         self.feeds = feeds.ReplicaFeeds(self.task, self.configs, self.layout, steps.stream_length(config))
         self.example = self.feeds.example()
@@ -140,13 +145,7 @@ class Trainer:
             pretrained = transfer.latest_params(config.train.init_from)
             params = transfer.transfer(params, pretrained, config.train.get("init_modules", optim.DEFAULT_INIT_MODULES))
         if config.model.get("pretrained_embeddings", ""):
-            word_index = self.task.word_index()
-            if word_index is None:
-                raise ValueError(
-                    "config.model.pretrained_embeddings needs a task with a word tokenizer "
-                    "(config.data.tokenizer='word')"
-                )
-            params, report = embeddings.init_from_config(config.model, params, word_index, seed=config.seed)
+            params, report = embeddings.init_from_config(config.model, params, self.task.word_index(), seed=config.seed)
             logging.info("pretrained embeddings: %s", report.summary())
         return params
 
@@ -215,9 +214,14 @@ class Trainer:
             for params_r, config in zip(params, self.configs)
         ]
 
-    def window_means(self, window: Sequence[dict]) -> list[Metrics]:
-        """Per replica, the mean of each metric over a window of train steps."""
-        per_step = [self.layout.unstack(step_metrics) for step_metrics in jax.device_get(list(window))]
+    def host_metrics(self, window: Sequence[dict]) -> list[list[Metrics]]:
+        """A window of train steps' metrics on the host, [step][replica]
+        (waits for the steps to finish)."""
+        return [self.layout.unstack(step_metrics) for step_metrics in jax.device_get(list(window))]
+
+    def window_means(self, per_step: Sequence[Sequence[Metrics]]) -> list[Metrics]:
+        """Per replica, the mean of each metric over a window of train steps
+        (`host_metrics`)."""
         return [
             self._finalize({name: float(np.mean([step[r][name] for step in per_step])) for name in per_step[0][r]})
             for r in range(self.layout.replicas)
@@ -251,9 +255,20 @@ def train_replicas(
     each replica's final metrics."""
     if not configs or len(configs) != len(workdirs):
         raise ValueError(f"one workdir per config, got {len(configs)} configs and {len(workdirs)} workdirs")
-    started = time.monotonic()
     for workdir in workdirs:
         os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.lock(workdirs):
+        for config, workdir in zip(configs, workdirs):
+            workdir_lib.check_identity(workdir, config)
+        stored = [workdir_lib.finished_result(w, c) for c, w in zip(configs, workdirs)]
+        if all(final is not None for final in stored):
+            logging.warning("%s: finished already; its stored final metrics, nothing trained", ", ".join(workdirs))
+            return stored
+        return _train_replicas(configs, workdirs, mesh, chunk_size)
+
+
+def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
+    started = time.monotonic()
     trainer = Trainer(configs, mesh, workdirs, chunk_size)
     files = [RunFiles(workdir, config, trainer.task) for workdir, config in zip(workdirs, configs)]
     train = trainer.config.train
@@ -262,6 +277,7 @@ def train_replicas(
     )
     ckpt.discard_unshared()  # a killed group may have left some replicas one save ahead
     state = trainer.restore_or_init(ckpt)
+    ckpt.set_aside_unusable()  # damaged newer checkpoints: kept aside, their steps saved anew
     start = trainer.batches_done(state)
     for run_files in files:
         run_files.begin(start)
@@ -280,12 +296,16 @@ def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckp
     """Steps start + 1 .. num_steps, with logging, evaluation and checkpoints."""
     train = trainer.config.train
     progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True))
+    guard = NonFiniteGuard(train.get("nonfinite", "stop"), files, ckpt)
     window, window_start = [], time.monotonic()
     for step in range(start + 1, train.num_steps + 1):
         state, step_metrics = trainer.step(state, step - 1)
         window.append(step_metrics)
         if step % train.log_every == 0 or step == train.num_steps:
-            logged = trainer.window_means(window)  # waits for the window's steps to finish
+            per_step = trainer.host_metrics(window)  # waits for the window's steps to finish
+            # Before any eval or save of these steps (checkpoint_every is a multiple of log_every).
+            guard.check(per_step, step - len(window) + 1)
+            logged = trainer.window_means(per_step)
             rate = len(window) / (time.monotonic() - window_start)
             for run_files, means in zip(files, logged):
                 run_files.writer.write(step, dict(means, steps_per_second=rate), prefix="train_")
@@ -297,6 +317,49 @@ def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckp
         trainer.save(ckpt, step, state, force=step == train.num_steps)
     progress.close()
     return state
+
+
+class NonFiniteGuard:
+    """Stops a run at its first non-finite training loss or gradient norm,
+    naming the step, the replica's run dir and its last checkpoint,
+    which holds finite parameters (every save follows a check). Under the
+    `skip` policy the optimiser skips such updates (`optim.SKIP_LIMIT` in a
+    row at most) and the guard only warns, until a longer streak."""
+
+    # Other metrics may be NaN legitimately (an accuracy over a step with
+    # nothing to count); the loss and the gradient norm never are.
+    GUARDED = ("loss", "grad_norm")
+
+    def __init__(self, policy: str, files: Sequence[RunFiles], ckpt: checkpoint.Checkpointer):
+        self.policy, self.files, self.ckpt = policy, files, ckpt
+        self.streak = 0  # consecutive steps with a non-finite metric, any replica
+
+    def check(self, window: Sequence[Sequence[Metrics]], first_step: int) -> None:
+        """`window[i][r]`: replica r's metrics at step first_step + i (host values)."""
+        for offset, per_replica in enumerate(window):
+            bad = [
+                (r, name, float(m[name]))
+                for r, m in enumerate(per_replica)
+                for name in self.GUARDED
+                if name in m and not np.isfinite(m[name])
+            ]
+            self.streak = self.streak + 1 if bad else 0
+            if not bad:
+                continue
+            replica, name, value = bad[0]
+            step, workdir = first_step + offset, self.files[replica].workdir
+            if self.policy == "skip" and self.streak <= optim.SKIP_LIMIT:
+                logging.warning("step %d: train %s is %s in %s; update skipped", step, name, value, workdir)
+                continue
+            self.ckpt.wait()
+            last = self.ckpt.latest_step()
+            saved = f"its last checkpoint is step {last}" if last is not None else "it has no checkpoint yet"
+            raise FloatingPointError(
+                f"step {step}: train {name} is {value} in run {workdir}; training stopped ({saved}, "
+                "with finite parameters). Lower config.optimizer.learning_rate, clip gradients "
+                "(config.optimizer.clip_global_norm) or check the data and labels, in a new workdir; "
+                f"config.train.nonfinite='skip' skips up to {optim.SKIP_LIMIT} such updates in a row instead."
+            )
 
 
 def _final_metrics(trainer: Trainer, state: TrainState) -> list[Metrics]:

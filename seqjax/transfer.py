@@ -30,7 +30,7 @@ def latest_params(workdir: str) -> dict:
     if step is None:
         raise FileNotFoundError(
             f"no checkpoint to transfer from: expected {directory}/<step>/ written by "
-            "a seqjax training run (config.model.init_from)"
+            "a seqjax training run (config.train.init_from)"
         )
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     manager.close()

@@ -38,12 +38,13 @@ def run_steps(trainer, num_steps: int) -> tuple[list[float], dict]:
     return losses, jax.device_get(state.params)
 
 
-def die_after_step(kill_after_step: int = -1, kill_in_save_step: int = -1) -> None:
+def die_after_step(kill_after_step: int = -1, kill_in_save_step: int = -1, kill_at_final: bool = False) -> None:
     """Makes this process SIGKILL itself right after training step
     `kill_after_step` (1-based) of the loop, or right after it starts the
     asynchronous checkpoint save of `kill_in_save_step` (while orbax is still
-    writing it); -1: never. For the child processes of kill-and-resume tests,
-    before they start training."""
+    writing it), -1: never; or, with `kill_at_final`, after the final test
+    line is logged and before final_metrics.json is written. For the child
+    processes of kill-and-resume tests, before they start training."""
     import orbax.checkpoint as ocp
 
     from seqjax import training
@@ -64,5 +65,13 @@ def die_after_step(kill_after_step: int = -1, kill_in_save_step: int = -1) -> No
             os.kill(os.getpid(), signal.SIGKILL)
         return saved
 
+    write_json = metrics.write_json_atomic
+
+    def write_json_or_die(path, obj):
+        if kill_at_final and path.endswith("final_metrics.json"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        write_json(path, obj)
+
     training.Trainer.step = step_then_maybe_die
     ocp.CheckpointManager.save = save_then_maybe_die
+    metrics.write_json_atomic = write_json_or_die

@@ -176,7 +176,7 @@ def test_bad_arguments_raise():
         decoding.beam_search(step, jnp.zeros(1), jnp.array([START]), 3, 0, eos_id=EOS)
     with pytest.raises(ValueError, match=r"num_return must be an integer in \[1, beam_size=2\]"):
         decoding.beam_search(step, jnp.zeros(1), jnp.array([START]), 3, 2, eos_id=EOS, num_return=3)
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match=r"^length penalty alpha must be a finite number >= 0, got -1"):
         decoding.beam_search(step, jnp.zeros(1), jnp.array([START]), 3, 2, eos_id=EOS, alpha=-1.0)
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
         decoding.beam_search(step, jnp.zeros(1), jnp.array([START]), 0, 2, eos_id=EOS)

@@ -270,3 +270,25 @@ def test_unit_peak_updates_times_lr_equal_the_updates_at_lr(case):
         if step > 0:
             assert np.any(updates["output"]["kernel"]) and np.any(updates["stack"]["layer_0"]["kernel"]) == (step >= 3)
         params = optax.apply_updates(params, updates)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_the_complete_optimizer_section_of_the_configs_is_what_optim_does_with_keys_absent(name):
+    # configs get every key from config.OPTIMIZER_DEFAULTS; a run must not
+    # change when a config spells out a default that optim would apply anyway.
+    from seqjax import config as config_lib
+
+    minimal = ml_collections.ConfigDict({"optimizer": {"name": name, "learning_rate": 0.1}})
+    complete = ml_collections.ConfigDict({"optimizer": config_lib.optimizer_section(name=name, learning_rate=0.1)})
+    assert set(complete.optimizer) == set(optim.OPTIMIZER_KEYS)
+    params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([0.5])}
+    results = []
+    for config in (minimal, complete):
+        tx = optim.build_optimizer(config, num_updates=10)
+        state, p = tx.init(params), params
+        for step in range(4):
+            grads = jax.tree.map(lambda x, s=step: jnp.sin(x * (s + 1)), p)
+            updates, state = tx.update(grads, state, p)
+            p = optax.apply_updates(p, updates)
+        results.append(p)
+    jax.tree.map(np.testing.assert_array_equal, *results)

@@ -209,6 +209,7 @@ base = importlib.util.module_from_spec(spec); spec.loader.exec_module(base)
 def get_config(variant=None):
     config = base.get_config("smoke")
     config.train.num_steps = 4
+    config.optimizer.warmup_steps = 1
     config.train.log_every = 2
     config.train.eval_every = 2
     config.train.checkpoint_every = 2

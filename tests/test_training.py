@@ -116,17 +116,26 @@ from configs import default
 from seqjax import training
 from tests.helpers import die_after_step
 
-kill_after_step, kill_in_save_step, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+kill_after_step, kill_in_save_step, kill_at_final = (int(a) for a in sys.argv[1:4])
+workdir = sys.argv[4]
 config = default.get_config("smoke")
 config.train.num_steps = 30
-die_after_step(kill_after_step, kill_in_save_step)
+die_after_step(kill_after_step, kill_in_save_step, bool(kill_at_final))
 training.train_and_evaluate(config, workdir)
 """
 
 
-def run_killer(workdir, kill_after_step=-1, kill_in_save_step=-1):
+def run_killer(workdir, kill_after_step=-1, kill_in_save_step=-1, kill_at_final=False):
     return subprocess.run(
-        [sys.executable, "-c", KILLER, str(kill_after_step), str(kill_in_save_step), str(workdir)],
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(kill_after_step),
+            str(kill_in_save_step),
+            str(int(kill_at_final)),
+            str(workdir),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -141,10 +150,17 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     expected = json.loads((reference / "final_metrics.json").read_text())
 
     killed = tmp_path / "killed"
-    # SIGKILL at step 15 (last checkpoint: 10), then during the save of step 20.
+    # SIGKILL at step 15 (last checkpoint: 10), then during the save of step
+    # 20, then between the final test line and final_metrics.json.
     assert run_killer(killed, kill_after_step=15).returncode == -signal.SIGKILL
     assert run_killer(killed, kill_in_save_step=20).returncode == -signal.SIGKILL
+    assert run_killer(killed, kill_at_final=True).returncode == -signal.SIGKILL
+    assert "test_mse" in helpers.logged(killed)[-1] and not (killed / "final_metrics.json").exists()
     finished = run_killer(killed)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert json.loads((killed / "final_metrics.json").read_text()) == expected
     assert helpers.losses_by_step(killed) == helpers.losses_by_step(reference)
+    no_speed = [{k: v for k, v in r.items() if k != "train_steps_per_second"} for r in helpers.logged(killed)]
+    assert no_speed == [
+        {k: v for k, v in r.items() if k != "train_steps_per_second"} for r in helpers.logged(reference)
+    ]

@@ -178,6 +178,14 @@ def _cast(array: np.ndarray, dtype, where) -> np.ndarray:
         raise TypeError(
             f"{where(0)} holds {array.dtype} values, not numbers for dtype {target}; pass dtype=object for strings"
         )
+    if target.kind in "iu" and array.dtype.kind in "iuf" and array.size:
+        info = np.iinfo(target)
+        outside = np.flatnonzero((array < info.min) | (array > info.max))
+        if outside.size:
+            raise ValueError(
+                f"{where(outside[0])} holds {array.flat[outside[0]]}, outside the range of dtype {target} "
+                f"[{info.min}, {info.max}]; pass a wider dtype (e.g. int32)"
+            )
     return array.astype(target)
 
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import decoding
-from seqjax.nn import heads
+from seqjax.nn import checks, heads
 from seqjax.nn.attention import IMPLEMENTATIONS, MultiHeadAttention, init_cache
 from seqjax.nn.encoder_decoder import EncoderDecoder, Variables
 
@@ -165,7 +165,7 @@ class Embedder(nn.Module):
             raise ValueError(
                 f"token-id inputs must be integer [batch, time], got shape {tuple(inputs.shape)} dtype {inputs.dtype}"
             )
-        vectors = jnp.take(self.embedding, inputs, axis=0)
+        vectors = jnp.take(self.embedding, checks.token_ids(inputs, self.vocab_size, "inputs"), axis=0, mode="fill")
         return (vectors * math.sqrt(cfg.d_model)).astype(cfg.compute_dtype)
 
     def add_positions(self, x: Array, positions: Array, deterministic: bool) -> Array:

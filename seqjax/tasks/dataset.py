@@ -28,7 +28,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import ml_collections
 import numpy as np
@@ -95,9 +95,26 @@ class DatasetTask(Task):
         options = {k: v for k, v in dict(self.data.source).items() if v is not None}
         return sources.source_info(**options)
 
+    # The feature names the task reads: config.data key -> its default.
+    feature_keys: ClassVar[dict[str, str]] = {}
+
+    def check_feature_keys(self) -> None:
+        """Raises ValueError naming a config.data.*_key that names no
+        feature of the source, with the features it has."""
+        features = self.source_info().features
+        for config_key, default in self.feature_keys.items():
+            name = self.data.get(config_key, default)
+            if name not in features:
+                raise ValueError(
+                    f"config.data.{config_key}={name!r} names no feature of {self.data.source.get('name')!r}; "
+                    f"its features are {sorted(features.keys())}"
+                )
+
     def setup(self, workdir: str | None) -> None:
-        """Fits the tokenizer on the training texts (or loads the one a
-        previous attempt of this run saved in `workdir`)."""
+        """Checks the feature keys, then fits the tokenizer on the training
+        texts (or loads the one a previous attempt of this run saved in
+        `workdir`)."""
+        self.check_feature_keys()
         fit = self.fit_tokenizer
         if self.data.get("tokenizer_path", ""):
             fit = lambda: tokenizers.load(self.data.tokenizer_path)  # noqa: E731 - a pretrained run's ids

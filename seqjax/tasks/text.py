@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
 from seqjax.data import loader as loader_lib
 from seqjax.data import tokenizers
 from seqjax.tasks import entities
-from seqjax.tasks.dataset import DatasetTask, as_text
+from seqjax.tasks.dataset import DEFAULT_SPLITS, DatasetTask, as_text
 
 
 class EncodeText:
@@ -46,6 +47,7 @@ class ClassificationTask(DatasetTask):
 
     head = "last"
     config_keys = ("num_classes", "loss")
+    feature_keys = {"text_key": "text", "label_key": "label"}
     higher_is_better = {"accuracy": True}
 
     def __init__(self, config, data):
@@ -56,7 +58,29 @@ class ClassificationTask(DatasetTask):
 
     def setup(self, workdir):
         super().setup(workdir)
-        self.num_classes = self.config.get("num_classes", 0) or self._dataset_classes()
+        in_data, configured = self._dataset_classes(), self.config.get("num_classes", 0)
+        if configured and configured < in_data:  # labels >= num_classes: a NaN loss, or wrong numbers
+            raise ValueError(
+                f"config.task.num_classes={configured}, but the dataset's labels "
+                f"({self.data.get('label_key', 'label')!r}) have {in_data} classes; set it to {in_data}, "
+                "or 0 to read it from the dataset"
+            )
+        self.num_classes = configured or in_data
+        for split in ("eval", "test"):
+            self._report_one_class(split)
+
+    def _report_one_class(self, split: str) -> None:
+        """Warns when every example of an evaluation split has one label:
+        its accuracy then measures one class (an ordered source cut by a
+        percentage slice, a filtered file)."""
+        source, key = self.source(split), self.data.get("label_key", "label")
+        labels = {int(source[i][key]) for i in range(len(source))}
+        if len(labels) == 1 and self.num_classes > 1:
+            logging.warning(
+                "the %s split (%s) holds only label %d in its %d examples: its accuracy measures one class; "
+                "check the split (a slice of a source ordered by class?)",
+                split, dict(DEFAULT_SPLITS, **dict(self.data.get("splits") or {}))[split], labels.pop(), len(source),
+            )  # fmt: skip
         if self.loss == "bce" and self.num_classes != 2:
             raise ValueError(f"config.task.loss='bce' needs 2 classes, the dataset has {self.num_classes}")
         self.output_size = 1 if self.loss == "bce" else self.num_classes
@@ -118,6 +142,7 @@ class LanguageModelTask(DatasetTask):
 
     head = "per_step"
     config_keys = ()
+    feature_keys = {"text_key": "text"}
 
     def setup(self, workdir):
         super().setup(workdir)
@@ -190,6 +215,7 @@ class TaggingTask(DatasetTask):
 
     head = "per_step"
     config_keys = ()
+    feature_keys = {"text_key": "tokens", "tags_key": "tags"}
     higher_is_better = {"f1": True}
 
     def training_texts(self):

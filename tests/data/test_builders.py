@@ -244,12 +244,27 @@ def test_folders_aclimdb_layout(tmp_path, data_dir):
     write(tmp_path / "aclImdb" / ".cache" / "pos" / "x.txt", "hidden folders are not splits")
     builder = prepare(SeqjaxFolders, data_dir, paths=str(tmp_path / "aclImdb"))
     assert builder.info.features["label"].names == ["neg", "pos"]  # unsup is not in test/, so not a class
-    assert examples(builder, "train") == [
+    assert sorted(examples(builder, "train"), key=lambda e: e["filename"]) == [
         {"text": b"awful", "label": 0, "filename": b"neg/0_2.txt"},
         {"text": b"dull", "label": 0, "filename": b"neg/3_1.txt"},
         {"text": b"loved it", "label": 1, "filename": b"pos/1_9.txt"},
     ]
-    assert [e["text"] for e in examples(builder, "test")] == [b"bad", b"great"]
+    assert sorted(e["text"] for e in examples(builder, "test")) == [b"bad", b"great"]
+
+
+def test_a_percentage_slice_of_class_folders_holds_every_class(tmp_path, data_dir):
+    # Sorted by class, the last 10% of 50 neg + 50 pos files would be 10 pos.
+    for i in range(50):
+        for cls in ("neg", "pos"):
+            write(tmp_path / "imdb" / "train" / cls / f"{i:02d}.txt", f"{cls} review {i}")
+    builder = prepare(SeqjaxFolders, data_dir, paths={"train": str(tmp_path / "imdb" / "train")})
+    tail = [e["label"] for e in examples(builder, "train[90%:]")]
+    assert len(tail) == 10 and 0 < sum(tail) < 10
+    assert sorted(e["filename"] for e in examples(builder, "train")) == sorted(  # every file once
+        f"{cls}/{i:02d}.txt".encode() for i in range(50) for cls in ("neg", "pos")
+    )
+    again = prepare(SeqjaxFolders, str(tmp_path / "tfds_again"), paths={"train": str(tmp_path / "imdb" / "train")})
+    assert examples(again, "train") == examples(builder, "train")  # a fixed order
 
 
 def test_folders_missing_class_folder_is_named(tmp_path):

@@ -22,7 +22,7 @@ def read_conll(
     Returns:
       [(tokens, tags, line number of the first token)].
     """
-    sentences, tokens, tags, start = [], [], [], 0
+    sentences, tokens, tags, start, columns = [], [], [], 0, None
 
     def close():
         nonlocal tokens, tags
@@ -43,6 +43,13 @@ def read_conll(
                 f"{path}: line {line_number} has {len(fields)} columns; token column "
                 f"{token_column} and tag column {tag_column} do not both exist"
             )
+        if columns is None:
+            columns = (len(fields), line_number)
+        elif len(fields) != columns[0]:  # e.g. a line that lost its tag: its token would become the tag
+            raise SourceError(
+                f"{path}: line {line_number} has {len(fields)} columns, but line {columns[1]} has {columns[0]}: "
+                "every token line needs the same columns (token ... tag); fix the line"
+            )
         if not tokens:
             start = line_number
         tokens.append(fields[token_column])
@@ -51,6 +58,15 @@ def read_conll(
     if not sentences:
         raise SourceError(f"{path}: no sentences (expected 'token ... tag' lines with blank lines between sentences)")
     return sentences
+
+
+def _training_files(options: dict) -> list[str]:
+    """The files whose tags define the classes: the 'train' split's, or the
+    one file that fractions cut into splits."""
+    if "path" in options or "train" not in options["paths"]:
+        return option_files(options)
+    train = options["paths"]["train"]
+    return list(train) if isinstance(train, (list, tuple)) else [train]
 
 
 def sort_tags(tags) -> list[str]:
@@ -78,15 +94,16 @@ class SeqjaxConll(LocalBuilder):
         fractions, split_seed: see `split_options` (None: contiguous).
         token_column, tag_column: 0-based (negative counts from the end;
           CoNLL-2003 is 'token POS chunk NER', so -1 is the NER tag).
-        tag_names: tags in id order; None reads them from the files ('O'
-          first, then sorted).
+        tag_names: tags in id order; None reads them from the training
+          file ('O' first, then sorted), so a tag that appears only in an
+          evaluation file is an error rather than a class no model can learn.
         delimiter: None splits on any whitespace.
         """
         options = split_options(paths, fractions, split_seed, "conll")
         options.update(token_column=int(token_column), tag_column=int(tag_column), delimiter=delimiter)
         if tag_names is None:
             tags = set()
-            for path in option_files(options):
+            for path in _training_files(options):
                 for _, sentence_tags, _ in cls._read(path, options):
                     tags.update(sentence_tags)
             tag_names = sort_tags(tags)
@@ -120,7 +137,8 @@ class SeqjaxConll(LocalBuilder):
             if unknown:
                 raise SourceError(
                     f"{path}: the sentence starting at line {line} has tag {unknown[0]!r}, "
-                    f"which is not one of tag_names {names}"
+                    f"which is not one of tag_names {names} (the training file's tags unless tag_names is "
+                    "given): fix the tag, or list every tag in tag_names"
                 )
             out.append((tokens, [ids[t] for t in tags]))
         return out

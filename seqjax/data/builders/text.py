@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from seqjax.data.builders.common import (
@@ -303,9 +304,14 @@ class SeqjaxFolders(LocalBuilder):
     """One text file per example, one folder per class (aclImdb layout).
 
     Features: {'text': Text, 'label': ClassLabel, 'filename': Text (the path
-    relative to the split folder, e.g. 'pos/0_9.txt')}. Examples are ordered
-    by class, then file name.
+    relative to the split folder, e.g. 'pos/0_9.txt')}. Examples come in a
+    fixed shuffled order (`SHUFFLE_SEED`'s permutation of the files sorted by
+    class, then name), not class by class: a percentage slice such as
+    'train[90%:]' then holds every class in about its share, where a slice
+    of the sorted files would hold one class only.
     """
+
+    SHUFFLE_SEED = 0
 
     @classmethod
     def make_config(cls, paths: Any, classes: Sequence[str] | None = None, pattern: str = "*.txt"):
@@ -329,7 +335,8 @@ class SeqjaxFolders(LocalBuilder):
         for split_dir in split_dirs.values():
             for name in classes:
                 files += cls._class_files(split_dir, name, pattern)
-        options = {"paths": split_dirs, "classes": list(classes), "pattern": pattern}
+        # The order is part of the dataset: a prepared copy in the old order is not reused.
+        options = {"paths": split_dirs, "classes": list(classes), "pattern": pattern, "order": cls.SHUFFLE_SEED}
         return cls.config_from_options("folders", options, files)
 
     @staticmethod
@@ -370,15 +377,13 @@ class SeqjaxFolders(LocalBuilder):
         return {split: self._generate_examples(split_dir) for split, split_dir in self.options["paths"].items()}
 
     def _generate_examples(self, split_dir: str):
-        i = 0
-        for label, name in enumerate(self.options["classes"]):
-            for path in self._class_files(split_dir, name, self.options["pattern"]):
-                yield (
-                    i,
-                    {
-                        "text": read_text(check_file(path, "folders")),
-                        "label": label,
-                        "filename": os.path.relpath(path, split_dir),
-                    },
-                )
-                i += 1
+        files = [
+            (label, path)
+            for label, name in enumerate(self.options["classes"])
+            for path in self._class_files(split_dir, name, self.options["pattern"])
+        ]
+        order = np.random.default_rng(self.SHUFFLE_SEED).permutation(len(files))
+        for i, index in enumerate(order):
+            label, path = files[index]
+            example = {"text": read_text(check_file(path, "folders")), "label": label}
+            yield i, dict(example, filename=os.path.relpath(path, split_dir))
