@@ -99,7 +99,6 @@ class RecurrentModel(nn.Module):
             inputs = nn.Embed(self.vocab_size, self.embed_size, name="embed")(
                 checks.token_ids(inputs, self.vocab_size, "inputs")
             )
-        inputs = checks.nan_rows(inputs, checks.row_lengths(lengths, inputs.shape[1]))
         outputs, carries = self.stack(inputs, lengths, initial_carry, deterministic=deterministic, resets=resets)
         if self.head == "per_step":
             features = outputs

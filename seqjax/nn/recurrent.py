@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.nn import cells as cells_lib
-from seqjax.nn import fused, minimal
+from seqjax.nn import checks, fused, minimal
 
 Array = jax.Array
 
@@ -33,7 +33,8 @@ def concrete_or_none(x: Any) -> np.ndarray | None:
 
 
 def check_sequence_inputs(inputs: Array, lengths: Array | None) -> None:
-    """Raises a clear error for malformed `inputs` [B, T, F] or `lengths` [B]."""
+    """Raises a clear error for malformed `inputs` [B, T, F] or `lengths` [B]
+    (shapes and dtypes; their values: `checks.row_lengths`)."""
     if inputs.ndim != 3:
         raise ValueError(
             f"recurrent layers expect inputs of shape [batch, time, features]; got shape "
@@ -51,13 +52,6 @@ def check_sequence_inputs(inputs: Array, lengths: Array | None) -> None:
         raise ValueError(f"lengths must have shape [batch]=({batch},), got {tuple(lengths.shape)}")
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
-    values = concrete_or_none(lengths)
-    if values is None:
-        return
-    if (values < 0).any():
-        raise ValueError(f"lengths must be >= 0; got negative lengths {values[values < 0].tolist()}")
-    if (values > time).any():
-        raise ValueError(f"lengths must be <= the sequence length T={time}; got {values[values > time].tolist()}")
 
 
 def valid_mask(lengths: Array | None, time: int) -> Array | None:
@@ -159,6 +153,7 @@ class Recurrent(nn.Module):
         lengths = None if lengths is None else jnp.asarray(lengths)
         check_sequence_inputs(inputs, lengths)
         batch, time, features = inputs.shape
+        inputs = checks.nan_rows(inputs, checks.row_lengths(lengths, time))  # seqjax.nn.checks: eager / jit / checked
         weights = self.cell.weights(features)
         dtype = self.cell.dtype or inputs.dtype
         inputs = inputs.astype(dtype)

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from seqjax import decoding
 from seqjax.nn import cells as cells_lib
-from seqjax.nn import recurrent, rnn_attention
+from seqjax.nn import checks, recurrent, rnn_attention
 from seqjax.nn.encoder_decoder import EncoderDecoder, Variables
 
 Array = jax.Array
@@ -101,17 +101,15 @@ def reverse_valid(tokens: Array, lengths: Array | None) -> Array:
     return jnp.take_along_axis(tokens, reversal_index(lengths, tokens.shape[1]), axis=1)
 
 
-def check_token_ids(ids: Array, vocab_size: int, what: str) -> None:
-    """Clear errors for ids that are not [B, T] integers in [0, vocab_size)
-    (the range is checked when the values are concrete, i.e. outside jit)."""
+def check_token_ids(ids: Array, vocab_size: int, what: str) -> Array:
+    """Clear errors for ids that are not [B, T] integers; their range as
+    `checks.token_ids` checks it (returns the ids to embed, with
+    `jnp.take(..., mode='fill')`)."""
     if ids.ndim != 2:
         raise ValueError(f"{what} must be [batch, time] token ids, got shape {tuple(ids.shape)}")
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(f"{what} must be integer token ids, got dtype {ids.dtype}")
-    values = recurrent.concrete_or_none(ids)
-    if values is not None and values.size and (values.min() < 0 or values.max() >= vocab_size):
-        bad = values[(values < 0) | (values >= vocab_size)]
-        raise ValueError(f"{what}: token id out of range [0, {vocab_size}): found {bad[:5].tolist()}")
+    return checks.token_ids(ids, vocab_size, what)
 
 
 def _check_ratio(ratio: Any) -> None:
@@ -248,7 +246,7 @@ class RNNDecoder(nn.Module):
         keep: dropout keep-masks {'embed': [B, embed], 'output': [B, H]}
         (already scaled by 1 / (1 - rate)), None for no dropout.
         """
-        embedded = jnp.take(w["embedding"], tokens, axis=0)
+        embedded = jnp.take(w["embedding"], tokens, axis=0, mode="fill")  # an out-of-range id: NaN (seqjax.nn.checks)
         if keep is not None:
             embedded = embedded * keep["embed"]
         x, alpha, context = embedded, None, None
@@ -483,7 +481,7 @@ class Seq2Seq(EncoderDecoder):
     def encode(self, inputs: Array, lengths: Array | None = None, *, deterministic: bool = True) -> dict:
         """Source ids [B, S] (+ lengths [B]) -> the decoding cache at step 0."""
         inputs = jnp.asarray(inputs)
-        check_token_ids(inputs, self.source_vocab_size, "source inputs")
+        inputs = check_token_ids(inputs, self.source_vocab_size, "source inputs")
         batch, time = inputs.shape
         if lengths is not None:
             lengths = jnp.asarray(lengths)
@@ -493,7 +491,9 @@ class Seq2Seq(EncoderDecoder):
                 raise ValueError(f"empty source sentence (length 0) in rows {list(values.nonzero()[0][:5])}")
         if self.reverse_source:
             inputs = reverse_valid(inputs, lengths)
-        x = self.embed_dropout(jnp.take(self.source_embedding, inputs, axis=0), deterministic=deterministic)
+        x = self.embed_dropout(
+            jnp.take(self.source_embedding, inputs, axis=0, mode="fill"), deterministic=deterministic
+        )
         encoded, carries = self.encoder(x, lengths, deterministic=deterministic)
         cache = {"state": self.decoder.initial_state(self._initial_carries(carries, batch))}
         if self.attention != "none":
@@ -541,7 +541,7 @@ class Seq2Seq(EncoderDecoder):
                 "the decoder's teacher-forced input"
             )
         decoder_inputs = jnp.asarray(decoder_inputs)
-        check_token_ids(decoder_inputs, self.target_vocab_size, "decoder_inputs")
+        decoder_inputs = check_token_ids(decoder_inputs, self.target_vocab_size, "decoder_inputs")
         _check_ratio(teacher_forcing_ratio)
         cache = self.encode(inputs, lengths, deterministic=deterministic)
         logits, alpha = self.decoder(
@@ -639,7 +639,7 @@ class VectorToSequence(EncoderDecoder):
         if decoder_inputs is None:
             raise ValueError("VectorToSequence needs decoder_inputs (<sos> + target[:-1])")
         decoder_inputs = jnp.asarray(decoder_inputs)
-        check_token_ids(decoder_inputs, self.target_vocab_size, "decoder_inputs")
+        decoder_inputs = check_token_ids(decoder_inputs, self.target_vocab_size, "decoder_inputs")
         _check_ratio(teacher_forcing_ratio)
         cache = self.encode(inputs, lengths)
         logits, _ = self.decoder(
