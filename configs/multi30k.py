@@ -192,6 +192,11 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.data.vocab_size = 10000
         config.data.lower = True
     elif name == "smoke":
+        if config.data.source.name != "local/parallel" or "fractions" in config.data.source:
+            raise ValueError(
+                "variant smoke replaces the Multi30k files with configs/samples/parallel_*; it has no Anki sample: "
+                "drop `anki`, or train anki on its own file with --config.train.num_steps=20"
+            )
         config.data.source.paths = ml_collections.ConfigDict(
             {split: os.path.join(SAMPLES, f"parallel_{split}.{{lang}}") for split in ("train", "val", "test")}
         )

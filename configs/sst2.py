@@ -9,7 +9,11 @@ Command:
 
 Variants: `smoke` (the tiny sample in configs/samples, seconds; used by tests),
 `imdb` (TFDS `imdb_reviews` by name: prepare it where there is network, or
-give --config.data.source.data_dir a folder holding it prepared).
+give --config.data.source.data_dir a folder holding it prepared),
+`imdb_local` (the same reviews from the extracted Stanford aclImdb folders,
+$SEQJAX_DATA/aclImdb/{train,test}/{neg,pos}/*.txt, or
+--config.data.source.paths=<aclImdb>; the folders are read in a fixed
+shuffled order, so the validation slice train[90%:] holds both classes).
 
 Transfer learning (the ULMFiT recipe, in one domain): first a word-level LSTM
 language model on the training sentences, then a classifier that starts from
@@ -36,7 +40,7 @@ from seqjax import config as config_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
-VARIANTS = ("smoke", "imdb", "lm_pretrain", "finetune", "transformer")
+VARIANTS = ("smoke", "imdb", "imdb_local", "lm_pretrain", "finetune", "transformer")
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -123,8 +127,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             config.train.eval_every = 10
             config.train.checkpoint_every = 10
             config.train.progress = False
-        elif name == "imdb":
-            config.data.source = ml_collections.ConfigDict(dict(name="imdb_reviews", data_dir="", manual_dir=""))
+        elif name in ("imdb", "imdb_local"):
+            if name == "imdb":
+                source = dict(name="imdb_reviews", data_dir="", manual_dir="")
+            else:
+                source = dict(name="local/folders", paths=os.path.join(DATA, "aclImdb"), data_dir="")
+            config.data.source = ml_collections.ConfigDict(source)
             config.data.splits = ml_collections.ConfigDict(dict(train="train[:90%]", eval="train[90%:]", test="test"))
             config.data.max_len = 256
         elif name == "lm_pretrain":

@@ -5,7 +5,9 @@
 
 Leaves config.json, metrics.jsonl, TensorBoard events, checkpoints and
 final_metrics.json in W; the final metrics are also the last stdout line.
-Re-running with the same W resumes from its latest checkpoint.
+Re-running with the same W resumes from its latest checkpoint; a finished run
+prints its stored result; a config that would change the run's numbers, or a
+second run while W is in use, is refused (docs/training.md, "What a run refuses").
 """
 
 import json

@@ -99,8 +99,15 @@ def text_file_corpus(paths: str | Sequence[str], **kwargs) -> Corpus:
     def texts():
         for path in paths:
             opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                yield from f
+            with opener(path, "rb") as f:
+                for number, line in enumerate(f, start=1):
+                    try:
+                        yield line.decode("utf-8")
+                    except UnicodeDecodeError as error:
+                        raise ValueError(
+                            f"{path}: line {number} is not valid UTF-8 ({error.reason} at byte {error.start}); "
+                            "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                        ) from None
 
     return Corpus(texts, **kwargs)
 

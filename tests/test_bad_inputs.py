@@ -384,3 +384,37 @@ def test_an_evaluation_split_of_one_class_is_reported(tmp_path, data_dir, caplog
     assert "the eval split (validation) holds only label 1 in its 3 examples: its accuracy measures one class" in (
         caplog.text
     )
+
+
+def test_the_imdb_variant_reads_local_aclimdb_folders_with_both_classes_in_validation(tmp_path, data_dir):
+    for split, count in (("train", 20), ("test", 4)):
+        for label in ("neg", "pos"):
+            for i in range(count):
+                path = tmp_path / "aclImdb" / split / label / f"{i}_{label}.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"a {'great' if label == 'pos' else 'dull'} film number {i}")
+    config = load_config("sst2", "imdb_local")
+    config.data.source.update(paths=str(tmp_path / "aclImdb"), data_dir=str(data_dir))
+    task = tasks.get(config.task, config.data)
+    task.setup(None)
+    assert task.num_classes == 2
+    validation = task.source("eval")
+    assert len(validation) == 4 and {int(validation[i]["label"]) for i in range(4)} == {0, 1}
+
+
+def test_a_smoke_variant_without_a_sample_for_its_data_says_so():
+    with pytest.raises(
+        ValueError, match=r"^variant smoke replaces the Multi30k files .*it has no Anki sample: drop `anki`"
+    ):
+        load_config("multi30k", "anki,smoke")
+
+
+def test_a_corpus_line_that_is_not_utf8_names_the_file_and_the_line(tmp_path):
+    from seqjax import word2vec
+
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"the cat sat\n" + "un café noir\n".encode("latin-1"))
+    corpus = word2vec.text_file_corpus(str(path))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: line 2 is not valid UTF-8 \(invalid continuation "
+                       r"byte at byte 6\); re-encode the file as UTF-8"):  # fmt: skip
+        list(corpus)
