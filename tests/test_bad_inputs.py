@@ -418,3 +418,16 @@ def test_a_corpus_line_that_is_not_utf8_names_the_file_and_the_line(tmp_path):
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: line 2 is not valid UTF-8 \(invalid continuation "
                        r"byte at byte 6\); re-encode the file as UTF-8"):  # fmt: skip
         list(corpus)
+
+
+def test_a_transformer_encoder_refuses_a_bad_length_eagerly_and_makes_its_row_nan_under_jit():
+    config = transformer.TransformerConfig(d_model=8, num_heads=2, num_layers=1, d_ff=16, max_len=8, vocab_size=5)
+    model = transformer.TransformerClassifier(config, output_size=2, pooling="cls")
+    tokens, lengths = np.array([[1, 2, 3, 0], [4, 1, 0, 0]]), np.array([3, 2])
+    variables = model.init(jax.random.key(0), tokens, lengths)
+    with pytest.raises(ValueError, match=r"^lengths\[1\] = 5 is outside \[0, 4\]"):
+        model.apply(variables, tokens, np.array([3, 5]))
+    good = np.asarray(jax.jit(model.apply)(variables, tokens, lengths))
+    bad = np.asarray(jax.jit(model.apply)(variables, tokens, np.array([3, -2])))
+    np.testing.assert_array_equal(bad[0], good[0])
+    assert np.all(np.isnan(bad[1]))

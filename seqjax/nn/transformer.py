@@ -457,6 +457,7 @@ class TransformerClassifier(nn.Module):
         _check_lengths(lengths, inputs.shape[0])
         embedder = Embedder(cfg, cfg.vocab_size, name="embedder")
         x = embedder.embed(inputs)
+        x = checks.nan_rows(x, checks.row_lengths(lengths, inputs.shape[1]))
         if self.pooling == "cls":
             cls = self.param("cls", nn.initializers.normal(1.0), (cfg.d_model,), jnp.float32)
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, cfg.d_model)), x], axis=1)
@@ -535,6 +536,7 @@ class TransformerSeq2Seq(EncoderDecoder):
         """Source [B, S] -> encoder outputs [B, S, d]."""
         _check_lengths(lengths, inputs.shape[0])
         x = self.source_embedder(inputs, jnp.arange(inputs.shape[1]), deterministic)
+        x = checks.nan_rows(x, checks.row_lengths(lengths, inputs.shape[1]))
         return self.encoder(x, lengths, deterministic)
 
     def cross_memory(self, encoded: Array) -> list[tuple[Array, Array]]:
