@@ -38,6 +38,8 @@ from collections.abc import Iterator, Sequence
 import ml_collections
 from absl import logging
 
+from seqjax import metrics
+
 # Keys that change what is logged, evaluated on the way or kept on disk, never
 # the parameters or the reported test metrics.
 RESUMABLE_KEYS = (
@@ -99,7 +101,7 @@ def _resumable(key: str, old, new, config: dict) -> bool:
 def check_identity(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Raises RunIdentityError if `workdir` was started with a config whose
     numbers differ from `config`'s; logs the accepted changes."""
-    recorded = _read_json(os.path.join(workdir, "config.json"))
+    recorded = metrics.read_json(os.path.join(workdir, "config.json"))
     if recorded is None:
         return
     new = as_recorded(config)
@@ -123,15 +125,8 @@ def finished_result(workdir: str, config: ml_collections.ConfigDict) -> dict | N
     """The final metrics of `workdir` if its run finished `config`'s steps,
     else None (a run extended to more steps is unfinished again). Call
     after `check_identity`."""
-    final = _read_json(os.path.join(workdir, "final_metrics.json"))
+    final = metrics.read_json(os.path.join(workdir, "final_metrics.json"))
     return final if final is not None and final.get("step") == config.train.num_steps else None
-
-
-def _read_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 # ----------------------------------------------------------------------------- the lock

@@ -97,3 +97,16 @@ def test_the_probe_finder_finds_a_probe(tmp_path):
     source = tmp_path / "x.py"
     source.write_text("def f(task, model):\n    return getattr(task, 'tokenizer', None), hasattr(model, 'stack')\n")
     assert [line for line, _ in probes(source)] == [2, 2]
+
+
+def test_every_encoder_decoder_implements_the_decoding_interface():
+    # EncoderDecoder declares incremental_decoder and source_attention (a flax
+    # Module cannot be an abc.ABC, so its defaults raise NotImplementedError).
+    from seqjax.nn import seq2seq, transformer  # noqa: F401 (defines the subclasses)
+    from seqjax.nn.encoder_decoder import EncoderDecoder
+
+    subclasses = EncoderDecoder.__subclasses__()
+    assert {c.__name__ for c in subclasses} >= {"Seq2Seq", "VectorToSequence", "TransformerSeq2Seq"}
+    for cls in subclasses:
+        for method in ("incremental_decoder", "source_attention"):
+            assert getattr(cls, method) is not getattr(EncoderDecoder, method), (cls.__name__, method)

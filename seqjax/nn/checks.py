@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,8 +50,12 @@ def _checking() -> bool:
     return getattr(_state, "enabled", False)
 
 
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+def concrete_or_none(x: Any) -> np.ndarray | None:
+    """The host value of `x`, or None when `x` is traced inside jit/grad."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
 
 
 def token_ids(ids: jax.Array, vocab_size: int, name: str = "inputs") -> jax.Array:
@@ -58,8 +63,9 @@ def token_ids(ids: jax.Array, vocab_size: int, name: str = "inputs") -> jax.Arra
     `vocab_size`, which a `jnp.take(..., mode='fill')` lookup (flax's
     nn.Embed included) turns into NaN. Raises ValueError for concrete bad ids."""
     valid = (ids >= 0) & (ids < vocab_size)
-    if _concrete(valid):  # (a constant array inside a traced function gives a traced `valid`)
-        bad = np.argwhere(~np.asarray(valid))
+    # (A constant array inside a traced function gives a traced `valid`.)
+    if (host := concrete_or_none(valid)) is not None:
+        bad = np.argwhere(~host)
         if bad.size:
             where = tuple(int(i) for i in bad[0])
             raise ValueError(
@@ -83,8 +89,8 @@ def row_lengths(lengths: jax.Array | None, max_len: int, name: str = "lengths") 
     if lengths is None:
         return None
     valid = (lengths >= 0) & (lengths <= max_len)
-    if _concrete(valid):
-        bad = np.flatnonzero(~np.asarray(valid))
+    if (host := concrete_or_none(valid)) is not None:
+        bad = np.flatnonzero(~host)
         if bad.size:
             raise ValueError(
                 f"{name}[{bad[0]}] = {int(np.asarray(lengths)[bad[0]])} is outside [0, {max_len}] "

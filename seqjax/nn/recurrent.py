@@ -16,20 +16,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from seqjax.nn import cells as cells_lib
 from seqjax.nn import checks, fused, minimal
 
 Array = jax.Array
-
-
-def concrete_or_none(x: Any) -> np.ndarray | None:
-    """The host value of `x`, or None when `x` is traced inside jit/grad."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
 
 
 def check_sequence_inputs(inputs: Array, lengths: Array | None) -> None:

@@ -115,7 +115,7 @@ def check_token_ids(ids: Array, vocab_size: int, what: str) -> Array:
 def _check_ratio(ratio: Any) -> None:
     if ratio is None:
         return
-    values = recurrent.concrete_or_none(ratio)
+    values = checks.concrete_or_none(ratio)
     if values is not None and ((values < 0).any() or (values > 1).any()):
         raise ValueError(f"teacher_forcing_ratio must lie in [0, 1], got {values.ravel()[:5].tolist()}")
 
@@ -486,7 +486,7 @@ class Seq2Seq(EncoderDecoder):
         if lengths is not None:
             lengths = jnp.asarray(lengths)
             recurrent.check_sequence_inputs(jnp.zeros((batch, time, 1)), lengths)
-            values = recurrent.concrete_or_none(lengths)
+            values = checks.concrete_or_none(lengths)
             if values is not None and (values == 0).any():
                 raise ValueError(f"empty source sentence (length 0) in rows {list(values.nonzero()[0][:5])}")
         if self.reverse_source:
