@@ -76,6 +76,7 @@ class Trainer:
             config_lib.validate(config_r)
         names = [f"replica {r}" for r in range(len(self.configs))] if workdirs == [None] else workdirs
         replicas.check_compatible(self.configs, [os.path.basename(os.path.normpath(n)) for n in names])
+        self.names = names
         self.config = config = self.configs[0]
         chunk = chunk_size or parallel.default_chunk_size()
         self.layout = parallel.Layout(mesh or parallel.make_mesh(), len(self.configs), chunk)
@@ -193,8 +194,21 @@ class Trainer:
 
     def evaluate(self, state: TrainState, split: str) -> list[Metrics]:
         """Per replica, the metrics of `split` (exact totals over the
-        evaluation pass, then `task.finalize_metrics`)."""
-        return [self._finalize(result) for result in self.strategy.evaluate(state, split)]
+        evaluation pass, then `task.finalize_metrics`). Raises
+        FloatingPointError for a non-finite loss: the parameters are finite
+        (training checks its own loss), so the split holds inputs the model
+        cannot score (or skipped updates hid a divergence), and a NaN or inf
+        result is not one to report."""
+        results = [self._finalize(result) for result in self.strategy.evaluate(state, split)]
+        for name, result in zip(self.names, results):
+            if "loss" in result and not np.isfinite(result["loss"]):
+                raise FloatingPointError(
+                    f"step {self.batches_done(state)}: {split} loss is {result['loss']} in {name}; nothing was "
+                    f"written for it. With a finite training loss, the {split} split holds inputs the model cannot "
+                    "score (an extreme or missing value, a corrupt example): check that split of the data. "
+                    "Otherwise training diverged: lower config.optimizer.learning_rate or clip gradients."
+                )
+        return results
 
     def final_metrics(self, state: TrainState) -> list[Metrics]:
         """Per replica, what the task measures once at the end beyond its

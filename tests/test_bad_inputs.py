@@ -373,6 +373,17 @@ def test_a_vector_file_with_a_non_finite_component_names_the_file_and_the_word(t
         embeddings.load_vectors(str(path))
 
 
+@pytest.mark.parametrize("bad", ["nan", "-inf", "NaN"])
+def test_a_series_value_that_is_not_finite_names_the_file_and_the_line(tmp_path, data_dir, bad):
+    from seqjax.data import sources
+
+    path = tmp_path / "series.csv"
+    path.write_text(f"month,passengers\n1,112\n2,{bad}\n3,132\n")
+    with pytest.raises(SourceError, match=rf"^{re.escape(str(path))}: line 3: passengers = '{bad}' is not a finite "
+                       r"number \(fill or drop missing values before loading\)$"):  # fmt: skip
+        sources.load_time_series(str(path), "passengers", data_dir=str(data_dir))
+
+
 def test_an_evaluation_split_of_one_class_is_reported(tmp_path, data_dir, caplog):
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "good film\t1\nbad film\t0\n" * 4)
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "good film\t1\n" * 3)
@@ -420,9 +431,13 @@ def test_a_corpus_line_that_is_not_utf8_names_the_file_and_the_line(tmp_path):
         list(corpus)
 
 
-def test_a_transformer_encoder_refuses_a_bad_length_eagerly_and_makes_its_row_nan_under_jit():
+@pytest.mark.parametrize("kind", ["classifier", "language_model"])
+def test_a_transformer_refuses_a_bad_length_eagerly_and_makes_its_row_nan_under_jit(kind):
     config = transformer.TransformerConfig(d_model=8, num_heads=2, num_layers=1, d_ff=16, max_len=8, vocab_size=5)
-    model = transformer.TransformerClassifier(config, output_size=2, pooling="cls")
+    if kind == "classifier":
+        model = transformer.TransformerClassifier(config, output_size=2, pooling="cls")
+    else:
+        model = transformer.TransformerLM(config, output_size=5)
     tokens, lengths = np.array([[1, 2, 3, 0], [4, 1, 0, 0]]), np.array([3, 2])
     variables = model.init(jax.random.key(0), tokens, lengths)
     with pytest.raises(ValueError, match=r"^lengths\[1\] = 5 is outside \[0, 4\]"):

@@ -223,6 +223,25 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_naming_its_last_chec
     assert (f"its last checkpoint is step {saved[-1]}" if saved else "it has no checkpoint yet") in str(error.value)
 
 
+def test_a_non_finite_test_loss_after_finite_training_is_refused_and_nothing_final_is_written(tmp_path):
+    # A unit error in the test part of a series: 1e30 is finite, its squared
+    # normalised error is not (float32), while training never sees it.
+    series = tmp_path / "series.csv"
+    values = 100 + 10 * np.sin(np.arange(200) / 3)
+    values[-3] = 1e30
+    series.write_text("t,value\n" + "".join(f"{t},{float(v)!r}\n" for t, v in enumerate(values)))
+    config = load_config("forecast", "smoke")
+    config.task.update(series=str(series), column="value", data_dir=str(tmp_path / "tfds"))
+    config.train.update(num_steps=10, log_every=5, eval_every=5, progress=False)
+    run_dir = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=rf"^step 10: test loss is inf in {re.escape(str(run_dir))}; nothing "
+                       r"was written for it\. With a finite training loss, the test split holds inputs the model "
+                       r"cannot score"):  # fmt: skip
+        training.train_and_evaluate(config, str(run_dir))
+    assert [r["step"] for r in logged(run_dir)] == [5, 5, 10]  # train, eval (finite), train: no test line
+    assert not (run_dir / "final_metrics.json").exists()
+
+
 def test_the_skip_policy_leaves_params_unchanged_on_a_non_finite_gradient():
     config = smoke(nonfinite="skip")
     config.optimizer.warmup_steps = 0  # the first update that goes through has the peak rate
@@ -236,7 +255,7 @@ def test_the_skip_policy_leaves_params_unchanged_on_a_non_finite_gradient():
 
 
 def test_the_skip_policy_stops_after_too_many_skipped_updates_in_a_row(tmp_path, caplog):
-    config = smoke(num_steps=20, nonfinite="skip")
+    config = smoke(num_steps=20, nonfinite="skip", eval_every=20)  # (an eval of the broken params would stop it)
     config.optimizer.learning_rate = 1e30
     with caplog.at_level("WARNING"), pytest.raises(FloatingPointError) as error:
         training.train_and_evaluate(config, str(tmp_path))

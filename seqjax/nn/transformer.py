@@ -501,6 +501,8 @@ class TransformerLM(nn.Module):
         embedder = Embedder(cfg, cfg.vocab_size, name="embedder")
         positions = DecodePositions(name="positions")(batch, time, decode, decode_lengths)
         x = embedder(inputs, positions, deterministic)
+        if not decode:  # (while decoding, T is the step's width, not the sequence's)
+            x = checks.nan_rows(x, checks.row_lengths(lengths, time))
         x = Decoder(cfg, name="decoder")(x, lengths, deterministic, decode=decode, decode_lengths=decode_lengths)
         return _Output(cfg, self.output_size, name="output")(x, embedder)
 

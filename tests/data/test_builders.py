@@ -411,7 +411,7 @@ def test_timeseries_bad_column_and_values(tmp_path, data_dir):
     path = write(tmp_path / "sun.csv", "YEAR,SUNACTIVITY\n1700,5\n1701,\n")
     with pytest.raises(SourceError, match=r"no column 'sunspots'; the header has columns \['YEAR', 'SUNACTIVITY'\]"):
         prepare(SeqjaxTimeseries, data_dir, paths=path, value_column="sunspots")
-    with pytest.raises(SourceError, match=r"sun\.csv: line 3: SUNACTIVITY = '' is not a number"):
+    with pytest.raises(SourceError, match=r"sun\.csv: line 3: SUNACTIVITY = '' is not a finite number"):
         prepare(SeqjaxTimeseries, data_dir, paths=path, value_column="SUNACTIVITY")
 
 

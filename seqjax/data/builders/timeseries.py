@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -82,12 +83,14 @@ class SeqjaxTimeseries(LocalBuilder):
             for c, name in enumerate(options["value_columns"]):
                 text = field(fields, at[name], path, line, f"value column {name!r}").strip()
                 try:
-                    values[r, c] = float(text)
+                    values[r, c] = value = float(text)
                 except ValueError:
+                    value = None
+                if value is None or not math.isfinite(value):  # float() reads 'nan' and 'inf' as numbers
                     raise SourceError(
-                        f"{path}: line {line}: {name} = {text!r} is not a number "
+                        f"{path}: line {line}: {name} = {text!r} is not a finite number "
                         f"(fill or drop missing values before loading)"
-                    ) from None
+                    )
             if options["time_column"]:
                 times.append(field(fields, at[options["time_column"]], path, line, "time column"))
         return values, times
