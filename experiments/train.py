@@ -16,7 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from seqjax import config as config_lib
-from seqjax import parallel
+from seqjax import launch, parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
@@ -28,7 +28,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    parallel.maybe_initialize_distributed()
+    try:
+        launch.maybe_initialize_distributed()
+    except launch.LaunchError as error:
+        raise app.UsageError(str(error)) from error
     from seqjax import training  # after distributed init: it touches devices
 
     config = _CONFIG.value
@@ -37,7 +40,8 @@ def main(argv):
     except config_lib.ConfigError as error:
         raise app.UsageError(str(error)) from error
     final = training.train_and_evaluate(config, _WORKDIR.value)
-    print(json.dumps(final, sort_keys=True), flush=True)
+    if parallel.is_writer():  # (one line for a run of several processes too)
+        print(json.dumps(final, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seqjax import embeddings, parallel, word2vec
+from seqjax import embeddings, launch, word2vec
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "word2vec config file[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the vectors and reports.")
@@ -108,7 +108,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     std_logging.getLogger().setLevel(std_logging.INFO)  # words/s log lines when the bar is off
     logging.set_verbosity(logging.INFO)
-    parallel.maybe_initialize_distributed()
+    launch.maybe_initialize_distributed()
     print(json.dumps(run(_CONFIG.value, _WORKDIR.value), sort_keys=True), flush=True)
 
 

@@ -32,6 +32,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from seqjax import parallel
 from seqjax.data import loader
 
 State = TypeVar("State")
@@ -117,9 +118,10 @@ class Checkpointer:
     def set_aside_unusable(self) -> None:
         """Moves the checkpoints `restore_latest` could not restore to
         `<run dir>/damaged_checkpoints/<step>` (for inspection; training
-        saves those steps again when it reaches them)."""
-        for manager, directory in zip(self._managers, self.directories):
-            for step in self.unusable:
+        saves those steps again when it reaches them). In a multi-process
+        run the writing process moves them and the others wait for it."""
+        for directory in self.directories:
+            for step in self.unusable if parallel.is_writer() else ():
                 source = os.path.join(directory, str(step))
                 if os.path.isdir(source):
                     target = os.path.join(os.path.dirname(directory), "damaged_checkpoints", str(step))
@@ -128,6 +130,8 @@ class Checkpointer:
                         shutil.rmtree(target)
                     os.replace(source, target)
                     logging.warning("moved unusable checkpoint %s to %s", source, target)
+        parallel.barrier("damaged checkpoints set aside")
+        for manager in self._managers:
             manager.reload()
         self.unusable = []
 

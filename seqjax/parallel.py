@@ -12,7 +12,6 @@ adds the leading replica axis of runs that train several replicas together
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,26 +22,27 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
 
-# Environment variables whose presence means a multi-process launch.
-_MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
-_WORLD_SIZE_ENV = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "WORLD_SIZE")
+
+def is_writer() -> bool:
+    """Whether this process writes a run's files: process 0 of a
+    multi-process run (every process computes the same numbers)."""
+    return jax.process_index() == 0
 
 
-def distributed_requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """True when the environment describes a multi-process launch."""
-    if any(environ.get(name) for name in _MULTI_PROCESS_ENV):
-        return True
-    return any(int(environ.get(name, "1") or 1) > 1 for name in _WORLD_SIZE_ENV)
+def barrier(name: str) -> None:
+    """Waits until every process of the run reaches `name` (no-op for one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"seqjax: {name}")
 
 
-def maybe_initialize_distributed(environ: Mapping[str, str] = os.environ) -> bool:
-    """Calls `jax.distributed.initialize()` (which reads the cluster from the
-    environment: Slurm, Open MPI, TPU pods, or JAX_COORDINATOR_ADDRESS) when
-    the launch is multi-process. Returns whether it did."""
-    if not distributed_requested(environ):
-        return False
-    jax.distributed.initialize()
-    return True
+def writer_first(fn: Callable[[], Any], name: str) -> Any:
+    """fn() on the writing process, then on the others once it returned
+    (e.g. fit and save a tokenizer, then load the saved one)."""
+    result = fn() if is_writer() else None
+    barrier(name)
+    return result if is_writer() else fn()
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

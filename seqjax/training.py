@@ -19,6 +19,7 @@ uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -82,7 +83,9 @@ class Trainer:
         self.layout = parallel.Layout(mesh or parallel.make_mesh(), len(self.configs), chunk)
         parallel.check_batch_size(config.train.batch_size, self.layout.mesh)
         self.task = tasks.get(config.task, config.get("data"))
-        self.task.setup(workdirs[0])
+        # Process 0 fits and saves what the task keeps in the run dir (its
+        # tokenizer); the others then load it.
+        parallel.writer_first(lambda: self.task.setup(workdirs[0]), "task setup")
         if config.model.get("pretrained_embeddings", "") and self.task.word_index() is None:
             raise ValueError(
                 "config.model.pretrained_embeddings needs a task with a word tokenizer (config.data.tokenizer='word')"
@@ -271,7 +274,8 @@ def train_replicas(
         raise ValueError(f"one workdir per config, got {len(configs)} configs and {len(workdirs)} workdirs")
     for workdir in workdirs:
         os.makedirs(workdir, exist_ok=True)
-    with workdir_lib.lock(workdirs):
+    # One lock per run: its writing process (process 0 of a multi-process run) holds it.
+    with workdir_lib.lock(workdirs) if parallel.is_writer() else contextlib.nullcontext():
         for config, workdir in zip(configs, workdirs):
             workdir_lib.check_identity(workdir, config)
         stored = [workdir_lib.finished_result(w, c) for c, w in zip(configs, workdirs)]
@@ -309,7 +313,7 @@ def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
 def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckpt) -> TrainState:
     """Steps start + 1 .. num_steps, with logging, evaluation and checkpoints."""
     train = trainer.config.train
-    progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True))
+    progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True) and parallel.is_writer())
     guard = NonFiniteGuard(train.get("nonfinite", "stop"), files, ckpt)
     window, window_start = [], time.monotonic()
     for step in range(start + 1, train.num_steps + 1):
@@ -322,12 +326,12 @@ def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckp
             logged = trainer.window_means(per_step)
             rate = len(window) / (time.monotonic() - window_start)
             for run_files, means in zip(files, logged):
-                run_files.writer.write(step, dict(means, steps_per_second=rate), prefix="train_")
+                run_files.log(step, dict(means, steps_per_second=rate), prefix="train_")
             progress.update(step, {"loss": float(np.mean([means["loss"] for means in logged]))})
             window, window_start = [], time.monotonic()
         if step % train.eval_every == 0 and step != train.num_steps:
             for run_files, evaluated in zip(files, trainer.evaluate(state, "eval")):
-                run_files.writer.write(step, evaluated, prefix="eval_")
+                run_files.log(step, evaluated, prefix="eval_")
         trainer.save(ckpt, step, state, force=step == train.num_steps)
     progress.close()
     return state
@@ -400,21 +404,34 @@ def _group_record(trainer: Trainer, workdirs: Sequence[str], seconds: float) -> 
 class RunFiles:
     """The files of one run dir: config.json (the resolved config), the task's
     assets (tokenizers, normalisers), metrics.jsonl + TensorBoard events,
-    run_info.json, and final_metrics.json at the end."""
+    run_info.json, and final_metrics.json at the end. Only the writing
+    process (`parallel.is_writer`) writes them; on the others every method
+    is a no-op."""
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict, task: tasks.Task):
         self.workdir, self.config = workdir, config
+        self.active = parallel.is_writer()
+        self.writer: metrics.MetricsWriter | None = None
+        if not self.active:
+            return
         task.save_assets(workdir)
         metrics.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
         self.run_info = RunInfo(workdir)
-        self.writer: metrics.MetricsWriter | None = None
 
     def begin(self, start_step: int) -> None:
-        self.run_info.begin(self.config.seed, start_step)
-        self.writer = metrics.MetricsWriter(self.workdir, resume_step=start_step)
+        if self.active:
+            self.run_info.begin(self.config.seed, start_step)
+            self.writer = metrics.MetricsWriter(self.workdir, resume_step=start_step)
+
+    def log(self, step: int, scalars: Metrics, prefix: str = "") -> None:
+        """A metrics.jsonl line (and TensorBoard scalars)."""
+        if self.active:
+            self.writer.write(step, scalars, prefix=prefix)
 
     def finish(self, final: Metrics, seconds: float, group: dict | None) -> None:
         """The final line, final_metrics.json, and run_info.json (wall time: this run's share of the group's)."""
+        if not self.active:
+            return
         self.writer.write(final["step"], final)
         self.writer.close()
         metrics.write_json_atomic(os.path.join(self.workdir, "final_metrics.json"), final)

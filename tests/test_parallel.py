@@ -1,27 +1,63 @@
+import re
+
 import jax
 import numpy as np
 import pytest
 
-from seqjax import parallel
+from seqjax import launch, parallel
+
+SRUN_TASK = {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "2"}
 
 
 @pytest.mark.parametrize(
     "environ,expected",
     [
-        ({}, False),
-        ({"SLURM_NTASKS": "1"}, False),
-        ({"SLURM_NTASKS": "4"}, True),
-        ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
-        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
-        ({"WORLD_SIZE": ""}, False),
+        ({}, None),
+        # A batch script of `sbatch -n 4` (and anything it starts without srun): no step, one process.
+        ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_PROCID": "0"}, None),
+        # `srun -n 1` inside that allocation: a step of one task.
+        ({**SRUN_TASK, "SLURM_NTASKS": "4", "SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}, None),
+        ({**SRUN_TASK, "SLURM_NTASKS": "4", "SLURM_PROCID": "1"}, {"num_processes": 2, "process_id": 1}),
+        ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}, {}),
+        ({"OMPI_COMM_WORLD_SIZE": "1"}, None),
+        ({"TPU_WORKER_HOSTNAMES": "t1,t2"}, {}),
+        ({"TPU_WORKER_HOSTNAMES": "t1"}, None),
+        ({"SEQJAX_DISTRIBUTED": "auto"}, {}),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+            {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 0},
+        ),
     ],
 )
-def test_distributed_is_requested_only_by_multi_process_launches(environ, expected):
-    assert parallel.distributed_requested(environ) is expected
+def test_a_multi_process_launch_is_recognised_from_its_own_variables_only(environ, expected):
+    assert launch.distributed_launch(environ) == expected
+
+
+@pytest.mark.parametrize(
+    "environ,message",
+    [
+        (
+            {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"},
+            "JAX_COORDINATOR_ADDRESS=10.0.0.1:1234 is set but JAX_NUM_PROCESSES and JAX_PROCESS_ID are not: set "
+            "JAX_NUM_PROCESSES (how many processes form the run) and JAX_PROCESS_ID",
+        ),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2"},
+            "JAX_COORDINATOR_ADDRESS=h:1 is set but JAX_PROCESS_ID is not",
+        ),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
+            "environment variable JAX_NUM_PROCESSES='two' is not an integer",
+        ),
+    ],
+)
+def test_a_half_described_launch_is_refused_naming_the_missing_variables(environ, message):
+    with pytest.raises(launch.LaunchError, match="^" + re.escape(message)):
+        launch.distributed_launch(environ)
 
 
 def test_single_process_launch_does_not_initialize_distributed():
-    assert parallel.maybe_initialize_distributed({}) is False
+    assert launch.maybe_initialize_distributed({}) is False
 
 
 def test_batch_is_split_evenly_over_the_data_axis():
