@@ -1,15 +1,21 @@
 """Run a sweep declared by a config file's `get_sweep(name)`.
 
   python -m experiments.sweep --config=configs/default.py --sweep=cell_by_length_cpu \
-      --sweep_dir=runs/ablation [--mode=local|vmap|print] [--parallel=2] [--override=train.num_steps=500]
+      --sweep_dir=runs/ablation [--mode=local|vmap|slurm|print] [--parallel=2] [--override=train.num_steps=500]
 
-local: one training process per run, one per GPU in parallel (each sees only
-  its GPU) or `--parallel` at a time on CPU; re-running skips finished runs and
-  resumes the rest.
+local: one training process per run, on the accelerators JAX finds (one run
+  per GPU at a time, each seeing only its own; `--parallel` at a time on
+  CPU); re-running skips finished runs and resumes the rest. The runs share
+  a persistent compilation cache in SWEEP_DIR/jax_cache (--nocompilation_cache).
 vmap:  runs that differ only in seed / learning rate are trained together in
   one compiled program: one run of R replicas (seqjax.replicas).
-print: prints one launch command per run and nothing else.
-Then `python -m experiments.report --sweep_dir=...` makes the tables and plots.
+slurm: one Slurm array job through submitit, a task per unfinished run, with
+  the --slurm_* and --sbatch options; requeued on preemption or time limit,
+  each run resuming from its checkpoints (docs/cluster.md). --wait waits.
+print: prints one launch command per run (for another scheduler).
+Every mode first writes SWEEP_DIR/sweep.json and each run's overrides.json,
+so `python -m experiments.report --sweep_dir=...` reports the finished runs
+and lists the others, while the sweep runs.
 """
 
 import ast
@@ -17,12 +23,13 @@ import sys
 
 from absl import app, flags, logging
 
-from seqjax import sweep_runner
+from experiments import slurm_flags
+from seqjax import slurm, sweep_runner
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file[:variant] that defines get_sweep().")
 _SWEEP = flags.DEFINE_string("sweep", None, "Name passed to get_sweep (None: its default).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory for the sweep's runs.")
-_MODE = flags.DEFINE_enum("mode", "local", ["local", "vmap", "print"], "How to run the sweep.")
+_MODE = flags.DEFINE_enum("mode", "local", ["local", "vmap", "slurm", "print"], "How to run the sweep.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at once per GPU, or on the CPU.")
 _DEVICES = flags.DEFINE_string("devices", "auto", "auto | cpu | gpu:<ids>, e.g. gpu:0,1.")
 _VMAP_CHUNK = flags.DEFINE_integer(
@@ -34,6 +41,9 @@ _VMAP_CHUNK = flags.DEFINE_integer(
     lower_bound=1,
 )
 _OVERRIDE = flags.DEFINE_multi_string("override", [], "key=value applied to every run.")
+_CACHE = flags.DEFINE_boolean(
+    "compilation_cache", True, "Share JAX's persistent compilation cache (SWEEP_DIR/jax_cache) between runs."
+)
 flags.mark_flags_as_required(["config", "sweep_dir"])
 
 
@@ -58,18 +68,39 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO (vmap mode trains here)
     config, sweep_dir = _CONFIG.value, _SWEEP_DIR.value
     runs = sweep_runner.plan(config, _SWEEP.value, parse_overrides(_OVERRIDE.value))
+    slurm.prepare_sweep(config, sweep_dir, _SWEEP.value, runs)
     if _MODE.value == "print":
         print("\n".join(sweep_runner.print_commands(config, sweep_dir, runs)))
         return
-    sweep_runner.write_sweep_record(sweep_dir, config, _SWEEP.value, runs)
-    if _MODE.value == "vmap":
+    if _MODE.value == "slurm":
+        result = submit(config, sweep_dir, runs)
+    elif _MODE.value == "vmap":
         result = sweep_runner.run_vmap(config, runs, sweep_dir, chunk_size=_VMAP_CHUNK.value)
     else:
         slots = sweep_runner.detect_slots(_DEVICES.value, _PARALLEL.value)
-        result = sweep_runner.LocalRunner(config, sweep_dir, slots).run(runs)
+        result = sweep_runner.LocalRunner(config, sweep_dir, slots, compilation_cache=_CACHE.value).run(runs)
     print(sweep_runner.summary_line(result), flush=True)
     if result["failed"]:
         sys.exit(1)
+
+
+def submit(config: str, sweep_dir: str, runs) -> dict[str, list[str]]:
+    """--mode=slurm: submits the unfinished runs; with --wait, waits and sums up."""
+    try:
+        options = slurm_flags.options()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    job_ids = slurm.submit_sweep(config, sweep_dir, runs, options, compilation_cache=_CACHE.value)
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    report(f"sweep: {len(runs)} runs, {len(runs) - len(job_ids)} already finished, {len(job_ids)} submitted")
+    for name, job_id in job_ids.items():
+        report(f"submitted {name}: Slurm job {job_id}")
+    skipped = [r.name for r in runs if r.name not in job_ids]
+    if not slurm_flags.WAIT.value:
+        return {"submitted": list(job_ids), "failed": [], "skipped": skipped}
+    slurm.wait(list(job_ids.values()), report=report)
+    ended = slurm.record_failures(sweep_dir, [r for r in runs if r.name in job_ids], job_ids)
+    return {**ended, "skipped": skipped}
 
 
 if __name__ == "__main__":

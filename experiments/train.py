@@ -8,9 +8,13 @@ final_metrics.json in W; the final metrics are also the last stdout line.
 Re-running with the same W resumes from its latest checkpoint; a finished run
 prints its stored result; a config that would change the run's numbers, or a
 second run while W is in use, is refused (docs/training.md, "What a run refuses").
+SIGTERM or SIGUSR2 (a scheduler's preemption or time-limit signal) stops the
+run at its next logging step with a checkpoint saved, and it exits with status
+75 (docs/cluster.md); running the same command again resumes.
 """
 
 import json
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -39,7 +43,11 @@ def main(argv):
         config_lib.validate(config)
     except config_lib.ConfigError as error:
         raise app.UsageError(str(error)) from error
-    final = training.train_and_evaluate(config, _WORKDIR.value)
+    try:
+        final = training.train_and_evaluate(config, _WORKDIR.value)
+    except training.Preempted as stopped:
+        logging.warning("%s", stopped)
+        sys.exit(training.PREEMPTED_EXIT_CODE)
     if parallel.is_writer():  # (one line for a run of several processes too)
         print(json.dumps(final, sort_keys=True), flush=True)
 

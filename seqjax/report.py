@@ -7,8 +7,10 @@ tables, and learning-curve plots.
     print(report.to_markdown(rows, sweep.swept_keys))
 
 Run status. A run is *finished* when `final_metrics.json` exists, *failed*
-when `failed.json` exists without it, *unfinished* when its directory exists
-with neither (running, or killed), and *missing* when it has no directory.
+when `failed.json` exists without it, *unfinished* when it has started
+(run_info.json) with neither (running, or killed), *pending* when its
+directory holds only what the sweep prepared (submitted or printed, not
+started), and *missing* when it has no directory.
 Statistics use finished runs only; every other run is counted per group
 (`failed`, `unfinished` columns) and listed by `failures_markdown`, never dropped.
 
@@ -80,7 +82,7 @@ class RunResult:
 
     name: str
     overrides: dict[str, Any]
-    status: str  # finished | failed | unfinished | missing
+    status: str  # finished | failed | unfinished | pending | missing
     metrics: dict[str, float]  # test_*, best_eval_*, wall_time_s (finished runs only)
     records: list[dict]  # metrics.jsonl, one dict per logged step
     wall_time_s: float | None = None
@@ -130,7 +132,7 @@ def load_run(directory: str, name: str, overrides: dict[str, Any]) -> RunResult:
     elif failed is not None:
         status = "failed"
     else:
-        status = "unfinished" if os.path.isdir(directory) else "missing"
+        status = "missing" if not os.path.isdir(directory) else "unfinished" if info else "pending"
     wall = info.get("wall_time_s")
     run_metrics: dict[str, float] = {}
     if final is not None:
@@ -265,7 +267,7 @@ class GroupRow:
     @property
     def n_unfinished(self) -> int:
         """Unfinished (started, no result) plus missing (never started)."""
-        return self.group.count("unfinished", "missing")
+        return self.group.count("unfinished", "pending", "missing")
 
 
 def summarize_groups(groups: Sequence[Group], metric_names: Sequence[str]) -> list[GroupRow]:
@@ -401,6 +403,9 @@ def to_csv(rows: Sequence[GroupRow], swept_keys: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+WITHOUT_RESULT = {"unfinished": "started, no result yet", "pending": "not started yet", "missing": "no run directory"}
+
+
 def failures_markdown(sweep: Sweep, tail_lines: int = 5) -> str:
     """Every run without a result: failed runs with the last lines of their
     log, then unfinished and missing runs; empty when every run finished."""
@@ -411,9 +416,8 @@ def failures_markdown(sweep: Sweep, tail_lines: int = 5) -> str:
             tail = run.log_tail.rstrip("\n").splitlines()[-tail_lines:]
             if tail:
                 lines += ["  ```", *(f"  {line}" for line in tail), "  ```"]
-        elif run.status in ("unfinished", "missing"):
-            why = "started, no result yet" if run.status == "unfinished" else "no run directory"
-            lines.append(f"- **{run.name}**: {run.status} ({why})")
+        elif run.status in WITHOUT_RESULT:
+            lines.append(f"- **{run.name}**: {run.status} ({WITHOUT_RESULT[run.status]})")
     if sweep.unlisted_dirs:
         lines.append(f"- not in sweep.json, not reported: {', '.join(sweep.unlisted_dirs)}")
     return ("## Runs without a result\n\n" + "\n".join(lines) + "\n") if lines else ""

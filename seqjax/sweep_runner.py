@@ -17,14 +17,13 @@ import collections
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 from seqjax import config as config_lib
-from seqjax import metrics, sweeps
+from seqjax import launch, metrics, sweeps
 
 LOG_TAIL_LINES = 20
 
@@ -86,27 +85,67 @@ def train_command(config_spec: str, directory: str, run: sweeps.Run, python: str
     ]
 
 
-def detect_slots(devices: str, parallel: int) -> list[dict[str, str]]:
-    """Environment overrides for each concurrent run slot.
+# Printed as JSON by a fresh interpreter: what JAX sees, without starting a
+# backend in the sweep's own process (which would hold the accelerators).
+_DISCOVER = (
+    "import json, jax; d = jax.devices(); v = d[0].client.platform_version.lower(); "
+    "p = d[0].platform; p = ('rocm' if 'rocm' in v else 'cuda') if p == 'gpu' else p; "
+    "print(json.dumps({'platform': p, 'count': jax.local_device_count()}))"
+)
 
-    devices='auto' uses every NVIDIA GPU (one run per GPU, each process sees
-    only its own through CUDA_VISIBLE_DEVICES) and otherwise runs `parallel`
-    CPU runs at once; 'cpu' forces CPU; 'gpu:0,2' names GPUs.
-    """
-    gpus: list[str] = []
-    if devices.startswith("gpu:"):
-        gpus = devices[4:].split(",")
-    elif devices == "auto" and shutil.which("nvidia-smi"):
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
-        gpus = [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU")]
-    elif devices not in ("auto", "cpu"):
-        raise ValueError(f"--devices must be auto, cpu or gpu:<ids>, got {devices!r}")
-    if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus for _ in range(parallel)]
+
+def discover_devices(python: str = sys.executable) -> tuple[str, int]:
+    """(platform, device count) as JAX sees this machine: platform is 'cpu',
+    'cuda', 'rocm' or 'tpu'. Asked in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if k not in launch.LAUNCH_VARIABLES}
+    found = subprocess.run([python, "-c", _DISCOVER], capture_output=True, text=True, env=env, timeout=300)
+    if found.returncode != 0:
+        raise RuntimeError(f"device discovery (python -c 'import jax; jax.devices()') failed:\n{found.stderr[-2000:]}")
+    seen = json.loads(found.stdout.strip().splitlines()[-1])
+    return seen["platform"], int(seen["count"])
+
+
+# How one run is given one accelerator: the variable its runtime reads.
+VISIBLE_DEVICES = {"cuda": "CUDA_VISIBLE_DEVICES", "rocm": "HIP_VISIBLE_DEVICES"}
+
+
+def slots_for(platform: str, count: int, parallel: int) -> list[dict[str, str]]:
+    """Environment overrides of each concurrent run slot: `parallel` runs per
+    GPU, each seeing only its own (CUDA or ROCm); on a TPU host one run at a
+    time with every chip (a TPU's chips are not split between processes
+    here); on CPU `parallel` runs."""
+    if platform in VISIBLE_DEVICES:
+        return [{VISIBLE_DEVICES[platform]: str(i)} for i in range(count) for _ in range(parallel)]
+    if platform == "tpu":
+        return [{}]
     return [{"JAX_PLATFORMS": "cpu"} for _ in range(parallel)]
 
 
-def _start_run_dir(directory: str, run: sweeps.Run) -> None:
+def detect_slots(devices: str, parallel: int, python: str = sys.executable) -> list[dict[str, str]]:
+    """Slots (`slots_for`) for --devices: 'auto' asks JAX what the machine
+    has (GPU, ROCm, TPU, else CPU), 'cpu' forces the CPU, 'gpu:0,2' names
+    CUDA GPUs."""
+    if devices.startswith("gpu:"):
+        return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in devices[4:].split(",") for _ in range(parallel)]
+    if devices == "auto":
+        return slots_for(*discover_devices(python), parallel)
+    if devices == "cpu":
+        return slots_for("cpu", 0, parallel)
+    raise ValueError(f"--devices must be auto, cpu or gpu:<ids>, got {devices!r}")
+
+
+def compilation_cache_env(sweep_dir: str) -> dict[str, str]:
+    """JAX's persistent compilation cache in `SWEEP_DIR/jax_cache`, shared by
+    the sweep's runs (most compile the same programs), caching every program
+    however fast it compiled."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": os.path.abspath(os.path.join(sweep_dir, "jax_cache")),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
+def start_run_dir(directory: str, run: sweeps.Run) -> None:
     """Creates a run's dir with its overrides.json and clears an earlier failure record."""
     os.makedirs(directory, exist_ok=True)
     metrics.write_json_atomic(os.path.join(directory, "overrides.json"), run.overrides)
@@ -141,9 +180,15 @@ class LocalRunner:
         slots: list[dict[str, str]],
         python: str = sys.executable,
         report: Callable[[str], None] | None = None,
+        compilation_cache: bool = True,
     ):
         self.config_spec, self.sweep_dir, self.slots = config_spec, sweep_dir, slots
         self.python = python
+        # Each run is a process of its own, never a member of a launch this
+        # sweep itself may belong to (an srun step, an MPI job).
+        self.env = {k: v for k, v in os.environ.items() if k not in launch.LAUNCH_VARIABLES}
+        if compilation_cache:
+            self.env.update(compilation_cache_env(sweep_dir))
         self.report = report or (lambda line: print(line, file=sys.stderr, flush=True))
         self.durations: list[float] = []
         self.failed: list[str] = []
@@ -168,9 +213,9 @@ class LocalRunner:
 
     def _start(self, run: sweeps.Run, slot: int) -> Running:
         directory = run_dir(self.sweep_dir, run)
-        _start_run_dir(directory, run)
+        start_run_dir(directory, run)
         log = open(os.path.join(directory, "log.txt"), "a")
-        env = {**os.environ, **self.slots[slot]}
+        env = {**self.env, **self.slots[slot]}
         process = subprocess.Popen(
             train_command(self.config_spec, directory, run, self.python), stdout=log, stderr=subprocess.STDOUT, env=env
         )
@@ -241,7 +286,7 @@ def run_vmap(
             base = config_lib.load_config(sweeps.config_spec_of(config_spec, group[0].overrides))
             configs = [sweeps.apply_overrides(base, run.overrides) for run in group]
             for run, directory in zip(group, directories):
-                _start_run_dir(directory, run)
+                start_run_dir(directory, run)
             training.train_replicas(configs, directories, chunk_size=chunk_size)
             result["finished"] += names
         except Exception:  # one bad group must not stop the sweep

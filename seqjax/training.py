@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -299,7 +301,15 @@ def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
     start = trainer.batches_done(state)
     for run_files in files:
         run_files.begin(start)
-    state = _train_steps(trainer, state, start, files, ckpt)
+    try:
+        with Preemption() as preemption:
+            state = _train_steps(trainer, state, start, files, ckpt, preemption)
+    except Preempted as stopped:
+        ckpt.close()
+        trainer.feeds.close()
+        for run_files in files:
+            run_files.stopped(stopped, time.monotonic() - started)
+        raise
     finals = _final_metrics(trainer, state)
     ckpt.close()
     trainer.feeds.close()
@@ -310,8 +320,10 @@ def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
     return finals
 
 
-def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckpt) -> TrainState:
-    """Steps start + 1 .. num_steps, with logging, evaluation and checkpoints."""
+def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckpt, preemption) -> TrainState:
+    """Steps start + 1 .. num_steps, with logging, evaluation and checkpoints.
+    Raises Preempted at the first logging step after a preemption signal,
+    once a checkpoint of that step is saved."""
     train = trainer.config.train
     progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True) and parallel.is_writer())
     guard = NonFiniteGuard(train.get("nonfinite", "stop"), files, ckpt)
@@ -332,9 +344,75 @@ def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckp
         if step % train.eval_every == 0 and step != train.num_steps:
             for run_files, evaluated in zip(files, trainer.evaluate(state, "eval")):
                 run_files.log(step, evaluated, prefix="eval_")
-        trainer.save(ckpt, step, state, force=step == train.num_steps)
+        # A stop only where a log window ends, so the resumed run logs the same windows.
+        stop = step % train.log_every == 0 and step != train.num_steps and preemption.requested()
+        trainer.save(ckpt, step, state, force=step == train.num_steps or stop)
+        if stop:
+            ckpt.wait()
+            progress.close()
+            raise Preempted(step, preemption.signum, [f.workdir for f in files])
     progress.close()
     return state
+
+
+class Preempted(Exception):
+    """A run stopped by its scheduler's signal, its checkpoint saved: run it
+    again (same config and workdir) to resume. `experiments.train` exits
+    with PREEMPTED_EXIT_CODE."""
+
+    def __init__(self, step: int, signum: int, workdirs: Sequence[str]):
+        self.step, self.signum = step, signum
+        super().__init__(
+            f"{signal.Signals(signum).name} received: stopped at step {step} with a checkpoint saved in "
+            f"{', '.join(workdirs)}; run the same command again to resume"
+        )
+
+
+# EX_TEMPFAIL ("try again later"); Slurm requeues jobs that exit with it when
+# slurm.conf lists it in RequeueExit (scripts/slurm_cluster.sh does).
+PREEMPTED_EXIT_CODE = 75
+
+
+class Preemption:
+    """While entered, SIGTERM (a scheduler's preemption) and SIGUSR2 (the
+    signal Slurm sends ahead of a time limit with `--signal=USR2@T`, which
+    submitit and docs/cluster.md use) only note that the run must stop; the
+    loop stops at its next logging step (`requested`), saves a checkpoint
+    and raises Preempted. The previous handlers are restored on exit.
+
+    In a run of several processes every process asks at the same steps and
+    all stop if any received the signal, so they save the same step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():  # (handlers can only be set there)
+            self._previous = {signum: signal.signal(signum, self._note) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, frame) -> None:
+        logging.warning("%s received: the run stops at its next logging step", signal.Signals(signum).name)
+        self.signum = self.signum or signum
+
+    def requested(self) -> bool:
+        """Whether any process of the run was signalled (a collective: every
+        process must call it at the same steps)."""
+        signalled = self.signum is not None
+        if jax.process_count() == 1:
+            return signalled
+        from jax.experimental import multihost_utils
+
+        signums = multihost_utils.process_allgather(np.int32(self.signum or 0))
+        self.signum = self.signum or int(np.max(signums)) or None
+        return bool(np.any(signums))
 
 
 class NonFiniteGuard:
@@ -428,6 +506,13 @@ class RunFiles:
         if self.active:
             self.writer.write(step, scalars, prefix=prefix)
 
+    def stopped(self, preempted: Preempted, seconds: float) -> None:
+        """run_info.json records the attempt's end: the step and the signal."""
+        if self.active:
+            self.writer.close()
+            self.run_info.end(seconds, status="preempted", stopped_at_step=preempted.step,
+                              signal=signal.Signals(preempted.signum).name)  # fmt: skip
+
     def finish(self, final: Metrics, seconds: float, group: dict | None) -> None:
         """The final line, final_metrics.json, and run_info.json (wall time: this run's share of the group's)."""
         if not self.active:
@@ -457,8 +542,8 @@ class RunInfo:
         self.info["attempts"].append({"start_step": start_step, "started_at": time.time()})
         metrics.write_json_atomic(self.path, self.info)
 
-    def end(self, seconds: float) -> None:
+    def end(self, seconds: float, status: str = "finished", **attempt) -> None:
         self.info["wall_time_s"] += seconds
-        self.info["attempts"][-1]["wall_time_s"] = seconds
-        self.info["status"] = "finished"
+        self.info["attempts"][-1].update(wall_time_s=seconds, **attempt)
+        self.info["status"] = status
         metrics.write_json_atomic(self.path, self.info)

@@ -34,3 +34,24 @@ def data_dir(tmp_path_factory):
     """A TFDS data_dir shared by the tests of one worker: the smoke configs'
     datasets are prepared into it once."""
     return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A Slurm cluster that accepts jobs (`scripts/slurm_cluster.sh` starts one
+    on this machine). Tests that need it skip where there is none, except
+    where SEQJAX_REQUIRE_SLURM=1 (set by .ci/run): there they fail."""
+    import shutil
+    import subprocess
+
+    reason = None
+    if not shutil.which("sbatch"):
+        reason = "no Slurm on this machine (sbatch not found); start one with scripts/slurm_cluster.sh"
+    else:
+        nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+        if nodes.returncode != 0 or not any(s.startswith(("idle", "mixed", "alloc")) for s in nodes.stdout.split()):
+            reason = f"Slurm has no usable node (sinfo: {(nodes.stdout + nodes.stderr).strip()!r})"
+    if reason and os.environ.get("SEQJAX_REQUIRE_SLURM") == "1":
+        pytest.fail(f"SEQJAX_REQUIRE_SLURM=1 but {reason}")
+    if reason:
+        pytest.skip(reason)

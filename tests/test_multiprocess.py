@@ -4,6 +4,8 @@ each file written once, and a kill -9 of both resumes exactly."""
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -116,3 +118,24 @@ def test_a_kill_of_both_processes_resumes_to_the_uninterrupted_numbers(runs, tmp
     attempts = json.loads((workdir / "run_info.json").read_text())["attempts"]
     assert len(attempts) == 2 and attempts[1]["start_step"] >= 5
     assert without_speed(logged(workdir)) == without_speed(logged(two))
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_step_and_the_run_resumes_exactly(runs, tmp_path):
+    two, _, _ = runs
+    workdir = tmp_path / "preempted"
+    flags = ["--config.train.num_steps=200", "--config.train.checkpoint_every=100"]
+    processes = start_two(workdir, *flags)
+    deadline = time.monotonic() + 180
+    while not logged(workdir):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in processes), "no metrics in time"
+        time.sleep(0.02)
+    processes[1].send_signal(signal.SIGTERM)  # as a scheduler would, to one of them
+    outputs = [p.communicate(timeout=240) for p in processes]
+    assert [p.returncode for p in processes] == [75, 75], outputs[0][1][-2000:]
+    stopped = {int(re.search(r"stopped at step (\d+)", err).group(1)) for _, err in outputs}
+    (step,) = stopped  # the same step in both
+    assert step % 5 == 0 and step < 200 and (workdir / "checkpoints" / str(step)).is_dir()
+    finish(start_two(workdir, *flags))
+    uninterrupted = tmp_path / "uninterrupted"
+    finish(start_two(uninterrupted, *flags))
+    assert without_speed(logged(workdir)) == without_speed(logged(uninterrupted))

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import optax
@@ -262,3 +263,30 @@ def test_the_skip_policy_stops_after_too_many_skipped_updates_in_a_row(tmp_path,
     skipped = [int(s) for s in re.findall(r"step (\d+): train \w+ is \w+ in .*; update skipped", caplog.text)]
     assert len(skipped) == optim.SKIP_LIMIT and skipped == list(range(skipped[0], skipped[0] + optim.SKIP_LIMIT))
     assert str(error.value).startswith(f"step {skipped[-1] + 1}: ")
+
+
+# ---------------------------------------------------------------- preemption
+
+
+def test_sigterm_stops_at_the_next_logging_step_with_a_checkpoint_and_exit_75_and_the_run_resumes_exactly(tmp_path):
+    command = [sys.executable, "-m", "experiments.train", "--config=configs/default.py:smoke",
+               "--config.train.num_steps=600", "--config.train.checkpoint_every=100"]  # fmt: skip
+    workdir = tmp_path / "preempted"
+    process = subprocess.Popen([*command, f"--workdir={workdir}"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    while not logged(workdir):
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 75, err[-2000:]
+    step = int(re.search(r"SIGTERM received: stopped at step (\d+) with a checkpoint saved in ", err).group(1))
+    assert step % 5 == 0 and step < 600 and os.path.isdir(workdir / "checkpoints" / str(step))
+    assert not (workdir / "final_metrics.json").exists()
+    (attempt,) = json.loads((workdir / "run_info.json").read_text())["attempts"]
+    assert attempt["stopped_at_step"] == step and attempt["signal"] == "SIGTERM"
+    resumed = subprocess.run([*command, f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    whole = subprocess.run([*command, f"--workdir={tmp_path / 'whole'}"], cwd=REPO, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert without_speed(logged(workdir)) == without_speed(logged(tmp_path / "whole"))
+    assert resumed.stdout.splitlines()[-1] == whole.stdout.splitlines()[-1]

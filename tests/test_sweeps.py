@@ -151,7 +151,8 @@ def test_vmap_mode_trains_each_variant_with_its_own_config(tmp_path, monkeypatch
         assert saved["model"]["cell"] == run.overrides["variant"] and saved["seed"] == run.overrides["seed"]
 
 
-def test_print_mode_emits_one_train_command_per_run_and_nothing_else():
+def test_print_mode_records_the_sweep_and_emits_one_train_command_per_run(tmp_path):
+    sweep_dir = tmp_path / "printed"
     result = subprocess.run(
         [
             sys.executable,
@@ -159,7 +160,7 @@ def test_print_mode_emits_one_train_command_per_run_and_nothing_else():
             "experiments.sweep",
             "--config=configs/default.py",
             "--sweep=cell_by_length",
-            "--sweep_dir=/tmp/never_created",
+            f"--sweep_dir={sweep_dir}",
             "--mode=print",
         ],
         cwd=REPO,
@@ -172,8 +173,10 @@ def test_print_mode_emits_one_train_command_per_run_and_nothing_else():
     assert len(lines) == 48 and all(
         line.startswith("python -m experiments.train --config=configs/default.py ") for line in lines
     )
-    assert "--workdir=/tmp/never_created/runs/cell=gru,seq_len=200,seed=1 " in lines[2 * 12 + 2 * 3 + 1]
-    assert not os.path.exists("/tmp/never_created")
+    assert f"--workdir={sweep_dir}/runs/cell=gru,seq_len=200,seed=1 " in lines[2 * 12 + 2 * 3 + 1]
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert len(record["runs"]) == 48 and record["swept_keys"] == ["model.cell", "task.seq_len", "seed"]
+    assert sorted(os.listdir(sweep_dir / "runs" / "cell=gru,seq_len=200,seed=1")) == ["overrides.json"]
 
 
 def test_sweep_entry_point_refuses_a_bad_key_before_starting(tmp_path):
@@ -256,6 +259,29 @@ def test_cpu_slots_and_gpu_slots():
     assert sweep_runner.detect_slots("gpu:0,2", 1) == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "2"}]
     with pytest.raises(ValueError, match="--devices must be auto, cpu or gpu:<ids>"):
         sweep_runner.detect_slots("tpu", 1)
+
+
+def test_slots_follow_the_platform_jax_reports():
+    cuda = [{"CUDA_VISIBLE_DEVICES": "0"}] * 2 + [{"CUDA_VISIBLE_DEVICES": "1"}] * 2
+    assert sweep_runner.slots_for("cuda", 2, 2) == cuda
+    assert sweep_runner.slots_for("rocm", 2, 1) == [{"HIP_VISIBLE_DEVICES": "0"}, {"HIP_VISIBLE_DEVICES": "1"}]
+    assert sweep_runner.slots_for("tpu", 4, 3) == [{}]  # one run at a time with every chip
+    assert sweep_runner.slots_for("cpu", 8, 2) == [{"JAX_PLATFORMS": "cpu"}] * 2
+
+
+def test_auto_slots_come_from_jax_in_a_fresh_process():
+    assert sweep_runner.discover_devices() == ("cpu", 8)  # the 8 CPU devices conftest's XLA_FLAGS ask for
+    assert sweep_runner.detect_slots("auto", 2) == [{"JAX_PLATFORMS": "cpu"}] * 2
+
+
+def test_local_runs_share_a_compilation_cache_and_never_join_the_sweeps_own_launch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "h:1")
+    env = sweep_runner.LocalRunner("c.py", str(tmp_path), [{}]).env
+    assert not {"SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS", "JAX_COORDINATOR_ADDRESS"} & set(env)
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "jax_cache")
+    assert "JAX_COMPILATION_CACHE_DIR" not in sweep_runner.LocalRunner("c.py", "s", [{}], compilation_cache=False).env
 
 
 def test_the_sst2_seed_sweep_plans_three_seeds_that_vmap_mode_groups_as_one_run():
