@@ -9,9 +9,10 @@ local: one training process per run, on the accelerators JAX finds (one run
   a persistent compilation cache in SWEEP_DIR/jax_cache (--nocompilation_cache).
 vmap:  runs that differ only in seed / learning rate are trained together in
   one compiled program: one run of R replicas (seqjax.replicas).
-slurm: one Slurm array job through submitit, a task per unfinished run, with
-  the --slurm_* and --sbatch options; requeued on preemption or time limit,
-  each run resuming from its checkpoints (docs/cluster.md). --wait waits.
+slurm: one Slurm array job through submitit, a task per unfinished run (or
+  per vmap group with --slurm_vmap), with the --slurm_* and --sbatch options;
+  requeued on preemption or time limit, each run resuming from its
+  checkpoints (docs/cluster.md). --wait waits.
 print: prints one launch command per run (for another scheduler).
 Every mode first writes SWEEP_DIR/sweep.json and each run's overrides.json,
 so `python -m experiments.report --sweep_dir=...` reports the finished runs
@@ -41,6 +42,12 @@ _VMAP_CHUNK = flags.DEFINE_integer(
     lower_bound=1,
 )
 _OVERRIDE = flags.DEFINE_multi_string("override", [], "key=value applied to every run.")
+_SLURM_VMAP = flags.DEFINE_boolean(
+    "slurm_vmap",
+    False,
+    "--mode=slurm: one array task per group of runs that differ only in seed / learning rate, trained as one "
+    "run of R replicas (as --mode=vmap), instead of one task per run.",
+)
 _CACHE = flags.DEFINE_boolean(
     "compilation_cache", True, "Share JAX's persistent compilation cache (SWEEP_DIR/jax_cache) between runs."
 )
@@ -90,7 +97,7 @@ def submit(config: str, sweep_dir: str, runs) -> dict[str, list[str]]:
         options = slurm_flags.options()
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    job_ids = slurm.submit_sweep(config, sweep_dir, runs, options, compilation_cache=_CACHE.value)
+    job_ids = slurm.submit_sweep(config, sweep_dir, runs, options, _CACHE.value, vmap=_SLURM_VMAP.value)
     report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     report(f"sweep: {len(runs)} runs, {len(runs) - len(job_ids)} already finished, {len(job_ids)} submitted")
     for name, job_id in job_ids.items():

@@ -18,6 +18,10 @@ stop() {
   pkill -x slurmd || true
   pkill -x slurmctld || true
   pkill -x munged || true
+  for _ in $(seq 40); do  # until they have exited
+    pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || pgrep -x munged >/dev/null || return 0
+    sleep 0.25
+  done
 }
 
 if [[ "${1:-}" == "stop" ]]; then
@@ -57,6 +61,9 @@ cat >"$conf" <<EOF
 ClusterName=seqjax
 SlurmctldHost=$host
 AuthType=auth/munge
+# Job credentials expire after 10 s instead of 120: Slurm holds a requeued job
+# that long (so it cannot start while its old credential is still revoked).
+AuthInfo=cred_expire=10
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
@@ -67,6 +74,8 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
+# Look at pending jobs every 2 s (default 60 / 30): a requeued job starts soon after its hold.
+SchedulerParameters=sched_interval=2,bf_interval=2
 StateSaveLocation=$state/ctld
 SlurmdSpoolDir=$state/d
 SlurmctldPidFile=/run/slurm/slurmctld.pid
@@ -90,10 +99,15 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscr
 EOF
 # Debian's slurm also reads cgroup.conf when present; none of its plugins are used here.
 
+if pgrep -x slurmctld >/dev/null && ! cmp -s "$conf" "$conf.running"; then
+  stop  # a changed slurm.conf: restart the daemons (reconfigure does not apply every setting)
+fi
+cp "$conf" "$conf.running"
+if ! pgrep -x munged >/dev/null; then
+  runuser -u munge -- /usr/sbin/munged
+fi
 if ! pgrep -x slurmctld >/dev/null; then
   /usr/sbin/slurmctld -i
-else
-  scontrol reconfigure  # a running cluster reads the new slurm.conf
 fi
 if ! pgrep -x slurmd >/dev/null; then
   /usr/sbin/slurmd

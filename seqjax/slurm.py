@@ -121,21 +121,34 @@ def submit_sweep(
     runs: Sequence[sweeps.Run],
     options: SlurmOptions,
     compilation_cache: bool = True,
+    vmap: bool = False,
 ) -> dict[str, str]:
-    """Submits every unfinished run of the sweep as one array job (one task
-    per run); returns {run name: Slurm job id} (also in SWEEP_DIR/slurm_jobs.json)."""
+    """Submits every unfinished run of the sweep as one array job: one task
+    per run, or with `vmap` one per group of runs that differ only in seed /
+    learning rate (trained as one run of R replicas, as --mode=vmap does).
+    Returns {run name: Slurm job id} (also in SWEEP_DIR/slurm_jobs.json)."""
     pending = [r for r in runs if sweep_runner.run_status(sweep_runner.run_dir(sweep_dir, r)) != "finished"]
     if not pending:
         return {}
+    if vmap:
+        from seqjax import replicas  # (jax: only for this mode)
+
+        units = replicas.group_runs(pending)
+    else:
+        units = [[run] for run in pending]
     cache = sweep_dir if compilation_cache else ""
     jobs_for = [
-        TrainJob([run_config(config_spec, run).to_dict()], [sweep_runner.run_dir(sweep_dir, run)], cache)
-        for run in pending
+        TrainJob(
+            [run_config(config_spec, run).to_dict() for run in unit],
+            [sweep_runner.run_dir(sweep_dir, run) for run in unit],
+            cache,
+        )
+        for unit in units
     ]
     executor = options.executor(os.path.join(sweep_dir, "slurm"), f"seqjax-{os.path.basename(sweep_dir)}")
     with executor.batch():
         jobs = [executor.submit(job) for job in jobs_for]
-    ids = {run.name: job.job_id for run, job in zip(pending, jobs)}
+    ids = {run.name: job.job_id for unit, job in zip(units, jobs) for run in unit}
     path = os.path.join(sweep_dir, "slurm_jobs.json")
     metrics.write_json_atomic(path, {**(metrics.read_json(path) or {}), **ids})
     return ids

@@ -103,6 +103,18 @@ def test_a_slurm_array_sweep_reports_the_table_of_the_local_sweep(slurm_cluster,
     assert "4 already finished, 0 submitted" in again.stderr
 
 
+@pytest.mark.slurm
+def test_a_slurm_sweep_of_vmap_groups_is_one_task_per_arm_with_the_same_table(
+    slurm_cluster, config_file, local_table, tmp_path
+):
+    sweep_dir = tmp_path / "slurm_vmap"
+    sweep(config_file, sweep_dir, "--mode=slurm", "--slurm_vmap", "--wait", "--slurm_time_min=10")
+    job_ids = json.loads((sweep_dir / "slurm_jobs.json").read_text())
+    assert job_ids["cell=rnn,seed=0"] == job_ids["cell=rnn,seed=1"] != job_ids["cell=irnn,seed=0"]
+    assert len(set(job_ids.values())) == 2  # two array tasks: one per cell, its seeds as replicas
+    assert table(sweep_dir) == local_table
+
+
 def cpu_env(devices: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "XLA_FLAGS"))}
     return {**env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
@@ -138,6 +150,20 @@ def test_srun_with_two_tasks_trains_one_run_with_one_writer(slurm_cluster, tmp_p
 
 def squeue_state(job_id: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def interrupt_mid_run(job_id: str, workdir, command: list[str]) -> None:
+    """Runs `command` (a signal or requeue) once the job has logged a line,
+    then waits for the run's final metrics (a requeued job starts again
+    after the cluster's 10 s credential hold: scripts/slurm_cluster.sh)."""
+    deadline = time.monotonic() + 240
+    while not logged(workdir):
+        assert time.monotonic() < deadline, f"job {job_id} logged nothing: {squeue_state(job_id)}"
+        time.sleep(0.05)
+    subprocess.run(command, check=True)
+    while not (workdir / "final_metrics.json").exists():
+        assert time.monotonic() < deadline + 240, f"job {job_id} did not finish: {squeue_state(job_id)!r}"
+        time.sleep(0.2)
 
 
 LONG_SMOKE = [
@@ -181,16 +207,46 @@ def test_a_job_interrupted_mid_run_is_requeued_and_ends_with_the_uninterrupted_n
     )
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     job_id = submitted.stdout.strip().splitlines()[-1]
-    deadline = time.monotonic() + 240
-    while not logged(workdir):
-        assert time.monotonic() < deadline, f"job {job_id} logged nothing: {squeue_state(job_id)}"
-        time.sleep(0.05)
-    subprocess.run(INTERRUPTIONS[signal_name](job_id), check=True)
-    while squeue_state(job_id) not in ("", "COMPLETED") and not (workdir / "final_metrics.json").exists():
-        if squeue_state(job_id) == "PENDING":  # Slurm delays a requeued job's start by two minutes
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
-        assert time.monotonic() < deadline + 240, f"job {job_id} did not finish: {squeue_state(job_id)}"
-        time.sleep(0.2)
+    interrupt_mid_run(job_id, workdir, INTERRUPTIONS[signal_name](job_id))
     first, second = json.loads((workdir / "run_info.json").read_text())["attempts"]
     assert first["signal"] == signal_name and second["start_step"] == first["stopped_at_step"] > 0, (first, second)
+    assert without_speed(logged(workdir)) == uninterrupted
+
+
+def sbatch_script(path, body: str) -> str:
+    path.write_text("#!/bin/bash\n" + body)
+    return str(path)
+
+
+@pytest.mark.slurm
+def test_a_batch_script_of_several_tasks_runs_train_as_one_process_without_srun(slurm_cluster, tmp_path):
+    # SLURM_NTASKS=2 is inherited by everything the script starts; only an srun step makes a multi-process run.
+    workdir = tmp_path / "batch"
+    script = sbatch_script(
+        tmp_path / "job.sh",
+        f"cd {shlex.quote(REPO)}\n{shlex.quote(sys.executable)} -m experiments.train "
+        f"--config=configs/default.py:smoke --workdir={shlex.quote(str(workdir))}\n",
+    )
+    log = tmp_path / "job.log"
+    done = subprocess.run(["sbatch", "--wait", "-n", "2", "-o", str(log), script], capture_output=True, text=True)
+    assert done.returncode == 0, log.read_text()[-3000:]
+    assert len(logged(workdir)) == 6 and (workdir / "final_metrics.json").exists()
+
+
+@pytest.mark.slurm
+def test_an_own_sbatch_script_is_requeued_by_exit_75_and_resumes(slurm_cluster, uninterrupted, tmp_path):
+    # The docs' recipe: #SBATCH --requeue around srun; a SIGTERM to the step (here from scancel) makes
+    # the run exit 75, which slurm.conf's RequeueExit=75 requeues.
+    workdir = tmp_path / "own"
+    train = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "experiments.train", *LONG_SMOKE])
+    script = sbatch_script(
+        tmp_path / "job.sh",
+        f"#SBATCH --requeue\ncd {shlex.quote(REPO)}\nsrun {train} --workdir={shlex.quote(str(workdir))}\n",
+    )
+    job_id = subprocess.run(
+        ["sbatch", "--parsable", "-o", str(tmp_path / "job.log"), script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    interrupt_mid_run(job_id, workdir, ["scancel", "--signal=TERM", job_id])
+    first, second = json.loads((workdir / "run_info.json").read_text())["attempts"]
+    assert first["signal"] == "SIGTERM" and second["start_step"] == first["stopped_at_step"] > 0, (first, second)
     assert without_speed(logged(workdir)) == uninterrupted
