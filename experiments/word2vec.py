@@ -108,7 +108,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     std_logging.getLogger().setLevel(std_logging.INFO)  # words/s log lines when the bar is off
     logging.set_verbosity(logging.INFO)
-    launch.maybe_initialize_distributed()
+    try:
+        launch.maybe_initialize_distributed()
+    except launch.LaunchError as error:
+        raise app.UsageError(str(error)) from error
     print(json.dumps(run(_CONFIG.value, _WORKDIR.value), sort_keys=True), flush=True)
 
 

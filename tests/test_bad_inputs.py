@@ -193,6 +193,17 @@ def test_the_entry_point_refuses_an_infinite_learning_rate_and_sets_documented_k
     assert np.isfinite(json.loads(accepted.stdout.strip().splitlines()[-1])["test_mse"])
 
 
+def test_the_entry_point_refuses_a_half_described_multi_process_launch(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COORDINATOR", "JAX_NUM", "JAX_PROCESS"))}
+    refused = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--config=configs/default.py:smoke", f"--workdir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**environ, "JAX_COORDINATOR_ADDRESS": "h:1"},
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "JAX_COORDINATOR_ADDRESS=h:1 is set but JAX_NUM_PROCESSES and JAX_PROCESS_ID are not" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 # ---------------------------------------------------------------- token ids and lengths
 
 
