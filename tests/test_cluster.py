@@ -148,6 +148,26 @@ def test_srun_with_two_tasks_trains_one_run_with_one_writer(slurm_cluster, tmp_p
         np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-5)
 
 
+@pytest.mark.slurm
+def test_a_submitted_job_of_two_tasks_is_one_run_like_one_process_with_their_devices(slurm_cluster, tmp_path):
+    submitted = subprocess.run(
+        [sys.executable, "-m", "experiments.submit", "--config=configs/default.py:smoke",
+         f"--workdir={tmp_path / 'two_tasks'}", "--slurm_tasks_per_node=2", "--slurm_time_min=10", "--wait"],
+        cwd=REPO, env=cpu_env(1), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr[-3000:]
+    single = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--config=configs/default.py:smoke",
+         f"--workdir={tmp_path / 'single'}"],
+        cwd=REPO, env=cpu_env(2), capture_output=True, text=True,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert json.loads(submitted.stdout.strip().splitlines()[-1]) == pytest.approx(
+        json.loads(single.stdout.strip().splitlines()[-1]), rel=1e-5
+    )
+    assert len(logged(tmp_path / "two_tasks")) == 6  # one writer
+
+
 def squeue_state(job_id: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
 
