@@ -22,9 +22,10 @@ import os
 import ml_collections
 
 from seqjax import config as config_lib
+from seqjax import paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
 VARIANTS = ("smoke", "tfds")
 
 

@@ -2,7 +2,7 @@ r"""Forecasting: an LSTM predicts a time series from its recent past.
 
 Default: monthly airline passengers 1949-1960 (144 values; Box & Jenkins),
 from `airline-passengers.csv` in $SEQJAX_DATA/timeseries (default
-../shared/data next to the repository): 12 months in, the next month out,
+~/seqjax_data): 12 months in, the next month out,
 70/15/15 split in time order. The `synthetic` variant needs no files.
 
 Command:
@@ -23,9 +23,10 @@ import os
 import ml_collections
 
 from seqjax import config as config_lib
+from seqjax import paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
 VARIANTS = ("synthetic", "many_to_many", "sunspots", "smoke")
 
 

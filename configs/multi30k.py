@@ -2,7 +2,7 @@ r"""Real-data translation: Multi30k German -> English (WMT16 multimodal task 1).
 
 Data: the raw Multi30k files (train 29,000 pairs, val 1,014, test_2016_flickr
 1,000) read by `local/parallel` from the folder `multi30k/` under SEQJAX_DATA
-(default: ../shared/data next to the repository). Each side gets its own
+(default: ~/seqjax_data). Each side gets its own
 sentencepiece tokenizer fitted on the training split (cased, punctuation
 kept), so BLEU is cased sacrebleu BLEU on detokenised output against the raw
 references.
@@ -65,9 +65,10 @@ import os
 import ml_collections
 
 from seqjax import config as config_lib
+from seqjax import paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
 SAMPLES = os.path.join(HERE, "samples")
 VARIANTS = ("luong", "transformer", "anki", "reverse", "word", "smoke")
 

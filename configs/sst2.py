@@ -2,7 +2,7 @@ r"""Sentiment (many-to-one): an LSTM classifies GLUE SST-2 sentences.
 
 Data: the GLUE SST-2 TSV files (train.tsv, dev.tsv; test.tsv has no labels,
 so the final test evaluation reads dev.tsv). Point SEQJAX_DATA at the folder
-holding `sst2/` (default: ../shared/data next to the repository).
+holding `sst2/` (default: ~/seqjax_data).
 
 Command:
   python -m experiments.train --config=configs/sst2.py --workdir=runs/sst2_lstm
@@ -37,9 +37,10 @@ import os
 import ml_collections
 
 from seqjax import config as config_lib
+from seqjax import paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
 VARIANTS = ("smoke", "imdb", "imdb_local", "lm_pretrain", "finetune", "transformer")
 
 

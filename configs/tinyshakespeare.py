@@ -2,7 +2,7 @@ r"""Character-level language model: an LSTM learns tiny Shakespeare.
 
 Data: TFDS `tiny_shakespeare`, prepared offline from `input.txt` in
 config.data.source.manual_dir (TFDS checks its sha256; default
-$SEQJAX_DATA/tinyshakespeare, i.e. ../shared/data next to the repository).
+$SEQJAX_DATA/tinyshakespeare, SEQJAX_DATA defaulting to ~/seqjax_data).
 Splits are TFDS's 90/5/5 character cut.
 
 Command:
@@ -43,9 +43,10 @@ import os
 import ml_collections
 
 from seqjax import config as config_lib
+from seqjax import paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.environ.get("SEQJAX_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
 VARIANTS = ("smoke", "stateful", "gpt")
 
 

@@ -13,7 +13,8 @@ analogies.json, pca.png and metrics.json into the workdir):
 
 Variants: skipgram (the default), cbow, hs (hierarchical softmax instead of
 negative sampling; combine: `cbow,hs`), shakespeare (tinyshakespeare instead
-of Multi30k), smoke (tiny sizes, for tests). Any field can be overridden,
+of Multi30k), smoke (tiny sizes on the bundled configs/samples/corpus.txt, for
+tests). Data files are under $SEQJAX_DATA (default ~/seqjax_data). Any field can be overridden,
 e.g. `--config.data.files=/data/text8 --config.model.dim=300`.
 
 The analogy file is the small Multi30k questions-words file the benchmark
@@ -59,11 +60,17 @@ command as above plus --config.eval.analogy_file=/tmp/multi30k_analogies.txt
   gensim's 0.432 and 0.456 on the same file (experiments/benchmark_word2vec.py).
 """
 
+import os
+
 import ml_collections
 
+from seqjax import paths
+
 VARIANTS = ("skipgram", "cbow", "hs", "shakespeare", "smoke")
-MULTI30K_EN = "/work/shared/data/multi30k/train.en.gz"
-SHAKESPEARE = "/work/shared/data/tinyshakespeare/input.txt"
+HERE = os.path.dirname(os.path.abspath(__file__))
+MULTI30K_EN = paths.data_path("multi30k", "train.en.gz")  # under $SEQJAX_DATA, else ~/seqjax_data
+SHAKESPEARE = paths.data_path("tinyshakespeare", "input.txt")
+SAMPLE = os.path.join(HERE, "samples", "corpus.txt")  # the bundled sample, for smoke runs
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -134,6 +141,7 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
             "love,hate,death,life,sword,blood,heaven,hell"
         )
     elif name == "smoke":
+        config.data.files = SAMPLE
         config.model.dim = 16
         config.model.min_count = 1
         config.train.epochs = 1

@@ -40,7 +40,9 @@ import sys
 import tempfile
 import time
 
-MULTI30K_EN = "/work/shared/data/multi30k/train.en.gz"
+from seqjax import paths
+
+MULTI30K_EN = paths.data_path("multi30k", "train.en.gz")
 
 # (a, b) pairs; a questions-words section holds "a1 b1 a2 b2" for every ordered pair of pairs.
 ANALOGY_SECTIONS = {

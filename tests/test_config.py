@@ -241,3 +241,32 @@ def test_an_empty_head_means_the_tasks_own():
     config = default.get_config()
     config.model.head = ""
     config_lib.validate(config)
+
+
+CONFIG_FILES = sorted(f for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py"))
+
+
+def string_values(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from string_values(value, f"{prefix}{key}.")
+        elif isinstance(value, str):
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_no_config_names_an_absolute_path_outside_the_checkout_and_the_data_folder(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQJAX_DATA", str(tmp_path / "data"))
+    path = os.path.join(REPO, "configs", name)
+    module = config_lib.load_config_module(path)
+    for variant in ("", *config_lib.declared_variants(module)):
+        config = module.get_config(variant or None).to_dict()
+        for key, value in string_values(config):
+            if os.path.isabs(value):
+                assert value.startswith((REPO, str(tmp_path / "data"))), f"{name}:{variant} {key}={value}"
+
+
+def test_the_word2vec_smoke_variant_reads_the_bundled_sample():
+    config = config_lib.load_config("configs/word2vec.py:smoke")
+    assert config.data.files == os.path.join(REPO, "configs", "samples", "corpus.txt")
+    assert os.path.isfile(config.data.files)

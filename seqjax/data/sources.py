@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import inspect
 import os
 from collections.abc import Sequence
@@ -119,7 +120,7 @@ def get_builder(name: str, *, data_dir: str | None = None, **options) -> tfds.co
     except tfds.core.registered.DatasetNotFoundError:
         raise SourceError(
             f"unknown dataset {name!r}: not in the TFDS catalog (tfds.list_builders()) "
-            f"and not a local kind {sorted(LOCAL_KINDS)}"
+            f"and not a local kind {sorted(LOCAL_KINDS)}{_tensorflow_hint()}"
         ) from None
     except ValueError as e:
         if "File format is already set" not in str(e):
@@ -266,6 +267,22 @@ def source_info(
 ) -> tfds.core.DatasetInfo:
     """The prepared dataset's info: `.features` (e.g. label names) and `.splits[s].num_examples`."""
     return prepare(get_builder(name, data_dir=data_dir, **options), manual_dir).info
+
+
+def tensorflow_installed() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _tensorflow_hint() -> str:
+    """Why a catalog name may be missing: the TFDS builders of some datasets
+    (glue, conll2003, wmt*_translate, ...) import TensorFlow, and TFDS leaves
+    them out of its catalog without it."""
+    if tensorflow_installed():
+        return ""
+    return (
+        "; TensorFlow is not installed, and TFDS drops the datasets whose builders import it "
+        "(glue, conll2003, wmt*_translate, ...): pip install 'seqjax[tf]' for those"
+    )
 
 
 def load_time_series(path: str, column: str, *, data_dir: str | None = None) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import time
 
 import numpy as np
@@ -63,6 +64,30 @@ def test_catalog_rejects_local_options_and_unknown_names():
         get_builder("no_such_dataset_xyz")
     with pytest.raises(SourceError, match="unknown local dataset kind 'local/xml'"):
         get_builder("local/xml")
+
+
+def test_an_unknown_catalog_name_without_tensorflow_names_the_tf_extra(monkeypatch):
+    with pytest.raises(SourceError, match="unknown dataset 'no_such_dataset_xyz'") as with_tf:
+        get_builder("no_such_dataset_xyz")
+    assert "TensorFlow" not in str(with_tf.value)  # TensorFlow is installed here: no hint
+    monkeypatch.setattr(sources, "tensorflow_installed", lambda: False)
+    hint = "TensorFlow is not installed, and TFDS drops the datasets whose builders import it"
+    with pytest.raises(SourceError, match=re.escape(hint) + r" \(glue, conll2003, .*\): pip install 'seqjax\[tf\]'"):
+        get_builder("no_such_dataset_xyz")
+
+
+def test_a_missing_file_under_the_data_folder_names_the_variable(tmp_path, monkeypatch):
+    from seqjax import paths
+
+    monkeypatch.setenv("SEQJAX_DATA", str(tmp_path / "data"))
+    missing = paths.data_path("sst2", "train.tsv")
+    assert missing == str(tmp_path / "data" / "sst2" / "train.tsv")
+    with pytest.raises(SourceError, match=rf"expected the file {re.escape(missing)}, which does not exist; .*"
+                       rf"the configs' data folder is \$SEQJAX_DATA, now {re.escape(str(tmp_path / 'data'))}: "
+                       r"set SEQJAX_DATA to yours"):  # fmt: skip
+        load_source("local/classification", "train", paths=missing, data_dir=str(tmp_path / "tfds"))
+    monkeypatch.delenv("SEQJAX_DATA")
+    assert paths.data_root() == os.path.join(os.path.expanduser("~"), "seqjax_data")
 
 
 # ----------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from seqjax import paths
+
 # Split names TFDS accepts (it builds file names from them).
 _SPLIT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -58,7 +60,7 @@ def check_file(path: str, what: str) -> str:
     if not os.path.exists(path):
         raise MissingFileError(
             f"{what}: expected the file {path}, which does not exist; "
-            f"put the file there or fix the path in the data config"
+            f"put the file there or fix the path in the data config{_data_root_hint(path)}"
         )
     if not os.path.isfile(path):
         raise SourceError(f"{what}: {path} is not a regular file")
@@ -72,9 +74,18 @@ def check_dir(path: str, what: str) -> str:
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isdir(path):
         raise MissingFileError(
-            f"{what}: expected the directory {path}, which does not exist; create it or fix the path in the data config"
+            f"{what}: expected the directory {path}, which does not exist; create it or fix the path in the "
+            f"data config{_data_root_hint(path)}"
         )
     return path
+
+
+def _data_root_hint(path: str) -> str:
+    """For a path under the configs' data folder: how to point it elsewhere."""
+    root = paths.data_root()
+    if os.path.commonpath([root, path]) != root:
+        return ""
+    return f" (the configs' data folder is ${paths.DATA_ENV}, now {root}: set {paths.DATA_ENV} to yours)"
 
 
 def read_bytes(path: str) -> bytes:
