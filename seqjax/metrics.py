@@ -7,11 +7,14 @@ checkpoint) are dropped so the file reads as if the run was never killed.
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import os
 import sys
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorboardX
@@ -83,31 +86,85 @@ class MetricsWriter:
                 self._tensorboard.add_scalar(name, value, step)
         return record
 
+    def config(self, config: Mapping[str, Any]) -> None:
+        """The resolved config as TensorBoard text (its Text tab)."""
+        self._tensorboard.add_text("config", "```\n" + json.dumps(config, indent=1, sort_keys=True) + "\n```", 0)
+
+    def hparams(self, config: Mapping[str, Any], final: Mapping[str, float]) -> None:
+        """The config's values beside the final metrics (TensorBoard's HParams tab)."""
+        values = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+                  for key, value in flatten(config).items()}  # fmt: skip
+        scores = {key: float(value) for key, value in final.items() if key != "step"}
+        self._tensorboard.add_hparams(values, scores, name="hparams")
+
     def close(self) -> None:
         self._jsonl.close()
         self._tensorboard.close()
 
 
-class Progress:
-    """Console progress bar (stderr) with rate and ETA; a no-op when disabled."""
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'model': {'cell': 'lstm'}} -> {'model.cell': 'lstm'}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
-    def __init__(self, start: int, total: int, enabled: bool = True):
-        interactive = sys.stderr.isatty()
-        self._bar = tqdm.tqdm(
-            initial=start,
-            total=total,
-            unit="step",
-            disable=not enabled,
-            dynamic_ncols=True,
-            mininterval=0.5 if interactive else 10.0,
-            file=sys.stderr,
-        )
-        self._start_time = time.monotonic()
+
+class Progress:
+    """Training progress on stderr; a no-op when disabled.
+
+    On a terminal, a tqdm bar with rate and ETA. Anywhere else (a cluster
+    job's log, a redirected file) a plain line every `interval_s` seconds
+    and at the last step, never carriage returns:
+
+        step 500/2500 (20%) | 45.2 steps/s | ETA 0:00:44 | loss 0.1234
+    """
+
+    def __init__(
+        self, start: int, total: int, enabled: bool = True, interactive: bool | None = None, interval_s: float = 30.0
+    ):
+        self.enabled = enabled
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self._start_step, self._total, self._interval = start, total, interval_s
+        self._start_time = self._last_line = time.monotonic()
+        self._bar = None
+        if enabled and self.interactive:
+            self._bar = tqdm.tqdm(
+                initial=start, total=total, unit="step", dynamic_ncols=True, mininterval=0.5, file=sys.stderr
+            )
 
     def update(self, step: int, postfix: Mapping[str, float] | None = None) -> None:
-        self._bar.update(step - self._bar.n)
-        if postfix:
-            self._bar.set_postfix({k: f"{to_python(v):.4g}" for k, v in postfix.items()}, refresh=False)
+        postfix = {k: to_python(v) for k, v in (postfix or {}).items()}
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+            if postfix:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+        elif self.enabled and (time.monotonic() - self._last_line >= self._interval or step == self._total):
+            self._last_line = time.monotonic()
+            print(self.line(step, postfix), file=sys.stderr, flush=True)
+
+    def line(self, step: int, postfix: Mapping[str, float]) -> str:
+        """`step 500/2500 (20%) | 45.2 steps/s | ETA 0:00:44 | loss 0.1234`."""
+        elapsed = max(time.monotonic() - self._start_time, 1e-9)
+        rate = (step - self._start_step) / elapsed
+        eta = (self._total - step) / rate if rate > 0 else float("nan")
+        eta_text = str(datetime.timedelta(seconds=round(eta))) if math.isfinite(eta) else "?"
+        parts = [
+            f"step {step}/{self._total} ({100 * step / self._total:.0f}%)",
+            f"{rate:.1f} steps/s",
+            f"ETA {eta_text}",
+        ]
+        return " | ".join(parts + [f"{name} {value:.4g}" for name, value in postfix.items()])
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def note(message: str) -> None:
+    """One line on stderr about what a run is doing (setting up, compiling,
+    evaluating, resuming), printed above a progress bar if one is shown."""
+    tqdm.tqdm.write(f"[seqjax {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr)

@@ -99,6 +99,7 @@ class Trainer:
         self.lr_scales = replicas.learning_rate_scales(self.configs)
         num_updates = config.train.num_steps * self.strategy.updates_per_batch
         self.tx = optim.build_optimizer(config, num_updates, unit_peak=self.lr_scales is not None)
+        self.schedules = [optim.learning_rate_schedule(c.optimizer, num_updates) for c in self.configs]
         self.dropout_rngs = self.layout.stack([jax.random.fold_in(jax.random.key(c.seed), 1) for c in self.configs])
         self.replica_shape = jax.eval_shape(self._init_replica, jax.random.key(0))
         # One replica's state as init and checkpoints lay it out (no replica axis).
@@ -215,6 +216,12 @@ class Trainer:
                 )
         return results
 
+    def learning_rates(self, step: int) -> list[float]:
+        """Per replica, the learning rate of step `step`'s last update (its
+        own config's schedule: a replica with its own rate logs that rate)."""
+        update = step * self.strategy.updates_per_batch - 1
+        return [float(schedule(update)) for schedule in self.schedules]
+
     def final_metrics(self, state: TrainState) -> list[Metrics]:
         """Per replica, what the task measures once at the end beyond its
         test evaluation (e.g. BLEU of decoded output; `task.final_metrics`)."""
@@ -289,7 +296,10 @@ def train_replicas(
 
 def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
     started = time.monotonic()
+    where = ", ".join(workdirs)
+    _note(f"{where}: setting up (data, model, compiling the step)")
     trainer = Trainer(configs, mesh, workdirs, chunk_size)
+    _note(f"set up in {time.monotonic() - started:.1f} s")
     files = [RunFiles(workdir, config, trainer.task) for workdir, config in zip(workdirs, configs)]
     train = trainer.config.train
     ckpt = checkpoint.Checkpointer(
@@ -299,6 +309,7 @@ def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
     state = trainer.restore_or_init(ckpt)
     ckpt.set_aside_unusable()  # damaged newer checkpoints: kept aside, their steps saved anew
     start = trainer.batches_done(state)
+    _note(f"resumed from step {start} of {train.num_steps} (its checkpoint)" if start else "training from step 0")
     for run_files in files:
         run_files.begin(start)
     try:
@@ -337,12 +348,12 @@ def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckp
             guard.check(per_step, step - len(window) + 1)
             logged = trainer.window_means(per_step)
             rate = len(window) / (time.monotonic() - window_start)
-            for run_files, means in zip(files, logged):
-                run_files.log(step, dict(means, steps_per_second=rate), prefix="train_")
+            for run_files, means, rate_r in zip(files, logged, trainer.learning_rates(step)):
+                run_files.log(step, dict(means, learning_rate=rate_r, steps_per_second=rate), prefix="train_")
             progress.update(step, {"loss": float(np.mean([means["loss"] for means in logged]))})
             window, window_start = [], time.monotonic()
         if step % train.eval_every == 0 and step != train.num_steps:
-            for run_files, evaluated in zip(files, trainer.evaluate(state, "eval")):
+            for run_files, evaluated in zip(files, _timed(trainer.evaluate, state, "eval", step)):
                 run_files.log(step, evaluated, prefix="eval_")
         # A stop only where a log window ends, so the resumed run logs the same windows.
         stop = step % train.log_every == 0 and step != train.num_steps and preemption.requested()
@@ -460,10 +471,25 @@ class NonFiniteGuard:
 
 def _final_metrics(trainer: Trainer, state: TrainState) -> list[Metrics]:
     step = trainer.batches_done(state)
+    tested = _timed(trainer.evaluate, state, "test", step)
     return [
-        {"step": step, **{f"test_{k}": v for k, v in tested.items()}, **{f"test_{k}": v for k, v in extra.items()}}
-        for tested, extra in zip(trainer.evaluate(state, "test"), trainer.final_metrics(state))
+        {"step": step, **{f"test_{k}": v for k, v in test.items()}, **{f"test_{k}": v for k, v in extra.items()}}
+        for test, extra in zip(tested, trainer.final_metrics(state))
     ]
+
+
+def _timed(evaluate, state, split: str, step: int) -> list[Metrics]:
+    """`evaluate(state, split)` between two notes (evaluation can take long)."""
+    started = time.monotonic()
+    _note(f"step {step}: evaluating the {split} split")
+    results = evaluate(state, split)
+    _note(f"step {step}: {split} evaluation done in {time.monotonic() - started:.1f} s")
+    return results
+
+
+def _note(message: str) -> None:
+    if parallel.is_writer():
+        metrics.note(message)
 
 
 def _group_record(trainer: Trainer, workdirs: Sequence[str], seconds: float) -> dict | None:
@@ -500,6 +526,7 @@ class RunFiles:
         if self.active:
             self.run_info.begin(self.config.seed, start_step)
             self.writer = metrics.MetricsWriter(self.workdir, resume_step=start_step)
+            self.writer.config(self.config.to_dict())
 
     def log(self, step: int, scalars: Metrics, prefix: str = "") -> None:
         """A metrics.jsonl line (and TensorBoard scalars)."""
@@ -518,6 +545,7 @@ class RunFiles:
         if not self.active:
             return
         self.writer.write(final["step"], final)
+        self.writer.hparams(self.config.to_dict(), final)
         self.writer.close()
         metrics.write_json_atomic(os.path.join(self.workdir, "final_metrics.json"), final)
         if group is not None:

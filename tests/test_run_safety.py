@@ -286,6 +286,7 @@ def test_sigterm_stops_at_the_next_logging_step_with_a_checkpoint_and_exit_75_an
     assert attempt["stopped_at_step"] == step and attempt["signal"] == "SIGTERM"
     resumed = subprocess.run([*command, f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from step {step} of 600 (its checkpoint)" in resumed.stderr
     whole = subprocess.run([*command, f"--workdir={tmp_path / 'whole'}"], cwd=REPO, capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
     assert without_speed(logged(workdir)) == without_speed(logged(tmp_path / "whole"))

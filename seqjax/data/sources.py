@@ -30,6 +30,7 @@ import hashlib
 import importlib.util
 import inspect
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,6 +144,14 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) ->
         offline. None or '' downloads as TFDS does.
     """
     manual_dir = manual_dir or None  # '' (a config's "unset") means no manual_dir
+    # TFDS prints its preparation messages; stdout is for results (a run's
+    # last stdout line is its final metrics).
+    with contextlib.redirect_stdout(sys.stderr):
+        _prepare(builder, manual_dir)
+    return builder
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> None:
     if manual_dir is None:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     elif isinstance(builder, tuple(LOCAL_KINDS.values())):
@@ -152,7 +161,6 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) ->
         )
     else:
         _prepare_offline(builder, manual_dir)
-    return builder
 
 
 def _prepare_offline(builder: tfds.core.DatasetBuilder, manual_dir: str) -> None:
