@@ -82,6 +82,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
     config.train.progress = True
+    config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
+    config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
 
     for name in (variant or "").split(","):
         if name == "smoke":

@@ -36,6 +36,7 @@ import ml_collections
 from seqjax import config as config_lib
 
 VARIANTS = ("lstm", "gru", "rnn", "irnn", "long", "copy", "smoke")
+SWEEPS = ("cell_by_length", "cell_by_length_cpu", "adding_cell_by_T_cpu", "copy_tbptt_cpu")  # the first is the default
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
@@ -84,6 +85,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500  # steps between checkpoints
     config.train.keep_checkpoints = 2  # the last K are kept
     config.train.progress = True  # console progress bar
+    config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
+    config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
     config.train.tbptt_len = 0  # truncated BPTT chunk length k1; 0 = full BPTT (per-step tasks only)
     config.train.tbptt_backprop_len = 0  # k2 of TBPTT(k1, k2): steps each update backpropagates through; 0 = k1
     config.train.tbptt_update = "accumulate"  # accumulate chunk gradients, or update per_chunk
@@ -178,7 +181,4 @@ def get_sweep(name: str | None = None):
             ),
             sweeps.seeds([0]),
         )
-    raise ValueError(
-        f"unknown sweep {name!r} of configs/default.py; choose cell_by_length, cell_by_length_cpu, "
-        "adding_cell_by_T_cpu or copy_tbptt_cpu"
-    )
+    raise ValueError(f"unknown sweep {name!r} of configs/default.py; choose from {', '.join(SWEEPS)}")

@@ -9,9 +9,9 @@ references.
 
 Commands:
   python -m experiments.train --config=configs/multi30k.py:transformer --workdir=runs/multi30k_transformer
-  python -m experiments.decode --workdir=runs/multi30k_transformer                  # greedy, test_2016_flickr
-  python -m experiments.decode --workdir=runs/multi30k_transformer --beam_size=4    # beam search
-  echo "Ein Hund läuft im Park." | python -m experiments.translate --workdir=runs/multi30k_transformer
+  python -m experiments.decode --run_dir=runs/multi30k_transformer                  # greedy, test_2016_flickr
+  python -m experiments.decode --run_dir=runs/multi30k_transformer --beam_size=4    # beam search
+  echo "Ein Hund läuft im Park." | python -m experiments.translate --run_dir=runs/multi30k_transformer
 
 Variants (comma-separated): luong (the default: LSTM encoder-decoder with
 Luong 'general' attention and input feeding), transformer (a small
@@ -31,10 +31,10 @@ nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0):
   luong        15.9 min     3.78           3.37 / 29.0        7.04          7.18
 
   python -m experiments.train --config=configs/multi30k.py:transformer --workdir=runs/multi30k_transformer
-  python -m experiments.decode --workdir=runs/multi30k_transformer [--beam_size=4]
+  python -m experiments.decode --run_dir=runs/multi30k_transformer [--beam_size=4]
       (greedy 37 s, beam 4 143 s for the 1,000 sentences, compilation included)
   python -m experiments.train --config=configs/multi30k.py --workdir=runs/multi30k_luong
-  python -m experiments.decode --workdir=runs/multi30k_luong [--beam_size=4]
+  python -m experiments.decode --run_dir=runs/multi30k_luong [--beam_size=4]
 
 Per CPU minute the Transformer is far ahead here: it runs 0.68 steps/s overall
 against the LSTM's 1.05, but after 250 steps its training loss (3.23) is already below
@@ -57,7 +57,7 @@ test loss 2.02 (ppl 7.5); cased BLEU on all 11,896 test pairs 26.34 greedy,
 27.84 beam 4 (decoding 238 s / 379 s, compilation included).
 
   python -m experiments.train --config=configs/multi30k.py:transformer,anki,reverse --workdir=runs/anki_transformer
-  python -m experiments.decode --workdir=runs/anki_transformer [--beam_size=4]
+  python -m experiments.decode --run_dir=runs/anki_transformer [--beam_size=4]
 """
 
 import os
@@ -139,6 +139,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 250
     config.train.keep_checkpoints = 2
     config.train.progress = True
+    config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
+    config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
 
     for name in filter(None, (variant or "").split(",")):
         if name not in VARIANTS:

@@ -8,8 +8,8 @@ Bahdanau and Luong attention read every source position at every step.
 
 Command:
   python -m experiments.train --config=configs/seq2seq_synthetic.py:bahdanau --workdir=runs/s2s_bahdanau
-  python -m experiments.decode --workdir=runs/s2s_bahdanau --beam_size=4
-  python -m experiments.translate --workdir=runs/s2s_bahdanau --source="40,017" --plot=0
+  python -m experiments.decode --run_dir=runs/s2s_bahdanau --beam_size=4
+  python -m experiments.translate --run_dir=runs/s2s_bahdanau --source="40,017" --plot=0
 
 Variants (comma-separated, e.g. `--config=configs/seq2seq_synthetic.py:luong_general,reverse`):
   none (the default: no attention), bahdanau, luong_dot, luong_general,
@@ -31,7 +31,7 @@ corpus BLEU of the same 512 (signature nrefs:1|case:mixed|eff:no|tok:13a|
 smooth:exp|version:2.6.0; tok:char for dates):
 
   python -m experiments.train --config=configs/seq2seq_synthetic.py:<variant> --workdir=runs/s2s_<variant>
-  python -m experiments.decode --workdir=runs/s2s_<variant> [--beam_size=4]
+  python -m experiments.decode --run_dir=runs/s2s_<variant> [--beam_size=4]
 
   variant          wall   CPU   eval exact @250/500/1000   exact  BLEU   beam4 exact  BLEU
   none             163s   60s   0.572 / 0.895 / 0.975      0.984  96.39  0.984        96.23
@@ -76,6 +76,7 @@ import ml_collections
 from seqjax import config as config_lib
 
 ATTENTION_VARIANTS = ("none", "bahdanau", "luong_dot", "luong_general", "luong_concat")
+SWEEPS = ("attention_ablation",)
 VARIANTS = ATTENTION_VARIANTS + ("transformer", "reverse", "scheduled", "dates", "captioning", "smoke")
 
 
@@ -128,6 +129,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
     config.train.progress = True
+    config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
+    config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
 
     names = [name for name in (variant or "").split(",") if name]
     for name in names:
@@ -152,7 +155,7 @@ def get_sweep(name: str | None = None):
 
     if name in (None, "attention_ablation"):
         return sweeps.product(sweeps.variants(["none", "bahdanau", "luong_general", "transformer"]), sweeps.seeds(3))
-    raise ValueError(f"unknown sweep {name!r} of configs/seq2seq_synthetic.py; choose attention_ablation")
+    raise ValueError(f"unknown sweep {name!r} of configs/seq2seq_synthetic.py; choose from {', '.join(SWEEPS)}")
 
 
 def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:

@@ -41,6 +41,7 @@ from seqjax import paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
+SWEEPS = ("seeds",)
 VARIANTS = ("smoke", "imdb", "imdb_local", "lm_pretrain", "finetune", "transformer")
 
 
@@ -101,6 +102,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
     config.train.progress = True
+    config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
+    config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
 
     names = [name for name in (variant or "").split(",") if name]
     if "transformer" in names:  # the model first, so `smoke` can shrink it
@@ -186,4 +189,4 @@ def get_sweep(name: str | None = None):
 
     if name in (None, "seeds"):
         return sweeps.seeds(3)
-    raise ValueError(f"unknown sweep {name!r} of configs/sst2.py; choose seeds")
+    raise ValueError(f"unknown sweep {name!r} of configs/sst2.py; choose from {', '.join(SWEEPS)}")

@@ -7,7 +7,7 @@ Splits are TFDS's 90/5/5 character cut.
 
 Command:
   python -m experiments.train --config=configs/tinyshakespeare.py --workdir=runs/shakespeare_lstm
-  python -m experiments.sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" --temperature=0.8
+  python -m experiments.sample --run_dir=runs/shakespeare_lstm --prompt="ROMEO:" --temperature=0.8
 
 Variants: `smoke` (the tiny sample corpus in configs/samples, seconds; used
 by tests), `stateful` (contiguous streams with the carry passed from batch to
@@ -21,7 +21,7 @@ characters, about 16 epochs), 2 CPU cores shared with other jobs, 35 min wall:
   eval loss 1.781 nats/char at step 1000, 1.599 at 2000, 1.539 at 3000;
   final test loss 1.644 (2.37 bits/char, perplexity 5.17; the LSTM below:
   1.711). The 1.6 target is met on validation, not on the test split.
-  `experiments.sample --workdir=runs/shakespeare_gpt --prompt="ROMEO:"
+  `experiments.sample --run_dir=runs/shakespeare_gpt --prompt="ROMEO:"
   --temperature=0.8` (windowed KV-cache decoding past 128 characters) gives e.g.
     POMPEY:
     Now fares this on that, sin.
@@ -93,6 +93,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
     config.train.progress = True
+    config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
+    config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
 
     names = [name for name in (variant or "").split(",") if name]
     if "gpt" in names:  # the model first, so `smoke` can shrink it

@@ -25,7 +25,7 @@ Results on 2 shared CPU cores (seed 0, 1000 steps, batch 64):
               0.60 / 0.94 / 0.99 at steps 250 / 500 / 1000; see configs/seq2seq_synthetic.py for RNNs)
 
   python -m experiments.train --config=configs/transformer_synthetic.py:<variant> --workdir=runs/<variant>
-  python -m experiments.attention_maps --workdir=runs/lm    # heatmaps of the trained heads
+  python -m experiments.attention_maps --run_dir=runs/lm    # heatmaps of the trained heads
 """
 
 import ml_collections
@@ -81,6 +81,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
     config.train.progress = True
+    config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
+    config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
 
     for name in filter(None, (variant or "").split(",")):
         if name not in VARIANTS:

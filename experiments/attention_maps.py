@@ -1,14 +1,14 @@
 """Heatmaps of a Transformer's attention weights, one PNG per attention layer
 with a panel per head, the tokens on the axes (queries down, keys across).
 
-  python -m experiments.attention_maps --workdir=runs/copy_transformer [--split=test --index=0]
+  python -m experiments.attention_maps --run_dir=runs/copy_transformer [--split=test --index=0]
   python -m experiments.attention_maps --config=configs/transformer_synthetic.py:smoke --out_dir=/tmp/maps
-  python -m experiments.attention_maps --workdir=W --tokens=3,1,4,1,5
+  python -m experiments.attention_maps --run_dir=W --tokens=3,1,4,1,5
 
---workdir reads an experiments.train run (config.json and its latest
+--run_dir reads an experiments.train run (config.json and its latest
 checkpoint); --config initialises a fresh model instead. The input is
 example --index of the task's --split, or the ids in --tokens. PNGs go to
---out_dir (default: <workdir>/attention_maps), named after the layer, e.g.
+--out_dir (default: <run_dir>/attention_maps), named after the layer, e.g.
 decoder_layer_0_self_attention.png; attention_maps.json lists them with the
 tokens used.
 """
@@ -26,13 +26,14 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import command
 from seqjax import config as config_lib
 from seqjax import metrics, tasks
 from seqjax.nn import transformer
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "experiments.train workdir to read the model from.")
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "The trained run to read the model from.")
 _CONFIG = flags.DEFINE_string("config", None, "Config file[:variant] for a freshly initialised model.")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the PNGs go (default: <workdir>/attention_maps).")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the PNGs go (default: <run_dir>/attention_maps).")
 _SPLIT = flags.DEFINE_string("split", "test", "Task split the example comes from.")
 _INDEX = flags.DEFINE_integer("index", 0, "Which example of the split's first batch.")
 _TOKENS = flags.DEFINE_list("tokens", [], "Token ids to use instead of a task example.")
@@ -155,7 +156,7 @@ def run(
     """Writes one PNG per attention layer into `out_dir`; returns what
     attention_maps.json records."""
     if (workdir is None) == (config_spec is None):
-        raise ValueError("give exactly one of --workdir (a trained run) or --config (a fresh model)")
+        raise ValueError("give exactly one of --run_dir (a trained run) or --config (a fresh model)")
     if workdir is not None:
         trainer, variables = trained_model(workdir)
     else:
@@ -184,12 +185,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
-    out_dir = _OUT_DIR.value or (os.path.join(_WORKDIR.value, "attention_maps") if _WORKDIR.value else None)
+    out_dir = _OUT_DIR.value or (os.path.join(_RUN_DIR.value, "attention_maps") if _RUN_DIR.value else None)
     if out_dir is None:
         raise app.UsageError("--out_dir is needed with --config")
     record = run(
         out_dir,
-        workdir=_WORKDIR.value,
+        workdir=_RUN_DIR.value,
         config_spec=_CONFIG.value,
         split=_SPLIT.value,
         index=_INDEX.value,
@@ -199,5 +200,9 @@ def main(argv):
         print(f"{layer}: {path}")
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

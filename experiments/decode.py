@@ -1,7 +1,7 @@
 """Decode with a trained encoder-decoder (RNN seq2seq or Transformer): greedy
 or beam search, exact match and corpus BLEU.
 
-  python -m experiments.decode --workdir=runs/s2s_bahdanau [--beam_size=4] [--alpha=0.6] \
+  python -m experiments.decode --run_dir=runs/s2s_bahdanau [--beam_size=4] [--alpha=0.6] \
       [--split=test] [--num_batches=0] [--batch_size=64]
 
 It decodes the run's held-out `split` (synthetic tasks: `num_batches`
@@ -22,10 +22,11 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import command
 from seqjax import metrics, runs
 from seqjax.tasks import translation
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a seq2seq / vector_to_sequence training run.")
+_RUN_DIR = command.define_run_dir("The seq2seq / vector_to_sequence run to decode with.")
 _BEAM = flags.DEFINE_integer("beam_size", 0, "0 = greedy; k >= 1 = beam search with k beams.")
 _ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam search length-penalty exponent (GNMT).")
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "eval", "test"], "Split to evaluate on.")
@@ -36,7 +37,6 @@ _NUM_BATCHES = flags.DEFINE_integer(
     lower_bound=0,
 )
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per batch.", lower_bound=1)
-flags.mark_flags_as_required(["workdir"])
 
 
 def check_beam_size(beam_size: int) -> None:
@@ -49,10 +49,10 @@ def check_alpha(alpha: float) -> None:
         raise app.UsageError(f"--alpha must be a finite number >= 0 (0 ranks by log-probability), got {alpha}")
 
 
-def check_generates(run: runs.Run, workdir: str) -> None:
+def check_generates(run: runs.Run, run_dir: str) -> None:
     if not isinstance(run.trainer.task, translation.GenerationObjective):
         raise app.UsageError(
-            f"--workdir={workdir} holds a run of task {run.config.task.name!r}, which does not generate "
+            f"--run_dir={run_dir} holds a run of task {run.config.task.name!r}, which does not generate "
             "sequences: decode needs an encoder-decoder run (seq2seq, vector_to_sequence, parallel text)"
         )
 
@@ -63,8 +63,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     check_beam_size(_BEAM.value)
     check_alpha(_ALPHA.value)
-    run = runs.load_run(_WORKDIR.value)
-    check_generates(run, _WORKDIR.value)
+    run = runs.load_run(_RUN_DIR.value)
+    check_generates(run, _RUN_DIR.value)
     started = time.monotonic()
     result = translation.evaluate_decoding(
         run.trainer.task,
@@ -90,12 +90,16 @@ def main(argv):
         beam_size=_BEAM.value,
         seconds=round(time.monotonic() - started, 2),
     )
-    metrics.write_json_atomic(os.path.join(_WORKDIR.value, f"decode_{_SPLIT.value}_{search}.json"), result)
+    metrics.write_json_atomic(os.path.join(_RUN_DIR.value, f"decode_{_SPLIT.value}_{search}.json"), result)
     print(
         json.dumps({k: (float(v) if isinstance(v, np.floating) else v) for k, v in result.items()}, sort_keys=True),
         flush=True,
     )
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

@@ -1,11 +1,11 @@
 """Gradient flow through time on the adding problem, per cell.
 
-  python -m experiments.gradient_flow --workdir=W [--cells=rnn,irnn,lstm,gru] [--seq_len=100] \
-      [--checkpoint_dirs=runs/adding_lstm --checkpoint_dirs='runs/sweep/runs/cell=*,seed=0'] \
+  python -m experiments.gradient_flow --out_dir=W [--cells=rnn,irnn,lstm,gru] [--seq_len=100] \
+      [--run_dir=runs/adding_lstm --run_dir='runs/sweep/runs/cell=*,seed=0'] \
       [--config=configs/default.py]
 
 For freshly initialised models of every cell in --cells (and for the trained
-models of the `experiments.train` workdirs in --checkpoint_dirs, each on its
+models of the runs in --run_dir, each on its
 own task) it measures the batch mean of ‖∂L/∂h_t‖ and ‖∂L/∂x_t‖ per step
 (seqjax.diagnostics) and the global gradient norm of --num_batches training
 batches before and after the config's clipping. Writes into W:
@@ -46,23 +46,24 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
+from experiments import command
 from seqjax import config as config_lib
 from seqjax import diagnostics, metrics, optim
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the PNGs and gradient_flow.json go.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the PNGs and gradient_flow.json go.")
 _CELLS = flags.DEFINE_list("cells", ["rnn", "irnn", "lstm", "gru"], "Cells to measure untrained.")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 100, "T of the adding problem for the untrained models.")
 _HIDDEN = flags.DEFINE_integer("hidden_size", 0, "Hidden units of the untrained models (0: the config's).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sequences averaged over per curve and per gradient.")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Batches for the global-norm histogram.")
 # Repeatable rather than comma-separated: sweep run directories have commas in their names.
-_CHECKPOINT_DIRS = flags.DEFINE_multi_string(
-    "checkpoint_dirs", [], "Workdir (or glob of workdirs) of experiments.train runs; repeatable."
+_RUN_DIRS = flags.DEFINE_multi_string(
+    "run_dir", [], "A trained run (or a glob of runs) whose model is measured too; repeatable."
 )
 _CONFIG = flags.DEFINE_string("config", _DEFAULT_CONFIG, "Config file[:variant] of the untrained models.")
-flags.mark_flags_as_required(["workdir"])
+flags.mark_flags_as_required(["out_dir"])
 
 
 def untrained_config(config_spec: str, cell: str, seq_len: int, hidden_size: int) -> ml_collections.ConfigDict:
@@ -187,13 +188,13 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     record = run(
-        _WORKDIR.value,
+        _OUT_DIR.value,
         _CELLS.value,
         _SEQ_LEN.value,
         _HIDDEN.value,
         _BATCH.value,
         _NUM_BATCHES.value,
-        _CHECKPOINT_DIRS.value,
+        _RUN_DIRS.value,
         _CONFIG.value,
     )
     for label, summary in record["models"].items():
@@ -206,5 +207,9 @@ def main(argv):
         )
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

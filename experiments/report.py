@@ -15,6 +15,7 @@ import sys
 
 from absl import app, flags
 
+from experiments import command
 from seqjax import report
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds sweep.json and runs/).")
@@ -92,5 +93,9 @@ def main(argv):
     print(markdown, end="")
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

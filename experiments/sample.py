@@ -1,6 +1,6 @@
 """Generate text from a trained language model.
 
-  python -m experiments.sample --workdir=runs/shakespeare_lstm --prompt="ROMEO:" \
+  python -m experiments.sample --run_dir=runs/shakespeare_lstm --prompt="ROMEO:" \
       [--length=300] [--temperature=0.8] [--top_k=0] [--top_p=1.0] [--num_samples=1] [--seed=0]
 
 Temperature 0 decodes greedily; otherwise tokens are sampled from
@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
+from experiments import command
 from seqjax import decoding, runs
 from seqjax.nn import transformer
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a language-model training run.")
+_RUN_DIR = command.define_run_dir("The language-model run to sample from.")
 _PROMPT = flags.DEFINE_string("prompt", "\n", "Text to continue.")
 _LENGTH = flags.DEFINE_integer("length", 300, "Tokens to generate.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0 = greedy.")
@@ -28,16 +29,15 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Sample within the nucleus of this probability (1: all).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Independent samples (decoded as one batch).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    run = runs.load_run(_WORKDIR.value)
+    run = runs.load_run(_RUN_DIR.value)
     tokenizer = run.trainer.task.tokenizer
     if run.trainer.task.head != "per_step" or tokenizer is None:
-        raise app.UsageError(f"{_WORKDIR.value} is not a language-model run (task {run.config.task.name!r})")
+        raise app.UsageError(f"{_RUN_DIR.value} is not a language-model run (task {run.config.task.name!r})")
     prompt_ids = tokenizer.encode(_PROMPT.value)
     if not prompt_ids:
         raise app.UsageError(f"the prompt {_PROMPT.value!r} has no tokens the model knows")
@@ -64,5 +64,9 @@ def continue_prompts(run: runs.Run, prompt: jax.Array, rng: jax.Array) -> jax.Ar
     return generate(prefill(prompt), prompt[:, -1], rng)
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

@@ -15,27 +15,24 @@ import json
 import os
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-from experiments import slurm_flags
-from seqjax import config as config_lib
+from experiments import command, slurm_flags
 from seqjax import metrics, slurm
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = command.define_config()
+_WORKDIR = command.define_workdir()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = command.config_value(_CONFIG)
     try:
-        config_lib.validate(_CONFIG.value)
         options = slurm_flags.options()
-    except (config_lib.ConfigError, ValueError) as error:
+    except ValueError as error:
         raise app.UsageError(str(error)) from error
-    job_id = slurm.submit_run(_CONFIG.value, _WORKDIR.value, options)
+    job_id = slurm.submit_run(config, _WORKDIR.value, options)
     print(f"submitted Slurm job {job_id}; its log: {os.path.join(_WORKDIR.value, 'slurm', job_id)}", file=sys.stderr)
     if not slurm_flags.WAIT.value:
         print(job_id, flush=True)
@@ -47,5 +44,9 @@ def main(argv):
     print(json.dumps(final, sort_keys=True), flush=True)
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

@@ -1,7 +1,7 @@
 """Run a sweep declared by a config file's `get_sweep(name)`.
 
   python -m experiments.sweep --config=configs/default.py --sweep=cell_by_length_cpu \
-      --sweep_dir=runs/ablation [--mode=local|vmap|slurm|print] [--parallel=2] [--override=train.num_steps=500]
+      --sweep_dir=runs/ablation [--mode=local|vmap|slurm|print] [--parallel=2] [--config.train.num_steps=500]
 
 local: one training process per run, on the accelerators JAX finds (one run
   per GPU at a time, each seeing only its own; `--parallel` at a time on
@@ -14,20 +14,22 @@ slurm: one Slurm array job through submitit, a task per unfinished run (or
   requeued on preemption or time limit, each run resuming from its
   checkpoints (docs/cluster.md). --wait waits.
 print: prints one launch command per run (for another scheduler).
+--config.<key>=value sets a field in every run, as in experiments.train: it
+replaces a value the sweep fixes; a key the sweep varies is refused.
 Every mode first writes SWEEP_DIR/sweep.json and each run's overrides.json,
 so `python -m experiments.report --sweep_dir=...` reports the finished runs
 and lists the others, while the sweep runs.
 """
 
-import ast
 import sys
 
 from absl import app, flags, logging
 
-from experiments import slurm_flags
+from experiments import command, slurm_flags
+from seqjax import config as config_lib
 from seqjax import slurm, sweep_runner
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file[:variant] that defines get_sweep().")
+_CONFIG = command.define_config(f"{command.CONFIG_HELP} The file defines get_sweep().")
 _SWEEP = flags.DEFINE_string("sweep", None, "Name passed to get_sweep (None: its default).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Directory for the sweep's runs.")
 _MODE = flags.DEFINE_enum("mode", "local", ["local", "vmap", "slurm", "print"], "How to run the sweep.")
@@ -41,7 +43,6 @@ _VMAP_CHUNK = flags.DEFINE_integer(
     "sequential runs exactly on any device.",
     lower_bound=1,
 )
-_OVERRIDE = flags.DEFINE_multi_string("override", [], "key=value applied to every run.")
 _SLURM_VMAP = flags.DEFINE_boolean(
     "slurm_vmap",
     False,
@@ -51,21 +52,7 @@ _SLURM_VMAP = flags.DEFINE_boolean(
 _CACHE = flags.DEFINE_boolean(
     "compilation_cache", True, "Share JAX's persistent compilation cache (SWEEP_DIR/jax_cache) between runs."
 )
-flags.mark_flags_as_required(["config", "sweep_dir"])
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """['train.num_steps=500', 'model.cell=gru'] -> {'train.num_steps': 500, 'model.cell': 'gru'}."""
-    overrides = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise app.UsageError(f"--override needs key=value, got {item!r}")
-        try:
-            overrides[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[key] = text
-    return overrides
+flags.mark_flags_as_required(["sweep_dir"])
 
 
 def main(argv):
@@ -73,8 +60,11 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO (vmap mode trains here)
-    config, sweep_dir = _CONFIG.value, _SWEEP_DIR.value
-    runs = sweep_runner.plan(config, _SWEEP.value, parse_overrides(_OVERRIDE.value))
+    config, sweep_dir = command.config_spec(_CONFIG), _SWEEP_DIR.value
+    try:
+        runs = sweep_runner.plan(config, _SWEEP.value, command.config_overrides(_CONFIG))
+    except (config_lib.ConfigError, ValueError) as error:
+        raise app.UsageError(str(error)) from error
     slurm.prepare_sweep(config, sweep_dir, _SWEEP.value, runs)
     if _MODE.value == "print":
         print("\n".join(sweep_runner.print_commands(config, sweep_dir, runs)))
@@ -110,5 +100,9 @@ def submit(config: str, sweep_dir: str, runs) -> dict[str, list[str]]:
     return {**ended, "skipped": skipped}
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

@@ -17,14 +17,12 @@ import json
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from seqjax import config as config_lib
+from experiments import command
 from seqjax import launch, parallel
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = command.define_config()
+_WORKDIR = command.define_workdir()
 
 
 def main(argv):
@@ -38,11 +36,7 @@ def main(argv):
         raise app.UsageError(str(error)) from error
     from seqjax import training  # after distributed init: it touches devices
 
-    config = _CONFIG.value
-    try:
-        config_lib.validate(config)
-    except config_lib.ConfigError as error:
-        raise app.UsageError(str(error)) from error
+    config = command.config_value(_CONFIG)
     try:
         final = training.train_and_evaluate(config, _WORKDIR.value)
     except training.Preempted as stopped:
@@ -52,5 +46,9 @@ def main(argv):
         print(json.dumps(final, sort_keys=True), flush=True)
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

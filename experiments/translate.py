@@ -1,10 +1,10 @@
 """Translate text with a trained encoder-decoder (RNN seq2seq or Transformer):
 greedy or beam search, corpus BLEU against references, alignment heatmaps.
 
-  python -m experiments.translate --workdir=runs/multi30k_transformer --input=de.txt --output=en.txt \
+  python -m experiments.translate --run_dir=runs/multi30k_transformer --input=de.txt --output=en.txt \
       [--references=ref.en] [--beam_size=4] [--alpha=0.6] [--batch_size=64] [--plot=0,5]
-  echo "Ein Hund läuft im Park." | python -m experiments.translate --workdir=runs/multi30k_transformer
-  python -m experiments.translate --workdir=runs/s2s_bahdanau --source="40,017" --plot=0
+  echo "Ein Hund läuft im Park." | python -m experiments.translate --run_dir=runs/multi30k_transformer
+  python -m experiments.translate --run_dir=runs/s2s_bahdanau --source="40,017" --plot=0
 
 Sources come from --source (repeatable) or --input (one per line; '-' or
 nothing: stdin). Hypotheses go one per line to --output (default stdout).
@@ -19,7 +19,7 @@ when the hypotheses go to a file, as one JSON line on stdout.
 --plot=i,j: for those sources (0-based), a heatmap of how each output token
 attended over the source (attention RNNs: α; Transformers: the last decoder
 layer's cross-attention, averaged over heads), alignment_<i>.png in
---plot_dir (default <workdir>/alignments).
+--plot_dir (default <run_dir>/alignments).
 
 To score a run's own held-out split instead, use experiments/decode.py.
 """
@@ -35,10 +35,11 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import command
 from seqjax import runs, tasks
 from seqjax.tasks import translation
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a translation training run.")
+_RUN_DIR = command.define_run_dir("The translation run to translate with.")
 _SOURCES = flags.DEFINE_multi_string("source", [], "A source sentence (repeatable).")
 _INPUT = flags.DEFINE_string(
     "input", None, "File of source sentences, one per line ('-': stdin, the default without --source)."
@@ -49,8 +50,7 @@ _BEAM = flags.DEFINE_integer("beam_size", 0, "0 = greedy; k >= 1 = beam search w
 _ALPHA = flags.DEFINE_float("alpha", 0.6, "Beam search length-penalty exponent (GNMT).")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences decoded together.")
 _PLOT = flags.DEFINE_list("plot", [], "0-based indices of sources whose alignment heatmap is saved.")
-_PLOT_DIR = flags.DEFINE_string("plot_dir", None, "Where the heatmaps go (default: <workdir>/alignments).")
-flags.mark_flags_as_required(["workdir"])
+_PLOT_DIR = flags.DEFINE_string("plot_dir", None, "Where the heatmaps go (default: <run_dir>/alignments).")
 
 
 def read_lines(path: str) -> list[str]:
@@ -66,7 +66,7 @@ def read_lines(path: str) -> list[str]:
 def encode(task, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(ids [N, S], lengths [N]) of every source; reports unknown tokens on stderr."""
     if not isinstance(task, tasks.TEXT_SOURCE_TASKS):
-        raise app.UsageError(f"{_WORKDIR.value} trained {type(task).__name__}, not a translation task")
+        raise app.UsageError(f"{_RUN_DIR.value} trained {type(task).__name__}, not a translation task")
     try:
         inputs, lengths, unknown = task.encode_texts(sources)
     except ValueError as error:  # empty or too long: the message names the source's line
@@ -182,7 +182,7 @@ def main(argv):
     if references is not None and len(references) != len(sources):
         raise app.UsageError(f"{len(references)} references for {len(sources)} sources: give one per source")
     indices = plot_indices(len(sources))
-    run = runs.load_run(_WORKDIR.value)
+    run = runs.load_run(_RUN_DIR.value)
     task = run.trainer.task
     inputs, lengths = encode(task, sources)
     outputs = decode_all(run, inputs, lengths, _BEAM.value, _ALPHA.value, _BATCH.value)
@@ -194,7 +194,7 @@ def main(argv):
     else:
         sys.stdout.write(text)
     if indices:
-        plot_dir = _PLOT_DIR.value or os.path.join(_WORKDIR.value, "alignments")
+        plot_dir = _PLOT_DIR.value or os.path.join(_RUN_DIR.value, "alignments")
         for path in plot_alignments(run, inputs, lengths, outputs, indices, plot_dir):
             print(f"alignment heatmap: {path}", file=sys.stderr)
     if references is not None:
@@ -207,5 +207,9 @@ def main(argv):
             print(json.dumps(result, sort_keys=True), flush=True)
 
 
+def entry() -> None:
+    command.start(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    entry()

@@ -15,14 +15,13 @@ import json
 import logging as std_logging
 import os
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, logging
 
+from experiments import command
 from seqjax import embeddings, launch, word2vec
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "word2vec config file[:variant].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the vectors and reports.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CONFIG = command.define_config("word2vec config file[:variant]; override a field with --config.<key>=value.")
+_WORKDIR = command.define_workdir("The folder to write the vectors and reports to.")
 
 VECTOR_FILES = {"word2vec": "vectors.txt", "word2vec_binary": "vectors.bin", "glove": "vectors.glove.txt"}
 
@@ -112,8 +111,12 @@ def main(argv):
         launch.maybe_initialize_distributed()
     except launch.LaunchError as error:
         raise app.UsageError(str(error)) from error
-    print(json.dumps(run(_CONFIG.value, _WORKDIR.value), sort_keys=True), flush=True)
+    print(json.dumps(run(command.config_value(_CONFIG, validate=False), _WORKDIR.value), sort_keys=True), flush=True)
+
+
+def entry() -> None:
+    command.start(main)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry()

@@ -19,6 +19,10 @@ partial saves (`discard_unshared`) before it resumes.
 A checkpoint damaged after it was written (a truncated or deleted file) is
 skipped on restore with a warning naming its step, and the previous one is
 used; the writer then moves the damaged one to `damaged_checkpoints/`.
+
+With `config.train.best_metric`, `BestCheckpoint` also keeps each replica's
+best state by that evaluation metric in `<run dir>/best_checkpoint/`, through
+orbax's own best-keeping (`best_fn`, `best_mode`, `max_to_keep=1`).
 """
 
 from __future__ import annotations
@@ -171,5 +175,68 @@ class Checkpointer:
         releases the managers."""
         if self._saved:
             self._prune()
+        for manager in self._managers:
+            manager.close()
+
+
+class BestCheckpoint:
+    """Each replica's best state by an evaluation metric, one orbax manager
+    per replica keeping one checkpoint (the best by `best_fn`/`best_mode`)
+    together with the metric's value, which survives restarts."""
+
+    def __init__(self, directories: Sequence[str], metric: str, mode: str):
+        self.metric, self.mode = metric, mode
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda values: values[metric], best_mode=mode, create=True
+        )
+        self.directories = [os.path.abspath(d) for d in directories]
+        self._managers = [ocp.CheckpointManager(d, options=options) for d in self.directories]
+        self._best = self._stored_best()
+
+    def best(self) -> list[tuple[int, float] | None]:
+        """Per replica, (step, value) of its best checkpoint, or None before the first."""
+        return list(self._best)
+
+    def _stored_best(self) -> list[tuple[int, float] | None]:
+        """What the managers hold (read once: a pending save's metrics are not readable yet)."""
+        found = []
+        for manager in self._managers:
+            step = manager.best_step()
+            found.append(None if step is None else (step, float(manager.metrics(step)[self.metric])))
+        return found
+
+    def improves(self, value: float, best: tuple[int, float] | None) -> bool:
+        """Whether `value` is strictly better than `best` (a tie keeps the earlier checkpoint)."""
+        if best is None:
+            return True
+        return value > best[1] if self.mode == "max" else value < best[1]
+
+    def offer(self, step: int, states: Sequence[State], values: Sequence[float]) -> list[bool]:
+        """Saves replica r's state at `step` if values[r] improves on its best
+        (a step already saved, by an attempt killed later, is kept as it is:
+        training is deterministic); returns which replicas improved."""
+        improved = []
+        for r, (manager, state, value) in enumerate(zip(self._managers, states, values)):
+            best = self._best[r]
+            better = self.improves(value, best) or (best is not None and best[0] == step)
+            if better and step not in manager.all_steps():
+                items = {"state": ocp.args.StandardSave(state)}
+                manager.save(step, args=ocp.args.Composite(**items), metrics={self.metric: value}, force=True)
+            if better:
+                self._best[r] = (step, float(value))
+            improved.append(better)
+        return improved
+
+    def restore(self, template: State) -> list[State]:
+        """Each replica's best state (with `template`'s structure and shardings)."""
+        self.wait()
+        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        return [Checkpointer._restore(m, best[0], target, None) for m, best in zip(self._managers, self._best)]
+
+    def wait(self) -> None:
+        for manager in self._managers:
+            manager.wait_until_finished()
+
+    def close(self) -> None:
         for manager in self._managers:
             manager.close()

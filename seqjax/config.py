@@ -53,6 +53,8 @@ TRAIN_KEYS = (
     "init_modules",
     "freeze_steps",
     "nonfinite",
+    "best_metric",
+    "early_stopping_patience",
 )
 
 
@@ -98,14 +100,37 @@ def split_spec(config_spec: str) -> tuple[str, tuple[str, ...]]:
     return path, tuple(name for name in variants.split(",") if name)
 
 
+SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def shipped_config_names() -> list[str]:
+    """The configs that come with seqjax ('default', 'sst2', ...)."""
+    if not os.path.isdir(SHIPPED_CONFIGS):
+        return []
+    return sorted(name[:-3] for name in os.listdir(SHIPPED_CONFIGS) if name.endswith(".py") and name != "__init__.py")
+
+
+def resolve_config_path(path: str) -> str:
+    """`path` if it is a file (relative to the working directory); else the
+    shipped config it names (`configs/default.py`, `default.py` or `default`),
+    so commands run from any directory. FileNotFoundError names both places."""
+    if os.path.isfile(path):
+        return path
+    name = os.path.basename(path)
+    shipped = os.path.join(SHIPPED_CONFIGS, name if name.endswith(".py") else name + ".py")
+    if os.path.dirname(path) in ("", "configs", "./configs") and os.path.isfile(shipped):
+        return shipped
+    raise FileNotFoundError(
+        f"config file not found: {path} (relative to {os.getcwd()}), nor a shipped config of that name; a config "
+        f"spec is path/to/config.py[:variant[,variant...]], or a shipped config: {', '.join(shipped_config_names())}"
+    )
+
+
 def load_config_module(path: str) -> types.ModuleType:
-    """The module of the config file at `path`, executed afresh (it is not
-    put in sys.modules, so two files may share a name)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"config file not found: {path} (relative to {os.getcwd()}); a config spec is "
-            "path/to/config.py[:variant[,variant...]]"
-        )
+    """The module of the config file at `path` (resolved by
+    resolve_config_path), executed afresh (it is not put in sys.modules, so
+    two files may share a name)."""
+    path = resolve_config_path(path)
     spec = importlib.util.spec_from_file_location(f"seqjax_config_{abs(hash(os.path.abspath(path)))}", path)
     if spec is None:
         raise ConfigError(f"config file {path} is not a Python file: name a .py file that defines get_config")
@@ -219,6 +244,36 @@ def _check_probabilities(section, where: str, keys: Iterable[str], upper_open: b
             value = section[key]
             inside = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
             _require(inside, f"{where}.{key}", value, "must be in [0, 1)" if upper_open else "must be in [0, 1]")
+
+
+def _validate_best_metric(train: ml_collections.ConfigDict) -> None:
+    best, patience = train.get("best_metric", ""), train.get("early_stopping_patience", 0)
+    _require(
+        isinstance(best, str) and (best == "" or best.startswith("eval_")),
+        "config.train.best_metric",
+        best,
+        "must be '' (off) or a metric of the eval split, e.g. 'eval_accuracy' or 'eval_loss'",
+    )
+    _require(
+        isinstance(patience, int) and patience >= 0,
+        "config.train.early_stopping_patience",
+        patience,
+        "must be an integer >= 0 (evaluations without improvement; 0 = no early stopping)",
+    )
+    if patience:
+        _require(
+            bool(best),
+            "config.train.early_stopping_patience",
+            patience,
+            "needs config.train.best_metric, the metric whose improvement it waits for",
+        )
+        # An early stop ends a log window, so the last logged window is whole.
+        _require(
+            train.eval_every % train.log_every == 0,
+            "config.train.eval_every",
+            train.eval_every,
+            f"must be a multiple of config.train.log_every={train.log_every} with early stopping",
+        )
 
 
 def _validate_task(task: ml_collections.ConfigDict) -> None:
@@ -361,6 +416,7 @@ def _validate_train(train: ml_collections.ConfigDict) -> None:
             train.tbptt_update,
             f"must be one of {list(tbptt.UPDATES)}",
         )
+    _validate_best_metric(train)
     # A resumed run starts logging at a checkpoint; on a log boundary its
     # averaged metrics match those of an uninterrupted run.
     _require(

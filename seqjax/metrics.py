@@ -20,6 +20,33 @@ import numpy as np
 import tensorboardX
 import tqdm
 
+# A metric name is split on "_" and each word looked up here; see metric_direction.
+LOWER_IS_BETTER = frozenset(
+    {"loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl", "cer", "wer", "time"}
+)
+HIGHER_IS_BETTER = frozenset({"accuracy", "acc", "bleu", "f1", "precision", "recall", "auc", "match"})
+
+
+def metric_direction(name: str, declared: Mapping[str, bool] | None = None) -> str | None:
+    """'min' if lower is better, 'max' if higher is better, None if unknown.
+
+    A task's own declaration (`declared`: its `higher_is_better`, keyed by the
+    name without a split prefix such as eval_ or test_) comes first; else the
+    words of the name decide: a word among LOWER_IS_BETTER (loss, mse, error,
+    perplexity, ...) means 'min', one among HIGHER_IS_BETTER (accuracy, acc,
+    bleu, f1, ...) 'max'. `eval_copy_accuracy` -> 'max', `test_mse` -> 'min',
+    `train_grad_norm` -> None.
+    """
+    bare = name.removeprefix("best_").split("_", 1)[-1] if "_" in name else name
+    if declared and bare in declared:
+        return "max" if declared[bare] else "min"
+    words = set(name.lower().split("_"))
+    if words & LOWER_IS_BETTER:
+        return "min"
+    if words & HIGHER_IS_BETTER:
+        return "max"
+    return None
+
 
 def to_python(value):
     """numpy / jax scalars -> plain Python numbers for JSON."""

@@ -47,6 +47,13 @@ def config_keys(name: str) -> tuple[str, ...]:
     return ("name",) + _REGISTRY[name][1]
 
 
+def docstring(name: str) -> str:
+    """The docstring of the model `name`'s builder."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(names())}")
+    return _REGISTRY[name][0].__doc__ or ""
+
+
 def build(model_config: ml_collections.ConfigDict, task: Task) -> nn.Module:
     """The model named `model_config.name`, shaped for `task`."""
     name = model_config.name

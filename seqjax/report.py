@@ -15,9 +15,11 @@ Statistics use finished runs only; every other run is counted per group
 (`failed`, `unfinished` columns) and listed by `failures_markdown`, never dropped.
 
 Metrics of a finished run:
-  test_*         from final_metrics.json;
+  test_*         from final_metrics.json (the last step's);
+  best_test_*    from final_metrics.json of runs with config.train.best_metric:
+                 the test metrics of the best checkpoint by that metric;
   best_eval_*    the best value of each eval_* metric over the eval lines of
-                 metrics.jsonl (see `metric_direction` for which way is best);
+                 metrics.jsonl (see `seqjax.metrics.metric_direction` for which way is best);
   wall_time_s    from run_info.json.
 
 Statistics over the n finished runs of a group that report a metric:
@@ -49,28 +51,7 @@ from seqjax import metrics as metrics_lib
 from seqjax import sweeps
 
 SEED_KEY = "seed"
-# A metric name is split on "_" and each word looked up here; see metric_direction.
-LOWER_IS_BETTER = frozenset(
-    {"loss", "mse", "mae", "rmse", "nll", "error", "err", "perplexity", "ppl", "cer", "wer", "time"}
-)
-HIGHER_IS_BETTER = frozenset({"accuracy", "acc", "bleu", "f1", "precision", "recall", "auc", "match"})
 UNDEFINED_MD, UNDEFINED_TEX = "–", "--"
-
-
-def metric_direction(name: str) -> str | None:
-    """'min' if lower is better, 'max' if higher is better, None if unknown.
-
-    Decided by the words of the name: a word among LOWER_IS_BETTER (loss, mse,
-    error, perplexity, ...) means 'min', one among HIGHER_IS_BETTER (accuracy,
-    acc, bleu, f1, ...) means 'max'. `eval_copy_accuracy` -> 'max',
-    `test_mse` -> 'min', `train_grad_norm` -> None.
-    """
-    words = set(name.lower().split("_"))
-    if words & LOWER_IS_BETTER:
-        return "min"
-    if words & HIGHER_IS_BETTER:
-        return "max"
-    return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -104,7 +85,7 @@ class Sweep:
 
 def best_metrics(records: Iterable[dict]) -> dict[str, float]:
     """{best_eval_X: best value of eval_X over `records`} for eval metrics
-    whose direction is known (metric_direction); NaN values are ignored unless
+    whose direction is known (seqjax.metrics.metric_direction); NaN values are ignored unless
     every value is NaN."""
     series: dict[str, list[float]] = {}
     for record in records:
@@ -113,7 +94,7 @@ def best_metrics(records: Iterable[dict]) -> dict[str, float]:
                 series.setdefault(key, []).append(float(value))
     best = {}
     for key, values in series.items():
-        direction = metric_direction(key)
+        direction = metrics_lib.metric_direction(key)
         if direction is None:
             continue
         finite = [v for v in values if not math.isnan(v)] or [math.nan]
@@ -136,7 +117,7 @@ def load_run(directory: str, name: str, overrides: dict[str, Any]) -> RunResult:
     wall = info.get("wall_time_s")
     run_metrics: dict[str, float] = {}
     if final is not None:
-        run_metrics.update({k: float(v) for k, v in final.items() if k.startswith("test_")})
+        run_metrics.update({k: float(v) for k, v in final.items() if k.startswith(("test_", "best_test_"))})
         run_metrics.update(best_metrics(records))
         if wall is not None:
             run_metrics["wall_time_s"] = float(wall)
@@ -283,7 +264,7 @@ def summarize_groups(groups: Sequence[Group], metric_names: Sequence[str]) -> li
 
 
 def available_metrics(sweep: Sweep) -> list[str]:
-    """Metrics some finished run reports: test_* first, then best_eval_*, then wall time."""
+    """Metrics some finished run reports: test_* first, then best_test_* and best_eval_*, then wall time."""
     found = {name for run in sweep.runs for name in run.metrics}
 
     def order(name):
@@ -296,7 +277,7 @@ def best_row_indices(rows: Sequence[GroupRow], metric: str) -> set[int]:
     """Rows whose mean of `metric` is the best finite one (ties, to 1e-9
     relative, all count); empty when the metric's direction is unknown or
     fewer than two rows have a finite mean."""
-    direction = metric_direction(metric)
+    direction = metrics_lib.metric_direction(metric)
     means = [row.stats[metric].mean for row in rows]
     finite = [m for m in means if math.isfinite(m)]
     if direction is None or len(finite) < 2:  # nothing to compare against
@@ -353,7 +334,7 @@ def tex_escape(text: str) -> str:
 
 def to_latex(rows: Sequence[GroupRow], swept_keys: Sequence[str], digits: int = 4) -> str:
     """A booktabs tabular: `mean $\\pm$ std` per metric, the best mean of each
-    column in bold (direction from metric_direction; needs \\usepackage{booktabs}).
+    column in bold (direction from seqjax.metrics.metric_direction; needs \\usepackage{booktabs}).
     Its `failed` column counts every run without a result (failed, unfinished, missing)."""
     metric_names = list(rows[0].stats) if rows else []
     keys = _key_headers(swept_keys)

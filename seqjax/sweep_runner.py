@@ -29,7 +29,9 @@ LOG_TAIL_LINES = 20
 
 
 def plan(config_spec: str, sweep_name: str | None, extra_overrides: dict | None = None) -> list[sweeps.Run]:
-    """The sweep's runs, each with `extra_overrides` added; all validated."""
+    """The sweep's runs, each with `extra_overrides` added (sweeps.override:
+    they replace what the sweep fixes, and may not touch what it varies); all
+    validated."""
     path, _ = config_lib.split_spec(config_spec)
     get_sweep = vars(config_lib.load_config_module(path)).get("get_sweep")
     if not callable(get_sweep):
@@ -39,7 +41,7 @@ def plan(config_spec: str, sweep_name: str | None, extra_overrides: dict | None 
         )
     sweep = get_sweep(sweep_name)
     if extra_overrides:
-        sweep = sweeps.product(sweep, sweeps.fixed(extra_overrides))
+        sweep = sweeps.override(sweep, extra_overrides)
     runs = sweeps.expand(sweep)
     by_spec = collections.defaultdict(list)  # each config variant validates its own runs
     for run in runs:

@@ -75,6 +75,31 @@ def zip_(*axes: list[Overrides]) -> list[Overrides]:
     return [_merge(parts) for parts in zip(*axes)]
 
 
+def override(sweep: list[Overrides], overrides: Overrides) -> list[Overrides]:
+    """`sweep` with `overrides` (the command line's) set in every run. A key
+    the sweep sets to one value for every run takes the new value; a key
+    the sweep varies is refused (ValueError): one value would make the runs
+    that differ only in it the same run."""
+    for key, value in overrides.items():
+        taken = list(dict.fromkeys(repr(point.get(key, _UNSET)) for point in sweep))
+        if len(taken) > 1:
+            shown = ", ".join("(the config's own)" if text == repr(_UNSET) else text for text in taken)
+            raise ValueError(
+                f"--config.{key}={value!r} sets a key the sweep varies (over {shown}); one value for every run "
+                f"would make the runs that differ in {key} the same run: drop --config.{key}, or declare the "
+                "values you want in the config's get_sweep"
+            )
+    return [{**point, **overrides} for point in sweep]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
 def _merge(parts: Iterable[Overrides]) -> Overrides:
     merged: Overrides = {}
     for part in parts:

@@ -167,23 +167,34 @@ class Trainer:
             return state
         return state.replace(lr_scale=jax.device_put(self.lr_scales, self.layout.replicated()))
 
-    def restore_or_init(self, ckpt: checkpoint.Checkpointer) -> TrainState:
-        """The newest checkpointed state of every replica (and their data
-        iterators' positions), or fresh states when there is none."""
-        template = jax.tree.map(
+    def replica_template(self) -> Any:
+        """One replica's state as shape structs with their shardings (what a checkpoint restores into)."""
+        return jax.tree.map(
             lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
             self.replica_shape,
             self.replica_shardings,
         )
-        restored = ckpt.restore_latest(template, self.feeds.iterators)
+
+    def restore_or_init(self, ckpt: checkpoint.Checkpointer) -> TrainState:
+        """The newest checkpointed state of every replica (and their data
+        iterators' positions), or fresh states when there is none."""
+        restored = ckpt.restore_latest(self.replica_template(), self.feeds.iterators)
         return self.init_state() if restored is None else self._assemble(restored)
 
+    def restore_best(self, best: checkpoint.BestCheckpoint) -> TrainState:
+        """The run's state made of every replica's best checkpoint."""
+        return self._assemble(best.restore(self.replica_template()))
+
+    def replica_states(self, state: TrainState) -> list[TrainState]:
+        """One state per replica, as checkpoints hold them (without the
+        learning rates, which come from the configs)."""
+        return self.layout.unstack(state.replace(lr_scale=None))
+
     def save(self, ckpt: checkpoint.Checkpointer, step: int, state: TrainState, force: bool = False) -> None:
-        """A checkpoint per replica (without the learning rates, which come from the configs)."""
+        """A checkpoint per replica."""
         if step % ckpt.save_every and not force:
             return
-        ckpt.save(step, self.layout.unstack(state.replace(lr_scale=None)), force=force,
-                  data_iterators=self.feeds.iterators)  # fmt: skip
+        ckpt.save(step, self.replica_states(state), force=force, data_iterators=self.feeds.iterators)
 
     def batches_done(self, state: TrainState) -> int:
         """Training batches the state has seen (the loop's step count)."""
@@ -310,11 +321,13 @@ def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
     ckpt.set_aside_unusable()  # damaged newer checkpoints: kept aside, their steps saved anew
     start = trainer.batches_done(state)
     _note(f"resumed from step {start} of {train.num_steps} (its checkpoint)" if start else "training from step 0")
+    keeper = BestKeeper(trainer, workdirs) if train.get("best_metric") else None
     for run_files in files:
         run_files.begin(start)
     try:
         with Preemption() as preemption:
-            state = _train_steps(trainer, state, start, files, ckpt, preemption)
+            if keeper is None or not keeper.out_of_patience(start):
+                state = _train_steps(trainer, state, start, files, ckpt, preemption, keeper)
     except Preempted as stopped:
         ckpt.close()
         trainer.feeds.close()
@@ -322,6 +335,10 @@ def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
             run_files.stopped(stopped, time.monotonic() - started)
         raise
     finals = _final_metrics(trainer, state)
+    if trainer.batches_done(state) < train.num_steps:
+        finals = [dict(final, stopped_early=True) for final in finals]
+    if keeper is not None:
+        finals = keeper.with_best_metrics(finals)
     ckpt.close()
     trainer.feeds.close()
     seconds = time.monotonic() - started
@@ -331,10 +348,13 @@ def _train_replicas(configs, workdirs, mesh, chunk_size) -> list[Metrics]:
     return finals
 
 
-def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckpt, preemption) -> TrainState:
-    """Steps start + 1 .. num_steps, with logging, evaluation and checkpoints.
-    Raises Preempted at the first logging step after a preemption signal,
-    once a checkpoint of that step is saved."""
+def _train_steps(
+    trainer: Trainer, state, start: int, files: list[RunFiles], ckpt, preemption, keeper: BestKeeper | None
+) -> TrainState:
+    """Steps start + 1 .. num_steps, with logging, evaluation and checkpoints
+    (and the best checkpoint, and early stopping, with `keeper`). Raises
+    Preempted at the first logging step after a preemption signal, once a
+    checkpoint of that step is saved."""
     train = trainer.config.train
     progress = metrics.Progress(start, train.num_steps, enabled=train.get("progress", True) and parallel.is_writer())
     guard = NonFiniteGuard(train.get("nonfinite", "stop"), files, ckpt)
@@ -352,18 +372,83 @@ def _train_steps(trainer: Trainer, state, start: int, files: list[RunFiles], ckp
                 run_files.log(step, dict(means, learning_rate=rate_r, steps_per_second=rate), prefix="train_")
             progress.update(step, {"loss": float(np.mean([means["loss"] for means in logged]))})
             window, window_start = [], time.monotonic()
-        if step % train.eval_every == 0 and step != train.num_steps:
-            for run_files, evaluated in zip(files, _timed(trainer.evaluate, state, "eval", step)):
-                run_files.log(step, evaluated, prefix="eval_")
+        out_of_patience = False
+        # The best checkpoint's candidates include the last step.
+        if step % train.eval_every == 0 and step != train.num_steps or keeper is not None and step == train.num_steps:
+            evaluated = _timed(trainer.evaluate, state, "eval", step)
+            for run_files, results in zip(files, evaluated):
+                run_files.log(step, results, prefix="eval_")
+            if keeper is not None:
+                out_of_patience = keeper.evaluated(step, trainer.replica_states(state), evaluated)
         # A stop only where a log window ends, so the resumed run logs the same windows.
         stop = step % train.log_every == 0 and step != train.num_steps and preemption.requested()
-        trainer.save(ckpt, step, state, force=step == train.num_steps or stop)
+        trainer.save(ckpt, step, state, force=step == train.num_steps or stop or out_of_patience)
+        if out_of_patience and step != train.num_steps:
+            _note(f"step {step}: stopping early, {keeper.metric} did not improve in {keeper.patience} evaluations")
+            break
         if stop:
             ckpt.wait()
             progress.close()
             raise Preempted(step, preemption.signum, [f.workdir for f in files])
     progress.close()
     return state
+
+
+class BestKeeper:
+    """config.train.best_metric (an eval_* metric, its direction from the
+    task): keeps each replica's best checkpoint by it (checkpoint.BestCheckpoint,
+    in <run dir>/best_checkpoint), stops training after
+    config.train.early_stopping_patience evaluations without improvement
+    (0: never), and adds the best checkpoint's test metrics to the final ones.
+
+    Its state is the best checkpoints' steps, kept by orbax, so a resumed
+    run counts the evaluations since the best exactly as an uninterrupted one."""
+
+    def __init__(self, trainer: Trainer, workdirs: Sequence[str]):
+        train = trainer.config.train
+        self.trainer, self.metric = trainer, train.best_metric
+        self.name = self.metric.removeprefix("eval_")
+        mode = metrics.metric_direction(self.metric, trainer.task.higher_is_better)
+        if mode is None:
+            raise config_lib.ConfigError(
+                f"config.train.best_metric={self.metric!r}: whether higher or lower is better is unknown for it; "
+                "choose a loss, error, accuracy, F1 or BLEU metric of the eval split"
+            )
+        self.patience, self.eval_every = train.get("early_stopping_patience", 0), train.eval_every
+        directories = [os.path.join(w, "best_checkpoint") for w in workdirs]
+        self.checkpoint = checkpoint.BestCheckpoint(directories, self.name, mode)
+        self.best_steps = [None if best is None else best[0] for best in self.checkpoint.best()]
+
+    def evaluated(self, step: int, states: Sequence[TrainState], results: Sequence[Metrics]) -> bool:
+        """Offers step `step`'s states (their eval `results`) as the best; True when patience has run out."""
+        if self.name not in results[0]:
+            raise config_lib.ConfigError(
+                f"config.train.best_metric={self.metric!r} is not a metric of the eval split, which reports "
+                f"{', '.join('eval_' + name for name in results[0])}: choose one of them"
+            )
+        improved = self.checkpoint.offer(step, states, [r[self.name] for r in results])
+        self.best_steps = [step if better else best for better, best in zip(improved, self.best_steps)]
+        return self.out_of_patience(step)
+
+    def out_of_patience(self, step: int) -> bool:
+        """Whether every replica has gone `patience` evaluations since its best, at `step`."""
+        if not self.patience:
+            return False
+        evaluations_since = [None if b is None else step // self.eval_every - b // self.eval_every
+                             for b in self.best_steps]  # fmt: skip
+        return all(n is not None and n >= self.patience for n in evaluations_since)
+
+    def with_best_metrics(self, finals: Sequence[Metrics]) -> list[Metrics]:
+        """`finals` (the last state's) plus best_step, best_<metric> and the
+        best checkpoint's test metrics as best_test_*."""
+        kept = self.checkpoint.best()
+        tested = _final_metrics(self.trainer, self.trainer.restore_best(self.checkpoint))
+        self.checkpoint.close()
+        merged = []
+        for final, best, (step, value) in zip(finals, tested, kept):
+            extra = {f"best_{k}": v for k, v in best.items() if k.startswith("test_")}
+            merged.append({**final, "best_step": step, f"best_{self.metric}": value, **extra})
+        return merged
 
 
 class Preempted(Exception):

@@ -49,6 +49,8 @@ RESUMABLE_KEYS = (
     "train.keep_checkpoints",
     "train.progress",
 )
+# Keys added after runs were recorded, with the value that means "as before".
+ADDED_KEYS = {"train.best_metric": "", "train.early_stopping_patience": 0}
 _ABSENT = "(absent)"
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
@@ -82,8 +84,10 @@ def as_recorded(config: ml_collections.ConfigDict) -> dict:
 
 
 def differences(recorded: dict, config: dict) -> list[tuple[str, object, object]]:
-    """(key, recorded value, new value) of every key that differs, sorted."""
-    old, new = flatten(recorded), flatten(config)
+    """(key, recorded value, new value) of every key that differs, sorted; a
+    key added to seqjax after the run started (ADDED_KEYS) counts as its
+    default there."""
+    old, new = {**ADDED_KEYS, **flatten(recorded)}, flatten(config)
     return [
         (key, old.get(key, _ABSENT), new.get(key, _ABSENT))
         for key in sorted(old.keys() | new.keys())
@@ -126,7 +130,9 @@ def finished_result(workdir: str, config: ml_collections.ConfigDict) -> dict | N
     else None (a run extended to more steps is unfinished again). Call
     after `check_identity`."""
     final = metrics.read_json(os.path.join(workdir, "final_metrics.json"))
-    return final if final is not None and final.get("step") == config.train.num_steps else None
+    if final is None:
+        return None
+    return final if final.get("step") == config.train.num_steps or final.get("stopped_early") else None
 
 
 # ----------------------------------------------------------------------------- the lock

@@ -306,18 +306,18 @@ def decode_cli(*args):
 
 @pytest.mark.slow
 def test_decode_refuses_bad_flags_and_a_run_that_does_not_generate(tmp_path):
-    zero = decode_cli(f"--workdir={tmp_path}", "--batch_size=0")
+    zero = decode_cli(f"--run_dir={tmp_path}", "--batch_size=0")
     assert zero.returncode != 0 and "flag --batch_size=0: 0 is not a positive integer" in zero.stderr
-    nan = decode_cli(f"--workdir={tmp_path}", "--alpha=nan")
+    nan = decode_cli(f"--run_dir={tmp_path}", "--alpha=nan")
     assert (
         nan.returncode != 0
         and "--alpha must be a finite number >= 0 (0 ranks by log-probability), got nan" in nan.stderr
     )
     trained = train_cli(tmp_path / "adding", "--config.train.num_steps=5", "--config.optimizer.warmup_steps=1")
     assert trained.returncode == 0, trained.stderr[-2000:]
-    not_seq2seq = decode_cli(f"--workdir={tmp_path / 'adding'}")
+    not_seq2seq = decode_cli(f"--run_dir={tmp_path / 'adding'}")
     assert not_seq2seq.returncode != 0
-    assert f"--workdir={tmp_path / 'adding'} holds a run of task 'adding', which does not generate sequences" in (
+    assert f"--run_dir={tmp_path / 'adding'} holds a run of task 'adding', which does not generate sequences" in (
         not_seq2seq.stderr
     )
 

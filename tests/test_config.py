@@ -158,8 +158,9 @@ def test_each_load_runs_the_file_afresh(monkeypatch):
 def test_a_missing_config_file_is_named_with_the_spec_format(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     expected = (
-        f"config file not found: configs/nope.py (relative to {tmp_path}); a config spec is "
-        "path/to/config.py[:variant[,variant...]]"
+        f"config file not found: configs/nope.py (relative to {tmp_path}), nor a shipped config of that name; a "
+        "config spec is path/to/config.py[:variant[,variant...]], or a shipped config: "
+        + ", ".join(config_lib.shipped_config_names())
     )
     with pytest.raises(FileNotFoundError, match=f"^{re.escape(expected)}$"):
         config_lib.load_config("configs/nope.py:smoke")
@@ -243,7 +244,7 @@ def test_an_empty_head_means_the_tasks_own():
     config_lib.validate(config)
 
 
-CONFIG_FILES = sorted(f for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py"))
+CONFIG_FILES = [f"{name}.py" for name in config_lib.shipped_config_names()]
 
 
 def string_values(tree, prefix=""):

@@ -269,7 +269,7 @@ def run_experiment(name, argv, stdin=""):
 
 def test_decode_script_scores_the_test_split(trained_runs):
     workdir, _ = trained_runs["transformer"]
-    out, err = run_experiment("decode", [f"--workdir={workdir}", "--beam_size=2", "--batch_size=8"])
+    out, err = run_experiment("decode", [f"--run_dir={workdir}", "--beam_size=2", "--batch_size=8"])
     result = json.loads(out.strip().splitlines()[-1])
     assert result["search"] == "beam2" and result["sentences"] == 8  # every pair of the sample test split
     assert 0.0 <= result["bleu"] <= 100.0 and "case:mixed" in result["bleu_signature"]
@@ -290,7 +290,7 @@ def test_translate_script_writes_hypotheses_scores_references_and_plots_alignmen
     out, err = run_experiment(
         "translate",
         [
-            f"--workdir={workdir}",
+            f"--run_dir={workdir}",
             f"--input={tmp_path / 'de.txt'}",
             f"--output={hyps}",
             f"--references={tmp_path / 'en.txt'}",
@@ -308,18 +308,18 @@ def test_translate_script_writes_hypotheses_scores_references_and_plots_alignmen
         assert (tmp_path / "maps" / f"alignment_{index}.png").read_bytes()[:4] == b"\x89PNG"
     # Batches of 2 with a filled-up last batch decode exactly as one batch of 3, and stdin works.
     out, _ = run_experiment(
-        "translate", [f"--workdir={workdir}", "--batch_size=3"], stdin=(tmp_path / "de.txt").read_text(encoding="utf-8")
+        "translate", [f"--run_dir={workdir}", "--batch_size=3"], stdin=(tmp_path / "de.txt").read_text(encoding="utf-8")
     )
     assert out.splitlines() == hypotheses
     with pytest.raises(app.UsageError, match="source 0 is empty"):
-        run_experiment("translate", [f"--workdir={workdir}", "--source= "])
+        run_experiment("translate", [f"--run_dir={workdir}", "--source= "])
     (tmp_path / "two.txt").write_text("a\nb\n")
     with pytest.raises(app.UsageError, match="2 references for 1 sources"):
         run_experiment(
-            "translate", [f"--workdir={workdir}", "--source=Ein Hund.", f"--references={tmp_path / 'two.txt'}"]
+            "translate", [f"--run_dir={workdir}", "--source=Ein Hund.", f"--references={tmp_path / 'two.txt'}"]
         )
     with pytest.raises(app.UsageError, match="beam_size must be 0"):
-        run_experiment("translate", [f"--workdir={workdir}", "--source=Ein Hund.", "--beam_size=-1"])
+        run_experiment("translate", [f"--run_dir={workdir}", "--source=Ein Hund.", "--beam_size=-1"])
 
 
 def test_a_tfds_translation_dataset_by_name_takes_its_languages_from_the_supervised_keys(tmp_path):

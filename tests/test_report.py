@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from seqjax import report
+from seqjax import metrics, report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Student-t 97.5% quantiles from a table, so the CI check does not reuse scipy's answer.
@@ -161,11 +161,11 @@ def test_best_eval_metrics_respect_direction(sweep_dir):
 
 
 def test_metric_direction():
-    assert report.metric_direction("test_mse") == "min"
-    assert report.metric_direction("best_eval_loss") == "min"
-    assert report.metric_direction("eval_perplexity") == "min"
-    assert report.metric_direction("test_copy_accuracy") == "max"
-    assert report.metric_direction("train_grad_norm") is None
+    assert metrics.metric_direction("test_mse") == "min"
+    assert metrics.metric_direction("best_eval_loss") == "min"
+    assert metrics.metric_direction("eval_perplexity") == "min"
+    assert metrics.metric_direction("test_copy_accuracy") == "max"
+    assert metrics.metric_direction("train_grad_norm") is None
 
 
 def test_latex_uses_booktabs_and_bolds_the_best_group_per_column(sweep_dir):

@@ -290,5 +290,5 @@ def test_the_sst2_seed_sweep_plans_three_seeds_that_vmap_mode_groups_as_one_run(
     runs = sweep_runner.plan(os.path.join(REPO, "configs", "sst2.py:smoke"), None)
     assert [r.name for r in runs] == ["seed=0", "seed=1", "seed=2"]
     assert [len(g) for g in replicas.group_runs(runs)] == [3]
-    with pytest.raises(ValueError, match=r"unknown sweep 'lr' of configs/sst2.py; choose seeds"):
+    with pytest.raises(ValueError, match=r"unknown sweep 'lr' of configs/sst2.py; choose from seeds"):
         sweep_runner.plan(os.path.join(REPO, "configs", "sst2.py"), "lr")

@@ -396,7 +396,7 @@ def test_train_and_decode_entry_points(tmp_path):
             sys.executable,
             "-m",
             "experiments.decode",
-            f"--workdir={tmp_path}",
+            f"--run_dir={tmp_path}",
             "--beam_size=2",
             "--num_batches=1",
             "--batch_size=8",

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import abc
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+from seqjax.data import sequence as sequence_lib
 
 Batch = dict[str, np.ndarray]
 Sums = dict[str, tuple[Any, Any]]
@@ -123,6 +125,32 @@ class Task(abc.ABC):
         Default: nothing."""
         del model, params, batch_size, num_batches, seed
         return {}
+
+    # --- predictions on raw inputs (seqjax.runs.Run.predict) -----------------------
+
+    def encode_raw(self, items: Sequence[Any]) -> Batch:
+        """{'inputs', 'lengths'} of raw inputs for `Run.predict`. Default: the
+        model's own inputs, each a sequence [T_i, F] of real values (or [T_i]
+        token ids for a task with a vocabulary), padded after the last step."""
+        sequences = [np.asarray(item) for item in items]
+        ndim = 1 if self.vocab_size else 2
+        for index, sequence in enumerate(sequences):
+            if sequence.ndim != ndim or not len(sequence):
+                shape = "[T] token ids" if ndim == 1 else "[T, features] values"
+                raise ValueError(
+                    f"input {index} has shape {sequence.shape}; {type(self).__name__} takes {shape}, T >= 1"
+                )
+        dtype = "int32" if self.vocab_size else "float32"
+        inputs = sequence_lib.pad_sequences(sequences, dtype=dtype, padding="post")
+        return {"inputs": inputs, "lengths": np.asarray([len(s) for s in sequences], np.int32)}
+
+    def describe(self, outputs: np.ndarray, batch: Batch) -> list[Any]:
+        """Per input of `batch`, what `Run.predict` returns: by default the
+        model's output for it ([output_size] per sequence, or
+        [T_i, output_size] per step)."""
+        if self.head == "per_step":
+            return [outputs[i, :length] for i, length in enumerate(batch["lengths"])]
+        return list(outputs)
 
     # --- batch checks --------------------------------------------------------------
 

@@ -103,6 +103,23 @@ class ForecastTask(GeneratedTask):
             "weights": weights,
         }
 
+    def encode_raw(self, items):
+        """Windows of raw series values, each [input_len], normalised as in training."""
+        windows = np.asarray(items, np.float64)
+        if windows.ndim != 2 or windows.shape[1] != self.input_len or not np.isfinite(windows).all():
+            raise ValueError(
+                f"give windows of {self.input_len} finite series values each ([N, {self.input_len}], "
+                f"config.task.input_len), got shape {windows.shape}"
+            )
+        inputs = self.normalizer.normalize(windows)[..., None].astype(np.float32)
+        return {"inputs": inputs, "lengths": np.full(len(windows), self.input_len, np.int32)}
+
+    def describe(self, outputs, batch):
+        """Per window, the forecasts in the series' units: the next `horizon`
+        values (many_to_one), or the next value after each step (many_to_many)."""
+        values = self.normalizer.denormalize(outputs.reshape(len(outputs), -1).astype(np.float64))
+        return [row for row in values]
+
     def _naive(self, batch):
         """Last-value forecast, the same shape as the targets."""
         values = batch["inputs"][..., 0]

@@ -15,6 +15,7 @@ import optax
 from absl import logging
 
 from seqjax.data import loader as loader_lib
+from seqjax.data import sequence as sequence_lib
 from seqjax.data import tokenizers
 from seqjax.tasks import entities
 from seqjax.tasks.dataset import DEFAULT_SPLITS, DatasetTask, as_text
@@ -103,6 +104,35 @@ class ClassificationTask(DatasetTask):
             sequence_keys=("inputs",),
             worker_count=self.data.get("worker_count", 0),
         )
+
+    def label_names(self) -> list[str]:
+        """The class names of the label feature (the class ids as text when it has none)."""
+        feature = self.source_info().features[self.data.get("label_key", "label")]
+        names = list(getattr(feature, "names", None) or [])
+        return names if len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
+
+    def encode_raw(self, items):
+        """Texts -> ids as training encoded them (an empty text: one <unk>)."""
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise TypeError(f"input {index} is a {type(item).__name__}; {type(self).__name__} predicts on texts")
+        ids = [self.tokenizer.encode(text) or [self.tokenizer.unk_id or 0] for text in items]
+        return _padded(ids)
+
+    def describe(self, outputs, batch):
+        """{'label', 'label_id', 'probabilities'} per text."""
+        if self.loss == "bce":
+            positive = 1 / (1 + np.exp(-outputs[:, 0].astype(np.float64)))
+            probabilities = np.stack([1 - positive, positive], axis=1)
+        else:
+            shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True)).astype(np.float64)
+            probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+        names = self.label_names()
+        labels = probabilities.argmax(axis=1) if self.loss == "ce" else (outputs[:, 0] > 0).astype(int)
+        return [
+            {"label": names[label], "label_id": int(label), "probabilities": [float(p) for p in row]}
+            for label, row in zip(labels, probabilities)
+        ]
 
     def metric_sums(self, predictions, batch):
         """predictions [B, num_classes] logits (or [B, 1] for BCE)."""
@@ -252,6 +282,24 @@ class TaggingTask(DatasetTask):
             worker_count=self.data.get("worker_count", 0),
         )
 
+    def encode_raw(self, items):
+        """Sentences (token lists, or strings split at whitespace) -> one id per token."""
+        sentences = []
+        for index, item in enumerate(items):
+            tokens = item.split() if isinstance(item, str) else list(item)
+            if not tokens or not all(isinstance(token, str) for token in tokens):
+                raise ValueError(f"input {index} ({item!r}): give a sentence as a string or a list of token strings")
+            sentences.append(tokens)
+        encode = EncodeTokens(self.tokenizer, "tokens", "tags")
+        return _padded([[encode._word_id(token) for token in tokens] for tokens in sentences])
+
+    def describe(self, outputs, batch):
+        """{'tags'} per sentence: one tag name per token."""
+        predicted = outputs.argmax(-1)
+        return [
+            {"tags": [self.tag_names[t] for t in predicted[i, :length]]} for i, length in enumerate(batch["lengths"])
+        ]
+
     def _token_mask(self, batch):
         time = batch["inputs"].shape[1]
         mask = (jnp.arange(time)[None, :] < batch["lengths"][:, None]).astype(jnp.float32)
@@ -286,3 +334,9 @@ class TaggingTask(DatasetTask):
                 predicted.append([self.tag_names[t] for t in part["predicted"][row, :length]])
         scores = entities.entity_scores(gold, predicted)
         return {k: float(scores[k]) for k in ("precision", "recall", "f1")}
+
+
+def _padded(ids: list[list[int]]) -> dict[str, np.ndarray]:
+    """{'inputs' [N, T] ids padded after, 'lengths' [N]}."""
+    inputs = sequence_lib.pad_sequences(ids, dtype="int32", padding="post")
+    return {"inputs": inputs, "lengths": np.asarray([len(row) for row in ids], np.int32)}
