@@ -87,6 +87,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.progress = True  # console progress bar
     config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
     config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
+    config.train.wandb_project = ""  # also log to this Weights & Biases project ('' = off; needs .[wandb])
     config.train.tbptt_len = 0  # truncated BPTT chunk length k1; 0 = full BPTT (per-step tasks only)
     config.train.tbptt_backprop_len = 0  # k2 of TBPTT(k1, k2): steps each update backpropagates through; 0 = k1
     config.train.tbptt_update = "accumulate"  # accumulate chunk gradients, or update per_chunk

@@ -131,6 +131,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.progress = True
     config.train.best_metric = ""  # e.g. "eval_accuracy": also keep the best checkpoint by it ('' = off)
     config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
+    config.train.wandb_project = ""  # also log to this Weights & Biases project ('' = off; needs .[wandb])
 
     names = [name for name in (variant or "").split(",") if name]
     for name in names:

@@ -13,13 +13,10 @@ when a window fills up, decoding goes on from its last half
 (seqjax.decoding.generate_windowed).
 """
 
-import jax
-import jax.numpy as jnp
 from absl import app, flags, logging
 
 from experiments import command
-from seqjax import decoding, runs
-from seqjax.nn import transformer
+from seqjax import runs
 
 _RUN_DIR = command.define_run_dir("The language-model run to sample from.")
 _PROMPT = flags.DEFINE_string("prompt", "\n", "Text to continue.")
@@ -35,33 +32,20 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     run = runs.load_run(_RUN_DIR.value)
-    tokenizer = run.trainer.task.tokenizer
-    if run.trainer.task.head != "per_step" or tokenizer is None:
-        raise app.UsageError(f"{_RUN_DIR.value} is not a language-model run (task {run.config.task.name!r})")
-    prompt_ids = tokenizer.encode(_PROMPT.value)
-    if not prompt_ids:
-        raise app.UsageError(f"the prompt {_PROMPT.value!r} has no tokens the model knows")
-    prompt = jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (_NUM_SAMPLES.value, 1))
-    generated = continue_prompts(run, prompt, jax.random.key(_SEED.value))
-    for row in tokenizer.decode_batch(jax.device_get(generated)):
-        print(_PROMPT.value + row)
-
-
-def continue_prompts(run: runs.Run, prompt: jax.Array, rng: jax.Array) -> jax.Array:
-    """[B, P] prompts -> [B, --length] generated token ids."""
-    sampling = dict(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
-    model = run.trainer.model
-    if isinstance(model, transformer.TransformerLM):
-        context = run.config.data.get("seq_len", 0) or model.config.max_len
-        prefill, tokens_to_logits = transformer.lm_decoder(model, run.variables, context)
-        return decoding.generate_windowed(
-            jax.jit(prefill), tokens_to_logits, prompt, _LENGTH.value, context, rng, **sampling
+    try:
+        continuations = run.generate(
+            _PROMPT.value,
+            _LENGTH.value,
+            temperature=_TEMPERATURE.value,
+            top_k=_TOP_K.value,
+            top_p=_TOP_P.value,
+            num_samples=_NUM_SAMPLES.value,
+            seed=_SEED.value,
         )
-    prefill, tokens_to_logits = decoding.recurrent_decoder(model, run.params)
-    generate = jax.jit(
-        lambda cache, first, key: decoding.decode(tokens_to_logits, cache, first, _LENGTH.value, key, **sampling)[0]
-    )
-    return generate(prefill(prompt), prompt[:, -1], rng)
+    except ValueError as error:
+        raise app.UsageError(f"--run_dir={_RUN_DIR.value}: {error}") from error
+    for continuation in continuations:
+        print(_PROMPT.value + continuation)
 
 
 def entry() -> None:

@@ -31,7 +31,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 
@@ -74,26 +73,6 @@ def encode(task, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     unit = "character" if isinstance(task, translation.TranslationTask) else "token"
     print(f"{unknown} source {unit}(s) outside the run's vocabulary became <unk>", file=sys.stderr)
     return inputs, lengths
-
-
-def decode_all(
-    run: runs.Run, inputs: np.ndarray, lengths: np.ndarray, beam_size: int, alpha: float, batch_size: int
-) -> np.ndarray:
-    """Output ids [N, max_len] of every source, `batch_size` at a time. The
-    last batch is filled up with copies of its last row, so every batch has
-    one shape and the search compiles once."""
-    task = run.trainer.task
-    search = jax.jit(
-        lambda p, x, n: translation.generate(
-            run.trainer.model, p, x, n, max_len=task.target_len, beam_size=beam_size, alpha=alpha
-        )
-    )
-    outputs, batch_size = [], min(batch_size, len(inputs))
-    for start in range(0, len(inputs), batch_size):
-        rows = np.arange(start, start + batch_size).clip(max=len(inputs) - 1)
-        tokens = search(run.params, inputs[rows], lengths[rows])
-        outputs.append(np.asarray(jax.device_get(tokens))[: len(inputs) - start])
-    return np.concatenate(outputs)
 
 
 def score(task, hypotheses: Sequence[str], references: Sequence[str]) -> dict:
@@ -185,7 +164,7 @@ def main(argv):
     run = runs.load_run(_RUN_DIR.value)
     task = run.trainer.task
     inputs, lengths = encode(task, sources)
-    outputs = decode_all(run, inputs, lengths, _BEAM.value, _ALPHA.value, _BATCH.value)
+    outputs = run.decode_ids(inputs, lengths, _BEAM.value, _ALPHA.value, _BATCH.value)
     hypotheses = task.detokenize(outputs)
     text = "".join(h + "\n" for h in hypotheses)
     if _OUTPUT.value:

@@ -55,6 +55,7 @@ TRAIN_KEYS = (
     "nonfinite",
     "best_metric",
     "early_stopping_patience",
+    "wandb_project",
 )
 
 
@@ -417,6 +418,12 @@ def _validate_train(train: ml_collections.ConfigDict) -> None:
             f"must be one of {list(tbptt.UPDATES)}",
         )
     _validate_best_metric(train)
+    _require(
+        isinstance(train.get("wandb_project", ""), str),
+        "config.train.wandb_project",
+        train.get("wandb_project"),
+        "must be a W&B project name, or '' (no W&B logging)",
+    )
     # A resumed run starts logging at a checkpoint; on a log boundary its
     # averaged metrics match those of an uninterrupted run.
     _require(

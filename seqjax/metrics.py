@@ -129,6 +129,42 @@ class MetricsWriter:
         self._tensorboard.close()
 
 
+class WandbRun:
+    """A Weights & Biases mirror of one run's metrics (config.train.wandb_project
+    set): every metrics.jsonl line logged at its step, the resolved config,
+    and the final metrics as the run summary. W&B's own environment
+    variables choose the rest (WANDB_MODE=offline, WANDB_ENTITY, ...). The run
+    id is kept in run_info.json, so a resumed run continues the same W&B run
+    (steps it logs again after its checkpoint are dropped by W&B; they hold
+    the same values)."""
+
+    def __init__(self, workdir: str, project: str, config: Mapping[str, Any], run_id: str):
+        try:
+            import wandb
+        except ImportError as error:
+            raise ImportError(
+                f"config.train.wandb_project={project!r} needs the wandb package: pip install 'seqjax[wandb]', "
+                "or set config.train.wandb_project='' to log without it"
+            ) from error
+        self.run = wandb.init(
+            project=project,
+            dir=workdir,
+            id=run_id,
+            name=os.path.basename(os.path.normpath(workdir)),
+            config=dict(config),
+            resume="allow",
+            reinit="create_new",  # the runs of a vmap group are open together
+        )
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        self.run.log({k: v for k, v in record.items() if k != "step"}, step=int(record["step"]))
+
+    def finish(self, final: Mapping[str, Any] | None = None, exit_code: int = 0) -> None:
+        if final is not None:
+            self.run.summary.update(dict(final))
+        self.run.finish(exit_code=exit_code)
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'model': {'cell': 'lstm'}} -> {'model.cell': 'lstm'}."""
     flat = {}

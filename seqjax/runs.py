@@ -13,8 +13,8 @@ What `predict` takes and returns is the task's (`Task.encode_raw`,
 whitespace-separated strings) for taggers ({'tags': [...]}), windows of raw
 values for forecasting (forecasts in the series' units), and the model's own
 input arrays for the synthetic tasks (its outputs). Translation runs
-translate with `experiments.translate`, language models generate with
-`experiments.sample`.
+translate (`run.translate(["Ein Hund läuft."], beam_size=4)`), language
+models continue a prompt (`run.generate("ROMEO:", length=200)`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from seqjax import checkpoint as checkpoint_lib
-from seqjax import metrics, training
+from seqjax import decoding, metrics, tasks, training
+from seqjax.nn import transformer
+from seqjax.tasks import translation
 
 CHECKPOINTS = ("latest", "best")
 
@@ -70,6 +73,80 @@ class Run:
             outputs = self._apply(self.variables, batch["inputs"], batch["lengths"])
             described += task.describe(np.asarray(jax.device_get(outputs)), batch)
         return described
+
+    def translate(
+        self, texts: Sequence[str], beam_size: int = 0, alpha: float = 0.6, batch_size: int = 64
+    ) -> list[str]:
+        """The translation of each source text: greedy (beam_size 0) or beam
+        search with the GNMT length penalty `alpha`."""
+        task = self._text_source_task()
+        inputs, lengths, _ = task.encode_texts(texts)
+        return task.detokenize(self.decode_ids(inputs, lengths, beam_size, alpha, batch_size))
+
+    def decode_ids(
+        self, inputs: np.ndarray, lengths: np.ndarray, beam_size: int = 0, alpha: float = 0.6, batch_size: int = 64
+    ) -> np.ndarray:
+        """Output ids [N, max_len] of encoded sources (ids [N, S], lengths
+        [N]), `batch_size` at a time. The last batch is filled up with copies
+        of its last row, so every batch has one shape and the search compiles once."""
+        task = self._text_source_task()
+        if beam_size < 0 or batch_size < 1:
+            raise ValueError(f"beam_size must be >= 0 and batch_size >= 1, got {beam_size} and {batch_size}")
+        search = jax.jit(
+            lambda p, x, n: translation.generate(
+                self.trainer.model, p, x, n, max_len=task.target_len, beam_size=beam_size, alpha=alpha
+            )
+        )
+        outputs, batch_size = [], min(batch_size, len(inputs))
+        for start in range(0, len(inputs), batch_size):
+            rows = np.arange(start, start + batch_size).clip(max=len(inputs) - 1)
+            tokens = search(self.params, inputs[rows], lengths[rows])
+            outputs.append(np.asarray(jax.device_get(tokens))[: len(inputs) - start])
+        return np.concatenate(outputs)
+
+    def _text_source_task(self):
+        task = self.trainer.task
+        if not isinstance(task, tasks.TEXT_SOURCE_TASKS):
+            raise ValueError(f"the run trained {type(task).__name__}, not a translation task: it cannot translate")
+        return task
+
+    def generate(
+        self,
+        prompt: str,
+        length: int,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        num_samples: int = 1,
+        seed: int = 0,
+    ) -> list[str]:
+        """`num_samples` continuations of `prompt` by a language model, each
+        `length` tokens (temperature 0: greedy). Recurrent LMs carry their
+        state through any length; Transformer LMs decode with a KV cache over
+        windows of the training length (seqjax.decoding.generate_windowed)."""
+        tokenizer, model = getattr(self.trainer.task, "tokenizer", None), self.trainer.model
+        if self.trainer.task.head != "per_step" or tokenizer is None:
+            raise ValueError(
+                f"the run trained task {self.config.task.name!r}, not a language model: it cannot generate"
+            )
+        prompt_ids = tokenizer.encode(prompt)
+        if not prompt_ids:
+            raise ValueError(f"the prompt {prompt!r} has no tokens the model knows")
+        tokens = jnp.tile(jnp.asarray(prompt_ids, jnp.int32)[None], (num_samples, 1))
+        rng, sampling = jax.random.key(seed), dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        if isinstance(model, transformer.TransformerLM):
+            context = self.config.data.get("seq_len", 0) or model.config.max_len
+            prefill, tokens_to_logits = transformer.lm_decoder(model, self.variables, context)
+            generated = decoding.generate_windowed(
+                jax.jit(prefill), tokens_to_logits, tokens, length, context, rng, **sampling
+            )
+        else:
+            prefill, tokens_to_logits = decoding.recurrent_decoder(model, self.params)
+            generate = jax.jit(
+                lambda cache, first, key: decoding.decode(tokens_to_logits, cache, first, length, key, **sampling)[0]
+            )
+            generated = generate(prefill(tokens), tokens[:, -1], rng)
+        return tokenizer.decode_batch(jax.device_get(generated))
 
 
 def load_run(run_dir: str, checkpoint: str = "latest") -> Run:

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -601,6 +602,7 @@ class RunFiles:
         self.workdir, self.config = workdir, config
         self.active = parallel.is_writer()
         self.writer: metrics.MetricsWriter | None = None
+        self.wandb: metrics.WandbRun | None = None
         if not self.active:
             return
         task.save_assets(workdir)
@@ -612,16 +614,24 @@ class RunFiles:
             self.run_info.begin(self.config.seed, start_step)
             self.writer = metrics.MetricsWriter(self.workdir, resume_step=start_step)
             self.writer.config(self.config.to_dict())
+            project = self.config.train.get("wandb_project", "")
+            if project:
+                run_id = self.run_info.info.setdefault("wandb_id", uuid.uuid4().hex[:12])
+                self.wandb = metrics.WandbRun(self.workdir, project, self.config.to_dict(), run_id)
 
     def log(self, step: int, scalars: Metrics, prefix: str = "") -> None:
         """A metrics.jsonl line (and TensorBoard scalars)."""
         if self.active:
-            self.writer.write(step, scalars, prefix=prefix)
+            record = self.writer.write(step, scalars, prefix=prefix)
+            if self.wandb is not None:
+                self.wandb.log(record)
 
     def stopped(self, preempted: Preempted, seconds: float) -> None:
         """run_info.json records the attempt's end: the step and the signal."""
         if self.active:
             self.writer.close()
+            if self.wandb is not None:
+                self.wandb.finish(exit_code=PREEMPTED_EXIT_CODE)
             self.run_info.end(seconds, status="preempted", stopped_at_step=preempted.step,
                               signal=signal.Signals(preempted.signum).name)  # fmt: skip
 
@@ -629,9 +639,12 @@ class RunFiles:
         """The final line, final_metrics.json, and run_info.json (wall time: this run's share of the group's)."""
         if not self.active:
             return
-        self.writer.write(final["step"], final)
+        record = self.writer.write(final["step"], final)
         self.writer.hparams(self.config.to_dict(), final)
         self.writer.close()
+        if self.wandb is not None:
+            self.wandb.log(record)
+            self.wandb.finish(final)
         metrics.write_json_atomic(os.path.join(self.workdir, "final_metrics.json"), final)
         if group is not None:
             self.run_info.info["vmap_group"] = group
@@ -649,6 +662,8 @@ class RunInfo:
             "wall_time_s": previous.get("wall_time_s", 0.0),
             "status": "running",
         }
+        if "wandb_id" in previous:  # every start of the run logs to the same W&B run
+            self.info["wandb_id"] = previous["wandb_id"]
 
     def begin(self, seed: int, start_step: int) -> None:
         self.info.update(seed=seed, **provenance.collect())

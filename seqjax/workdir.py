@@ -48,9 +48,10 @@ RESUMABLE_KEYS = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.progress",
+    "train.wandb_project",
 )
 # Keys added after runs were recorded, with the value that means "as before".
-ADDED_KEYS = {"train.best_metric": "", "train.early_stopping_patience": 0}
+ADDED_KEYS = {"train.best_metric": "", "train.early_stopping_patience": 0, "train.wandb_project": ""}
 _ABSENT = "(absent)"
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 

@@ -16,7 +16,7 @@ import pytest
 
 from configs import multi30k
 from seqjax import config as config_lib
-from seqjax import tasks, training
+from seqjax import runs, tasks, training
 from seqjax.data.tokenizers import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 from seqjax.nn import transformer
 from seqjax.tasks import parallel, translation
@@ -311,6 +311,10 @@ def test_translate_script_writes_hypotheses_scores_references_and_plots_alignmen
         "translate", [f"--run_dir={workdir}", "--batch_size=3"], stdin=(tmp_path / "de.txt").read_text(encoding="utf-8")
     )
     assert out.splitlines() == hypotheses
+    run = runs.load_run(str(workdir))  # the Python API translates as the command does
+    assert run.translate(sources, batch_size=2) == hypotheses
+    with pytest.raises(ValueError, match=r"^the run trained \w+, an encoder-decoder: translate with"):
+        run.predict(sources)
     with pytest.raises(app.UsageError, match="source 0 is empty"):
         run_experiment("translate", [f"--run_dir={workdir}", "--source= "])
     (tmp_path / "two.txt").write_text("a\nb\n")

@@ -6,6 +6,7 @@ import glob
 import json
 import math
 import re
+import struct
 import subprocess
 import sys
 
@@ -89,3 +90,84 @@ def test_preparing_a_dataset_prints_nothing_on_stdout(tmp_path, capsys):
     load_source("local/classification", "train", paths=str(tmp_path / "train.tsv"), data_dir=str(tmp_path / "tfds"))
     captured = capsys.readouterr()
     assert captured.out == "" and "Downloading and preparing" in captured.err
+
+
+# ---------------------------------------------------------------- Weights & Biases (offline)
+
+
+def wandb_records(path: str) -> list:
+    """The protobuf records of a W&B run file, read as W&B writes it: a
+    7-byte ':W&B' header, then 32 KiB blocks of records, each
+    checksum(4) length(2) type(1) + data (LevelDB's log format; a record
+    may span blocks as first/middle/last parts)."""
+    from wandb.proto import wandb_internal_pb2
+
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b":W&B", path
+    records, pending, offset, block = [], b"", 7, 32768
+    while offset + 7 <= len(data):
+        if block - offset % block < 7:  # a block's tail too short for a header is padding
+            offset += block - offset % block
+            continue
+        length, kind = struct.unpack("<HB", data[offset + 4 : offset + 7])
+        pending += data[offset + 7 : offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):  # a whole record, or its last part
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def wandb_history(run_dir) -> dict[int, dict]:
+    """{step: the values W&B logged at it} over every offline attempt of a run."""
+    rows = {}
+    for path in sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))):
+        for record in wandb_records(path):
+            if record.WhichOneof("record_type") == "history":
+                row = {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
+                }
+                rows.setdefault(row.get("_step", record.history.step.num), {}).update(row)
+    return rows
+
+
+@pytest.mark.slow
+def test_wandb_offline_mirrors_every_metrics_line_and_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    from seqjax import training
+    from tests.helpers import load_config
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = load_config("default", "smoke")
+    config.optimizer.update(schedule="constant", warmup_steps=0)  # so the run may be extended
+    config.train.update(wandb_project="seqjax-test", num_steps=10)
+    training.train_and_evaluate(config, str(tmp_path))
+    config.train.num_steps = 20  # a second start of the same run, as after a preemption
+    final = training.train_and_evaluate(config, str(tmp_path))
+    run_id = json.loads((tmp_path / "run_info.json").read_text())["wandb_id"]
+    attempts = sorted(glob.glob(str(tmp_path / "wandb" / "offline-run-*")))
+    assert len(attempts) == 2 and all(path.endswith("-" + run_id) for path in attempts)
+    history = wandb_history(tmp_path)
+    for record in logged(tmp_path):
+        if record["step"] == 10 and any(k.startswith("test_") for k in record):
+            continue  # the first start's final line, before the run was extended
+        assert {k: v for k, v in record.items() if k != "step"}.items() <= history[record["step"]].items()
+    assert history[20]["test_mse"] == final["test_mse"]
+    runs = [r for p in attempts for r in wandb_records(glob.glob(p + "/run-*.wandb")[0]) if r.HasField("run")]
+    config_items = {
+        item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in runs[-1].run.config.update
+    }
+    assert config_items["train"]["num_steps"] == 20 and runs[-1].run.project == "seqjax-test"
+
+
+def test_a_wandb_project_must_be_a_name():
+    from seqjax import config as config_lib
+    from tests.helpers import load_config
+
+    config = load_config("default", "smoke")
+    del config.train.wandb_project  # (a config file of its own could hold any type)
+    config.train.wandb_project = 3
+    with pytest.raises(config_lib.ConfigError, match=r"^bad value config.train.wandb_project=3: must be a W&B project"):
+        config_lib.validate(config)
