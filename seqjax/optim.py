@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from seqjax import embeddings
@@ -114,6 +115,14 @@ def build_optimizer(
         # after SKIP_LIMIT in a row the update goes through and the loop stops the run.
         return optax.apply_if_finite(optax.chain(*chain), max_consecutive_errors=SKIP_LIMIT)
     return optax.chain(*chain)
+
+
+def skipped_updates(opt_state: Any) -> np.ndarray | None:
+    """Per replica [R] (or [1]), the updates the `skip` policy has skipped so
+    far (optax.apply_if_finite's count), None without that policy."""
+    states = jax.tree.leaves(opt_state, is_leaf=lambda node: isinstance(node, optax.ApplyIfFiniteState))
+    found = [node for node in states if isinstance(node, optax.ApplyIfFiniteState)]
+    return None if not found else np.asarray(jax.device_get(found[0].total_notfinite)).reshape(-1)
 
 
 def base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:

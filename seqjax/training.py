@@ -228,11 +228,16 @@ class Trainer:
                 )
         return results
 
-    def learning_rates(self, step: int) -> list[float]:
+    def learning_rates(self, step: int, state: TrainState | None = None) -> list[float]:
         """Per replica, the learning rate of step `step`'s last update (its
-        own config's schedule: a replica with its own rate logs that rate)."""
+        own config's schedule: a replica with its own rate logs that rate).
+        Updates skipped for a non-finite gradient (config.train.nonfinite=
+        'skip', counted in `state`) do not advance the schedule."""
         update = step * self.strategy.updates_per_batch - 1
-        return [float(schedule(update)) for schedule in self.schedules]
+        skipped = optim.skipped_updates(state.opt_state) if state is not None else None
+        if skipped is None:
+            skipped = np.zeros(len(self.schedules), np.int64)
+        return [float(schedule(update - int(n))) for schedule, n in zip(self.schedules, skipped)]
 
     def final_metrics(self, state: TrainState) -> list[Metrics]:
         """Per replica, what the task measures once at the end beyond its
@@ -369,7 +374,7 @@ def _train_steps(
             guard.check(per_step, step - len(window) + 1)
             logged = trainer.window_means(per_step)
             rate = len(window) / (time.monotonic() - window_start)
-            for run_files, means, rate_r in zip(files, logged, trainer.learning_rates(step)):
+            for run_files, means, rate_r in zip(files, logged, trainer.learning_rates(step, state)):
                 run_files.log(step, dict(means, learning_rate=rate_r, steps_per_second=rate), prefix="train_")
             progress.update(step, {"loss": float(np.mean([means["loss"] for means in logged]))})
             window, window_start = [], time.monotonic()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -291,3 +292,26 @@ def test_sigterm_stops_at_the_next_logging_step_with_a_checkpoint_and_exit_75_an
     assert whole.returncode == 0, whole.stderr[-2000:]
     assert without_speed(logged(workdir)) == without_speed(logged(tmp_path / "whole"))
     assert resumed.stdout.splitlines()[-1] == whole.stdout.splitlines()[-1]
+
+
+def test_the_logged_learning_rate_does_not_count_skipped_updates():
+    config = smoke(nonfinite="skip")
+    config.optimizer.update(schedule="cosine", warmup_steps=0)  # a rate that changes every update
+    trainer = training.Trainer(config)
+    state = trainer.init_state()
+    assert optim.skipped_updates(state.opt_state).tolist() == [0]
+
+    def three_skipped(node):
+        if isinstance(node, optax.ApplyIfFiniteState):
+            return node._replace(total_notfinite=node.total_notfinite + 3)
+        return node
+
+    skipped = state.replace(
+        opt_state=jax.tree.map(
+            three_skipped, state.opt_state, is_leaf=lambda n: isinstance(n, optax.ApplyIfFiniteState)
+        )
+    )
+    schedule = trainer.schedules[0]
+    assert trainer.learning_rates(10, state) == [float(schedule(9))]
+    assert trainer.learning_rates(10, skipped) == [float(schedule(9 - 3))] != [float(schedule(9))]
+    assert optim.skipped_updates(training.Trainer(smoke()).init_state().opt_state) is None
