@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import command
-from seqjax import runs
+from seqjax import runs, tasks
 
 _RUN_DIR = command.define_run_dir("The trained run to predict with.")
 _INPUT = flags.DEFINE_string("input", "-", "File of inputs, one per line ('-': stdin).")
@@ -73,7 +73,7 @@ def main(argv):
         run = runs.load_run(_RUN_DIR.value, _CHECKPOINT.value)
     except FileNotFoundError as error:
         raise app.UsageError(str(error)) from error
-    inputs = parse_inputs(lines, takes_text=getattr(run.trainer.task, "tokenizer", None) is not None)
+    inputs = parse_inputs(lines, takes_text=isinstance(run.trainer.task, tasks.DatasetTask))
     try:
         predictions = run.predict(inputs, batch_size=_BATCH.value)
     except (TypeError, ValueError) as error:

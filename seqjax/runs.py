@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from seqjax import checkpoint as checkpoint_lib
-from seqjax import decoding, metrics, tasks, training
+from seqjax import decoding, metrics, steps, tasks, training
 from seqjax.nn import transformer
 from seqjax.tasks import translation
 
@@ -56,7 +56,7 @@ class Run:
         """The model's prediction for each raw input, as its task describes
         it (see the module docstring), `batch_size` inputs at a time."""
         task, model = self.trainer.task, self.trainer.model
-        if getattr(model, "batch_inputs", ()):
+        if model.batch_inputs:
             raise ValueError(
                 f"the run trained {type(model).__name__}, an encoder-decoder: translate with experiments.translate "
                 "(seqjax-translate) or decode with experiments.decode instead"
@@ -124,11 +124,12 @@ class Run:
         `length` tokens (temperature 0: greedy). Recurrent LMs carry their
         state through any length; Transformer LMs decode with a KV cache over
         windows of the training length (seqjax.decoding.generate_windowed)."""
-        tokenizer, model = getattr(self.trainer.task, "tokenizer", None), self.trainer.model
-        if self.trainer.task.head != "per_step" or tokenizer is None:
+        task, model = self.trainer.task, self.trainer.model
+        if task.head != "per_step" or not isinstance(task, tasks.DatasetTask) or task.tokenizer is None:
             raise ValueError(
                 f"the run trained task {self.config.task.name!r}, not a language model: it cannot generate"
             )
+        tokenizer = task.tokenizer
         prompt_ids = tokenizer.encode(prompt)
         if not prompt_ids:
             raise ValueError(f"the prompt {prompt!r} has no tokens the model knows")
@@ -161,19 +162,20 @@ def load_run(run_dir: str, checkpoint: str = "latest") -> Run:
         config = ml_collections.ConfigDict(json.load(f))
     trainer = training.Trainer(config, workdir=run_dir)
     if checkpoint == "best":
-        state = _best_state(trainer, run_dir)
+        state, step = _best_state(trainer, run_dir)
     else:
         ckpt = checkpoint_lib.Checkpointer([os.path.join(run_dir, "checkpoints")], 1, 1)
         if ckpt.latest_step() is None:
             raise FileNotFoundError(f"no checkpoint in {os.path.join(run_dir, 'checkpoints')}")
-        state = trainer.restore_or_init(ckpt)
+        state, step = trainer.restore_or_init(ckpt), ckpt.latest_step()
         ckpt.close()
     trainer.feeds.close()
     model_state = {} if state.batch_stats is None else {"batch_stats": state.batch_stats}
-    return Run(config, trainer, state.params, trainer.batches_done(state), model_state=model_state)
+    return Run(config, trainer, state.params, step, model_state=model_state)
 
 
-def _best_state(trainer: training.Trainer, run_dir: str):
+def _best_state(trainer: training.Trainer, run_dir: str) -> tuple[steps.TrainState, int]:
+    """The run's best kept state and the step it was kept at."""
     metric = trainer.config.train.get("best_metric", "")
     directory = os.path.join(run_dir, "best_checkpoint")
     if not metric or not os.path.isdir(directory):
@@ -185,8 +187,9 @@ def _best_state(trainer: training.Trainer, run_dir: str):
     best = checkpoint_lib.BestCheckpoint(
         [directory], name, metrics.metric_direction(metric, trainer.task.higher_is_better)
     )
-    if best.best()[0] is None:
+    kept = best.best()[0]
+    if kept is None:
         raise FileNotFoundError(f"no checkpoint in {directory}")
     state = trainer.restore_best(best)
     best.close()
-    return state
+    return state, kept[0]
