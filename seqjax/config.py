@@ -311,10 +311,25 @@ def _validate_model(model: ml_collections.ConfigDict) -> None:
     name = model.get("name")
     _require(name in models.names(), "config.model.name", name, f"must be one of {models.names()}")
     _check_keys("config.model", model, models.config_keys(name))
-    _check_positive_ints(model, "config.model", ("hidden_size", "num_layers", "embed_size", "unroll"))
-    _check_probabilities(model, "config.model", ("dropout_rate", "attention_dropout_rate"), upper_open=True)
+    _check_positive_ints(
+        model,
+        "config.model",
+        (
+            "hidden_size",
+            "num_layers",
+            "embed_size",
+            "unroll",
+            "char_embed_size",
+            "char_hidden_size",
+            "char_kernel_size",
+        ),
+    )
+    _check_probabilities(
+        model, "config.model", ("dropout_rate", "attention_dropout_rate", "word_dropout"), upper_open=True
+    )
     choices = {
         "cell": cells.cell_names(),
+        "char_encoder": models.CHAR_ENCODERS,
         "head": models.HEADS,
         "merge": recurrent.MERGES,
         "implementation": recurrent.IMPLEMENTATIONS,

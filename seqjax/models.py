@@ -14,8 +14,9 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from seqjax.nn import checks, heads, recurrent, seq2seq, transformer
-from seqjax.tasks import Task
+from seqjax.nn import chars, checks, heads, recurrent, seq2seq, tagger, transformer
+from seqjax.tasks import Task, tag_schemes
+from seqjax.tasks.tagging import TaggingTask
 from seqjax.tasks.translation import GenerationObjective
 
 # name -> (builder(model_config, task) -> module, the config.model keys it reads)
@@ -168,6 +169,87 @@ def recurrent_model(config: ml_collections.ConfigDict, task: Task) -> RecurrentM
         head=head,
         vocab_size=task.vocab_size,
         embed_size=config.get("embed_size", 64),
+    )
+
+
+TAGGER_KEYS = (
+    "cell",
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "merge",
+    "dropout_rate",
+    "implementation",
+    "unroll",
+    "forget_bias",
+    "embed_size",
+    "pretrained_embeddings",
+    "pretrained_format",
+    "freeze_embedding",
+    "freeze_embedding_steps",
+    "word_dropout",
+    "char_encoder",
+    "char_embed_size",
+    "char_hidden_size",
+    "char_kernel_size",
+    "crf",
+    "crf_constraints",
+)
+CHAR_ENCODERS = ("none",) + chars.ENCODERS
+
+
+@register("tagger", TAGGER_KEYS)
+def tagger_model(config: ml_collections.ConfigDict, task: Task) -> tagger.Tagger:
+    """A BiLSTM(-CRF) sequence tagger with optional character features and
+    word dropout (seqjax.nn.tagger; configs/conll_tagger.py sets every field)."""
+    if not isinstance(task, TaggingTask):
+        raise ValueError(f"config.model.name='tagger' tags tokens; task {type(task).__name__} is not a tagging task")
+    char_encoder = config.get("char_encoder", "none")
+    if char_encoder not in CHAR_ENCODERS:
+        raise ValueError(f"config.model.char_encoder must be one of {CHAR_ENCODERS}, got {char_encoder!r}")
+    if char_encoder != "none" and not task.char_vocab_size:
+        raise ValueError(
+            f"config.model.char_encoder={char_encoder!r} reads character ids: set config.data.max_word_len "
+            "(e.g. 20) so the task makes them"
+        )
+    constraints = None
+    if config.get("crf", False) and config.get("crf_constraints", True) and task.tag_scheme is not None:
+        constraints = tag_schemes.allowed_transitions(task.tag_names, task.tag_scheme)
+    cell = config.get("cell", "lstm")
+    stack = recurrent.RecurrentStack(
+        cell=cell,
+        hidden_size=config.hidden_size,
+        num_layers=config.get("num_layers", 1),
+        bidirectional=config.get("bidirectional", True),
+        merge=config.get("merge", "concat"),
+        dropout_rate=config.get("dropout_rate", 0.0),
+        implementation=config.get("implementation", "auto"),
+        unroll=config.get("unroll", 1),
+        cell_kwargs={"forget_bias": config.get("forget_bias", 1.0)} if cell == "lstm" else None,
+        parent=None,
+    )
+    encoder = None
+    if char_encoder != "none":
+        encoder = chars.CharEncoder(
+            kind=char_encoder,
+            vocab_size=task.char_vocab_size,
+            embed_size=config.get("char_embed_size", 25),
+            hidden_size=config.get("char_hidden_size", 25),
+            kernel_size=config.get("char_kernel_size", 3),
+            dropout_rate=config.get("dropout_rate", 0.0),
+            parent=None,
+        )
+    return tagger.Tagger(
+        stack=stack,
+        num_tags=task.output_size,
+        vocab_size=task.vocab_size,
+        embed_size=config.get("embed_size", 100),
+        unk_id=task.tokenizer.unk_id,
+        word_dropout=config.get("word_dropout", 0.0),
+        dropout_rate=config.get("dropout_rate", 0.0),
+        char_encoder=encoder,
+        use_crf=config.get("crf", False),
+        crf_constraints=constraints,
     )
 
 

@@ -56,7 +56,7 @@ class Run:
         """The model's prediction for each raw input, as its task describes
         it (see the module docstring), `batch_size` inputs at a time."""
         task, model = self.trainer.task, self.trainer.model
-        if model.batch_inputs:
+        if isinstance(task, translation.GenerationObjective):
             raise ValueError(
                 f"the run trained {type(model).__name__}, an encoder-decoder: translate with experiments.translate "
                 "(seqjax-translate) or decode with experiments.decode instead"
@@ -66,12 +66,15 @@ class Run:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if self._apply is None:
-            self._apply = jax.jit(lambda variables, x, n: model.apply(variables, x, n, deterministic=True))
+            self._apply = jax.jit(
+                lambda variables, x, n, extras: model.apply(variables, x, n, deterministic=True, **extras)
+            )
         described = []
         for start in range(0, len(items), batch_size):
             batch = task.encode_raw(items[start : start + batch_size])
-            outputs = self._apply(self.variables, batch["inputs"], batch["lengths"])
-            described += task.describe(np.asarray(jax.device_get(outputs)), batch)
+            extras = steps.model_kwargs(model, batch)  # e.g. a tagger's 'chars'
+            outputs = self._apply(self.variables, batch["inputs"], batch["lengths"], extras)
+            described += task.describe(jax.device_get(outputs), batch)
         return described
 
     def translate(

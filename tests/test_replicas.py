@@ -219,16 +219,18 @@ def assert_records_close(records, expected):
 def test_each_replica_of_every_task_kind_equals_its_sequential_run(kind, tmp_path, data_dir):
     # On CPU the group's program loops over unbatched replicas
     # (parallel.default_chunk_size), so a replica is its run alone, bit for
-    # bit. One exception: on these 8 devices the BatchNorm model's test
-    # evaluation differs in the last bit (1.6e-7 relative; its training
-    # matches exactly, and on one device everything does).
+    # bit. Two exceptions, in the last bit of evaluations on these 8
+    # devices: the BatchNorm model's test evaluation (1.6e-7 relative; its
+    # training matches exactly, and on one device everything does), and the
+    # CRF tagger with characters' evaluation loss (1.0e-7 relative; its
+    # training metrics match exactly, and with either part alone everything does).
     configs = [kind_config(kind, seed, data_dir) for seed in (0, 1)]
     group = training.train_replicas(configs, [str(tmp_path / "group0"), str(tmp_path / "group1")])
     for seed, final in zip((0, 1), group):
         expected = training.train_and_evaluate(configs[seed], str(tmp_path / f"seq{seed}"))
         group_logged = logged_without_speed(tmp_path / f"group{seed}")
         seq_logged = logged_without_speed(tmp_path / f"seq{seed}")
-        if kind == "batch_norm_classifier":
+        if kind in ("batch_norm_classifier", "tagging"):
             assert_records_close([final], [expected])
             assert_records_close(group_logged, seq_logged)
         else:

@@ -10,7 +10,8 @@ Viterbi the best sequence (`viterbi`), both as a `lax.scan` over time with
 variable lengths: a padded step leaves the forward scores untouched, so it
 changes nothing.
 
-Transitions a tag scheme forbids (e.g. O -> I-PER in IOB2, `allowed_transitions`)
+Transitions a tag scheme forbids (e.g. O -> I-PER in IOB2;
+seqjax.tasks.tag_schemes.allowed_transitions)
 get the score FORBIDDEN, a large finite negative number rather than -inf, so
 that the log-sum-exp and its gradient stay finite; their probability is then
 exp(-1e4) (zero in float32) and Viterbi never takes them while any allowed
@@ -19,8 +20,7 @@ path exists.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,6 @@ import numpy as np
 Array = jax.Array
 
 FORBIDDEN = -1e4  # the score added to a transition the tag scheme forbids
-SCHEMES = ("IOB1", "IOB2", "IOBES")
 
 
 def _step_mask(lengths: Array, time: int) -> Array:
@@ -107,73 +106,56 @@ def viterbi(emissions: Array, lengths: Array, transitions: Array, start: Array, 
     return jnp.where(mask, tags, 0), final.max(axis=1)
 
 
-def allowed_transitions(tag_names: Sequence[str], scheme: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(transitions [K, K], start [K], end [K]) booleans: what the tag scheme
-    allows. IOB2: I-X only after B-X or I-X, and not first. IOBES: also B-X
-    and I-X only before I-X or E-X, E-X and S-X only where a chunk may start,
-    and a sentence ends in O, E- or S-. IOB1: I-X may open a chunk, so
-    every transition is allowed (B-X only separates two chunks of type X)."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"tag scheme must be one of {SCHEMES}, got {scheme!r}")
-    parsed = [_split_tag(name) for name in tag_names]
-    size = len(parsed)
-    transitions, start, end = np.ones((size, size), bool), np.ones(size, bool), np.ones(size, bool)
-    if scheme == "IOB1":
-        return transitions, start, end
-    inside = ("I",) if scheme == "IOB2" else ("I", "E")  # prefixes that continue a chunk
-    for j, (prefix, kind) in enumerate(parsed):
-        if prefix in inside:
-            start[j] = False
-            for i, (before, before_kind) in enumerate(parsed):
-                transitions[i, j] = before in ("B", "I") and before_kind == kind
-    if scheme == "IOBES":
-        for i, (prefix, kind) in enumerate(parsed):
-            if prefix in ("B", "I"):  # an open chunk must continue
-                end[i] = False
-                for j, (after, after_kind) in enumerate(parsed):
-                    transitions[i, j] = after in ("I", "E") and after_kind == kind
-    return transitions, start, end
+@flax.struct.dataclass
+class Scores:
+    """A CRF's output: everything its loss and decoding need, as one pytree
+    a model returns in place of per-step logits.
 
+    emissions [B, T, K], transitions [K, K], start [K], end [K] (forbidden
+    moves already at FORBIDDEN).
+    """
 
-def _split_tag(tag: str) -> tuple[str, str]:
-    """'B-PER' -> ('B', 'PER'); 'O' -> ('O', '') (the same reading as seqjax.tasks.entities)."""
-    prefix, _, kind = tag.partition("-")
-    if tag != "O" and (prefix not in ("B", "I", "E", "S") or not kind):
-        raise ValueError(f"bad tag {tag!r}: expected 'O' or B-/I-/E-/S- + a type, e.g. 'B-PER'")
-    return (prefix, kind) if tag != "O" else ("O", "")
+    emissions: Array
+    transitions: Array
+    start: Array
+    end: Array
+
+    def negative_log_likelihood(self, tags: Array, lengths: Array) -> Array:
+        """-log p(tags | x) per sentence [B]."""
+        return negative_log_likelihood(self.emissions, tags, lengths, self.transitions, self.start, self.end)
+
+    def decode(self, lengths: Array) -> tuple[Array, Array]:
+        """Viterbi: ([B, T] best tags, 0 beyond each length; [B] their scores)."""
+        return viterbi(self.emissions, lengths, self.transitions, self.start, self.end)
 
 
 class CRF(nn.Module):
-    """The CRF's parameters and its three operations on emission scores.
+    """The CRF's parameters (transition, start and end scores, initialised
+    at zero), paired with emission scores.
 
     Attributes:
       num_tags: K.
       constraints: optional (transitions [K, K], start [K], end [K]) booleans
-        from `allowed_transitions`; forbidden ones score FORBIDDEN.
+        (seqjax.tasks.tag_schemes.allowed_transitions); forbidden ones
+        score FORBIDDEN.
     """
 
     num_tags: int
     constraints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def setup(self):
+    @nn.compact
+    def __call__(self, emissions: Array) -> Scores:
+        """emissions [B, T, K] -> Scores."""
+        if emissions.shape[-1] != self.num_tags:
+            raise ValueError(f"emissions have {emissions.shape[-1]} tags per step, the CRF {self.num_tags}")
         init = nn.initializers.zeros
-        self.transitions = self.param("transitions", init, (self.num_tags, self.num_tags))
-        self.start = self.param("start", init, (self.num_tags,))
-        self.end = self.param("end", init, (self.num_tags,))
-
-    def scores(self) -> tuple[Array, Array, Array]:
-        """(transitions, start, end) with the forbidden ones set to FORBIDDEN."""
-        if self.constraints is None:
-            return self.transitions, self.start, self.end
-        return tuple(
-            jnp.where(jnp.asarray(allowed), score, FORBIDDEN)
-            for allowed, score in zip(self.constraints, (self.transitions, self.start, self.end))
-        )
-
-    def __call__(self, emissions: Array, tags: Array, lengths: Array) -> Array:
-        """-log p(tags | emissions) per sentence [B]."""
-        return negative_log_likelihood(emissions, tags, lengths, *self.scores())
-
-    def decode(self, emissions: Array, lengths: Array) -> tuple[Array, Array]:
-        """Viterbi: ([B, T] best tags, [B] their scores)."""
-        return viterbi(emissions, lengths, *self.scores())
+        scores = [
+            self.param("transitions", init, (self.num_tags, self.num_tags)),
+            self.param("start", init, (self.num_tags,)),
+            self.param("end", init, (self.num_tags,)),
+        ]
+        if self.constraints is not None:
+            scores = [
+                jnp.where(jnp.asarray(allowed), score, FORBIDDEN) for allowed, score in zip(self.constraints, scores)
+            ]
+        return Scores(emissions, *scores)

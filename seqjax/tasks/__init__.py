@@ -14,7 +14,8 @@ from seqjax.tasks.dataset import DatasetTask
 from seqjax.tasks.forecasting import ForecastTask
 from seqjax.tasks.parallel import ParallelTranslationTask
 from seqjax.tasks.synthetic import AddingTask, CopyTask
-from seqjax.tasks.text import ClassificationTask, LanguageModelTask, TaggingTask
+from seqjax.tasks.tagging import TaggingTask
+from seqjax.tasks.text import ClassificationTask, LanguageModelTask
 from seqjax.tasks.translation import CaptioningTask, TranslationTask
 
 _REGISTRY: dict[str, type[Task]] = {}

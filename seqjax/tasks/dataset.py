@@ -54,6 +54,9 @@ DATA_KEYS = (
     "seq_len",
     "worker_count",
     "tokenizer_path",
+    "tag_scheme",  # the tagging task's (seqjax/tasks/tagging.py)
+    "convert_tags_to",
+    "max_word_len",
 )
 TOKENIZERS = ("word", "char", "subword")
 DEFAULT_SPLITS = {"train": "train", "eval": "validation", "test": "test"}

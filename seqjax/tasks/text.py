@@ -1,5 +1,5 @@
-"""Tasks on real text: sentiment classification (many-to-one), language
-modelling, sequence tagging (synchronous many-to-many). Each is a
+"""Tasks on real text: sentiment classification (many-to-one) and language
+modelling (sequence tagging is in seqjax.tasks.tagging). Each is a
 `seqjax.tasks.dataset.DatasetTask`.
 
 The dataset, tokenizer and batching keys of `config.data` are described in
@@ -8,7 +8,6 @@ seqjax/tasks/dataset.py.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -17,7 +16,6 @@ from absl import logging
 from seqjax.data import loader as loader_lib
 from seqjax.data import sequence as sequence_lib
 from seqjax.data import tokenizers
-from seqjax.tasks import entities
 from seqjax.tasks.dataset import DEFAULT_SPLITS, DatasetTask, as_text
 
 
@@ -117,7 +115,7 @@ class ClassificationTask(DatasetTask):
             if not isinstance(item, str):
                 raise TypeError(f"input {index} is a {type(item).__name__}; {type(self).__name__} predicts on texts")
         ids = [self.tokenizer.encode(text) or [self.tokenizer.unk_id or 0] for text in items]
-        return _padded(ids)
+        return padded(ids)
 
     def describe(self, outputs, batch):
         """{'label', 'label_id', 'probabilities'} per text."""
@@ -214,129 +212,7 @@ class LanguageModelTask(DatasetTask):
         return metrics
 
 
-class EncodeTokens:
-    """Preprocess for tagging: one id per token (the word tokenizer on the
-    token list, so words are never re-split) and the tag ids."""
-
-    def __init__(self, tokenizer, tokens_key: str, tags_key: str):
-        self.tokenizer, self.tokens_key, self.tags_key = tokenizer, tokens_key, tags_key
-
-    def __call__(self, example):
-        words = [as_text(w) for w in example[self.tokens_key]]
-        ids = [self._word_id(w) for w in words]
-        tags = np.asarray(example[self.tags_key], np.int32)
-        if len(tags) != len(ids):
-            raise ValueError(f"an example has {len(ids)} tokens but {len(tags)} tags")
-        return {"inputs": np.asarray(ids, np.int32), "targets": tags}
-
-    def _word_id(self, word: str) -> int:
-        ids = self.tokenizer.encode([word])
-        return ids[0] if ids else self.tokenizer.unk_id
-
-
-class TaggingTask(DatasetTask):
-    """Per-token tag prediction (NER, POS): CE over tags with padding masked.
-    Metrics: loss, token accuracy, and at evaluation entity-level precision,
-    recall and F1 (seqjax.tasks.entities: BIO / IOB1 / IOBES chunks).
-
-    config.data.text_key / tags_key name the token and tag sequences
-    (defaults 'tokens' and 'tags'; TFDS conll2003 calls the tags 'ner').
-    """
-
-    head = "per_step"
-    config_keys = ()
-    feature_keys = {"text_key": "tokens", "tags_key": "tags"}
-    higher_is_better = {"f1": True}
-
-    def training_texts(self):
-        # Word lists: the tokenizer counts tokens as given.
-        key = self.data.get("text_key", "tokens")
-        source = self.source("train")
-        return [[as_text(w) for w in source[i][key]] for i in range(len(source))]
-
-    def fit_tokenizer(self):
-        if self.data.get("tokenizer", "word") != "word":
-            raise ValueError("the tagging task needs config.data.tokenizer='word' (one id per token)")
-        vocab = self.data.get("vocab_size", 0) or None
-        return tokenizers.WordTokenizer(
-            num_words=vocab, lower=self.data.get("lower", False), filters="", oov_token=tokenizers.UNK
-        ).fit_on_texts(self.training_texts())
-
-    def setup(self, workdir):
-        super().setup(workdir)
-        self.tag_names = list(self.source_info().features[self.data.get("tags_key", "tags")].feature.names)
-        self.output_size = len(self.tag_names)
-
-    def loader(self, split, batch_size, train, seed):
-        preprocess = EncodeTokens(
-            self.tokenizer, self.data.get("text_key", "tokens"), self.data.get("tags_key", "tags")
-        )
-        return loader_lib.make_loader(
-            self.source(split),
-            preprocess,
-            batch_size=batch_size,
-            train=train,
-            batching=self._batching(),
-            seed=seed,
-            sequence_keys=("inputs", "targets"),
-            worker_count=self.data.get("worker_count", 0),
-        )
-
-    def encode_raw(self, items):
-        """Sentences (token lists, or strings split at whitespace) -> one id per token."""
-        sentences = []
-        for index, item in enumerate(items):
-            tokens = item.split() if isinstance(item, str) else list(item)
-            if not tokens or not all(isinstance(token, str) for token in tokens):
-                raise ValueError(f"input {index} ({item!r}): give a sentence as a string or a list of token strings")
-            sentences.append(tokens)
-        encode = EncodeTokens(self.tokenizer, "tokens", "tags")
-        return _padded([[encode._word_id(token) for token in tokens] for tokens in sentences])
-
-    def describe(self, outputs, batch):
-        """{'tags'} per sentence: one tag name per token."""
-        predicted = outputs.argmax(-1)
-        return [
-            {"tags": [self.tag_names[t] for t in predicted[i, :length]]} for i, length in enumerate(batch["lengths"])
-        ]
-
-    def _token_mask(self, batch):
-        time = batch["inputs"].shape[1]
-        mask = (jnp.arange(time)[None, :] < batch["lengths"][:, None]).astype(jnp.float32)
-        return mask * batch.get("weights", jnp.ones(mask.shape[:1]))[:, None]
-
-    def metric_sums(self, predictions, batch):
-        """predictions [B, T, num_tags] logits."""
-        mask = self._token_mask(batch)
-        xent = optax.softmax_cross_entropy_with_integer_labels(predictions, batch["targets"]) * mask
-        hits = (predictions.argmax(-1) == batch["targets"]) * mask
-        return {"loss": (xent.sum(), mask.sum()), "token_accuracy": (hits.sum(), mask.sum())}
-
-    def collect(self, predictions, batch):
-        """What evaluation keeps per batch for the corpus-level F1."""
-        return {
-            "predicted": predictions.argmax(-1),
-            "targets": batch["targets"],
-            "lengths": batch["lengths"],
-            "weights": batch["weights"],
-        }
-
-    def corpus_metrics(self, collected: list[dict]) -> dict[str, float]:
-        """Entity precision / recall / F1 over every real sentence (none when
-        the tags are not chunk tags, e.g. part-of-speech tags)."""
-        if not all(t == "O" or t[:2] in ("B-", "I-", "E-", "S-") for t in self.tag_names):
-            return {}
-        gold, predicted = [], []
-        for part in jax.device_get(collected):
-            for row in np.flatnonzero(part["weights"] > 0):
-                length = int(part["lengths"][row])
-                gold.append([self.tag_names[t] for t in part["targets"][row, :length]])
-                predicted.append([self.tag_names[t] for t in part["predicted"][row, :length]])
-        scores = entities.entity_scores(gold, predicted)
-        return {k: float(scores[k]) for k in ("precision", "recall", "f1")}
-
-
-def _padded(ids: list[list[int]]) -> dict[str, np.ndarray]:
+def padded(ids: list[list[int]]) -> dict[str, np.ndarray]:
     """{'inputs' [N, T] ids padded after, 'lengths' [N]}."""
     inputs = sequence_lib.pad_sequences(ids, dtype="int32", padding="post")
     return {"inputs": inputs, "lengths": np.asarray([len(row) for row in ids], np.int32)}

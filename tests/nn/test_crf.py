@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from seqjax.nn import crf
+from seqjax.tasks import tag_schemes
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -97,37 +98,18 @@ def test_gradients_equal_finite_differences_and_emission_gradients_are_marginals
         np.testing.assert_allclose(np.asarray(marginals).sum(-1), expected, atol=1e-12)
 
 
-def test_iob2_and_iobes_constraints():
-    moves, first, last = crf.allowed_transitions(TAGS, "IOB2")
-    index = {tag: i for i, tag in enumerate(TAGS)}
-    assert not moves[index["O"], index["I-PER"]] and not moves[index["B-LOC"], index["I-PER"]]
-    assert moves[index["B-PER"], index["I-PER"]] and moves[index["I-PER"], index["I-PER"]]
-    assert moves[index["I-PER"], index["B-LOC"]] and moves[index["O"], index["B-PER"]]
-    assert not first[index["I-LOC"]] and first[index["B-LOC"]] and last.all()
-    assert np.array_equal(crf.allowed_transitions(TAGS, "IOB1")[0], np.ones((5, 5), bool))
-    iobes = ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
-    moves, first, last = crf.allowed_transitions(iobes, "IOBES")
-    i = {tag: n for n, tag in enumerate(iobes)}
-    assert moves[i["B-PER"], i["E-PER"]] and not moves[i["B-PER"], i["O"]] and not moves[i["E-PER"], i["I-PER"]]
-    assert moves[i["E-PER"], i["S-PER"]] and not first[i["E-PER"]] and first[i["S-PER"]]
-    assert list(last) == [True, False, False, True, True]
-    with pytest.raises(ValueError, match=r"^tag scheme must be one of \('IOB1', 'IOB2', 'IOBES'\), got 'BIO'$"):
-        crf.allowed_transitions(TAGS, "BIO")
-    with pytest.raises(ValueError, match=r"^bad tag 'PER': expected 'O' or B-/I-/E-/S- \+ a type"):
-        crf.allowed_transitions(["O", "PER"], "IOB2")
-
-
 def test_a_constrained_crf_decodes_the_best_allowed_path_even_against_the_emissions():
     rng = np.random.default_rng(5)
     emissions = rng.normal(size=(2, 4, len(TAGS))).astype(np.float32)
     emissions[:, :, TAGS.index("I-PER")] += 5.0  # unconstrained, every step would be I-PER
     lengths = np.array([4, 3], np.int32)
-    model = crf.CRF(len(TAGS), constraints=crf.allowed_transitions(TAGS, "IOB2"))
-    variables = model.init(jax.random.key(0), emissions, np.zeros((2, 4), np.int32), lengths)
+    allowed = tag_schemes.allowed_transitions(TAGS, "IOB2")
+    model = crf.CRF(len(TAGS), constraints=allowed)
+    variables = model.init(jax.random.key(0), emissions)
     variables = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), variables)
-    tags, score = model.apply(variables, emissions, lengths, method=crf.CRF.decode)
+    crf_scores = model.apply(variables, emissions)
+    tags, score = crf_scores.decode(lengths)
     params = variables["params"]
-    allowed = crf.allowed_transitions(TAGS, "IOB2")
     for b, length in enumerate(lengths):
         scores = brute_force(emissions[b], length, np.asarray(params["transitions"]), np.asarray(params["start"]),
                              np.asarray(params["end"]), allowed)  # fmt: skip
@@ -136,7 +118,7 @@ def test_a_constrained_crf_decodes_the_best_allowed_path_even_against_the_emissi
         assert float(score[b]) == pytest.approx(scores[path], abs=1e-4)
     # The loss of the module is the functional NLL with the forbidden scores in place.
     gold = np.array([[1, 2, 0, 3], [3, 4, 4, 0]], np.int32)
-    nll = model.apply(variables, emissions, gold, lengths)
+    nll = crf_scores.negative_log_likelihood(gold, lengths)
     constrained = [jnp.where(a, s, crf.FORBIDDEN) for a, s in zip(allowed, (params["transitions"], params["start"],
                                                                            params["end"]))]  # fmt: skip
     np.testing.assert_allclose(nll, crf.negative_log_likelihood(emissions, gold, lengths, *constrained), rtol=1e-6)

@@ -1,0 +1,286 @@
+"""Sequence tagging (synchronous many-to-many): named entities, chunks and
+part-of-speech tags, one tag per token.
+
+config.data keys the task reads besides the common ones (seqjax/tasks/dataset.py):
+
+- text_key / tags_key: the token and tag sequences ('tokens', 'tags'; TFDS
+  conll2003 calls the NER tags 'ner'). For CoNLL column files the column is
+  config.data.source.tag_column (CoNLL-2003: 1 POS, 2 chunk, -1 NER).
+- tag_scheme: the scheme of the files' chunk tags, 'auto' (detected from
+  the training tags) or one of IOB1, IOB2, IOBES: a declared scheme the
+  training file breaks is an error naming the sentence.
+- convert_tags_to: '' (train on the tags as they are) or a scheme to
+  rewrite every sentence's tags in on reading (e.g. 'IOBES'); chunks, and
+  so entity scores, are unchanged, and predictions are described in the
+  files' scheme.
+- max_word_len: 0, or the characters per token to give the model as
+  'chars' [B, T, max_word_len] ids (a longer word keeps its first and last
+  max_word_len / 2 characters: prefixes and suffixes both carry meaning).
+
+Tags that are not chunk tags (part-of-speech) are scored by token accuracy
+only; chunk tags also by entity precision / recall / F1 the conlleval way
+(seqjax.tasks.entities). A model may return per-token logits [B, T, K] or
+the scores of a linear-chain CRF (seqjax.nn.crf.Scores): the loss is then
+the CRF's negative log-likelihood per token and predictions are its Viterbi
+paths.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from seqjax.data import loader as loader_lib
+from seqjax.data import tokenizers
+from seqjax.nn import crf
+from seqjax.tasks import entities, tag_schemes
+from seqjax.tasks.dataset import DatasetTask, as_text
+from seqjax.tasks.text import padded
+
+CHAR_TOKENIZER_FILE = "char_tokenizer.json"
+
+
+class WordFeatures:
+    """A sentence's words -> {'inputs' [T] word ids, and with max_word_len
+    > 0 'chars' [T, max_word_len] character ids, 0-padded}."""
+
+    def __init__(self, words: tokenizers.Tokenizer, chars: tokenizers.Tokenizer | None, max_word_len: int):
+        self.words, self.chars, self.max_word_len = words, chars, max_word_len
+
+    def word_id(self, word: str) -> int:
+        ids = self.words.encode([word])
+        return ids[0] if ids else self.words.unk_id
+
+    def char_ids(self, word: str) -> list[int]:
+        ids, width = self.chars.encode(word), self.max_word_len
+        return ids if len(ids) <= width else ids[: (width + 1) // 2] + ids[len(ids) - width // 2 :]
+
+    def __call__(self, words: Sequence[str]) -> dict[str, np.ndarray]:
+        features = {"inputs": np.asarray([self.word_id(w) for w in words], np.int32)}
+        if self.chars is not None:
+            chars = np.zeros((len(words), self.max_word_len), np.int32)
+            for position, word in enumerate(words):
+                ids = self.char_ids(word)
+                chars[position, : len(ids)] = ids
+            features["chars"] = chars
+        return features
+
+
+class TagConversion:
+    """Tag ids of the files' scheme -> tag ids of the training scheme, one
+    sentence at a time (a tag's new prefix depends on its neighbours)."""
+
+    def __init__(self, source_names: Sequence[str], scheme: str, target_names: Sequence[str]):
+        self.source_names, self.scheme = list(source_names), scheme
+        self.target_ids = {name: i for i, name in enumerate(target_names)}
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        converted = tag_schemes.convert([self.source_names[i] for i in ids], self.scheme)
+        return np.asarray([self.target_ids[t] for t in converted], np.int32)
+
+
+class EncodeTokens:
+    """Preprocess: a sentence's word (and character) ids and its tag ids."""
+
+    def __init__(self, features: WordFeatures, tokens_key: str, tags_key: str, conversion: TagConversion | None):
+        self.features, self.tokens_key, self.tags_key, self.conversion = features, tokens_key, tags_key, conversion
+
+    def __call__(self, example):
+        encoded = self.features([as_text(w) for w in example[self.tokens_key]])
+        tags = np.asarray(example[self.tags_key], np.int32)
+        if len(tags) != len(encoded["inputs"]):
+            raise ValueError(f"an example has {len(encoded['inputs'])} tokens but {len(tags)} tags")
+        return {**encoded, "targets": tags if self.conversion is None else self.conversion(tags)}
+
+
+class TaggingTask(DatasetTask):
+    """Per-token tag prediction (NER, chunking, POS): see the module docstring.
+
+    After `setup`: tag_names (the training scheme's, id order),
+    source_tag_names (the files'), tag_scheme (the training scheme; None for
+    tags that are not chunk tags), char_vocab_size (0 without characters).
+    """
+
+    head = "per_step"
+    config_keys = ()
+    feature_keys = {"text_key": "tokens", "tags_key": "tags"}
+    higher_is_better = {"f1": True}
+
+    def training_texts(self):
+        # Word lists: the tokenizer counts tokens as given.
+        key = self.data.get("text_key", "tokens")
+        source = self.source("train")
+        return [[as_text(w) for w in source[i][key]] for i in range(len(source))]
+
+    def fit_tokenizer(self):
+        if self.data.get("tokenizer", "word") != "word":
+            raise ValueError("the tagging task needs config.data.tokenizer='word' (one id per token)")
+        vocab = self.data.get("vocab_size", 0) or None
+        return tokenizers.WordTokenizer(
+            num_words=vocab, lower=self.data.get("lower", False), filters="", oov_token=tokenizers.UNK
+        ).fit_on_texts(self.training_texts())
+
+    def setup(self, workdir):
+        super().setup(workdir)
+        tags_key = self.data.get("tags_key", "tags")
+        self.source_tag_names = list(self.source_info().features[tags_key].feature.names)
+        self.source_scheme, self.tag_scheme, self.tag_names = self._schemes()
+        self.output_size = len(self.tag_names)
+        self.char_tokenizer, self.char_vocab_size = None, 0
+        max_word_len = self.data.get("max_word_len", 0)
+        if max_word_len < 0:
+            raise ValueError(f"config.data.max_word_len must be >= 0 (0 = no character ids), got {max_word_len}")
+        if max_word_len:
+            fit = lambda: tokenizers.CharTokenizer().fit(  # noqa: E731
+                word for sentence in self.training_texts() for word in sentence
+            )
+            path = None if workdir is None else os.path.join(workdir, CHAR_TOKENIZER_FILE)
+            self.char_tokenizer = fit() if path is None else tokenizers.load_or_fit(path, fit)
+            self.char_vocab_size = self.char_tokenizer.vocab_size
+
+    def save_assets(self, workdir: str) -> None:
+        super().save_assets(workdir)
+        path = os.path.join(workdir, CHAR_TOKENIZER_FILE)
+        if self.char_tokenizer is not None and not os.path.exists(path):
+            self.char_tokenizer.save(path)
+
+    def _training_tags(self) -> list[list[str]]:
+        key, source = self.data.get("tags_key", "tags"), self.source("train")
+        return [[self.source_tag_names[t] for t in source[i][key]] for i in range(len(source))]
+
+    def _schemes(self) -> tuple[str | None, str | None, list[str]]:
+        """(the files' scheme, the training scheme, the training tag names)."""
+        declared, target = self.data.get("tag_scheme", "auto"), self.data.get("convert_tags_to", "")
+        if not tag_schemes.is_chunk_tagging(self.source_tag_names):
+            if declared != "auto" or target:
+                raise ValueError(
+                    f"config.data.tag_scheme={declared!r} and convert_tags_to={target!r} are for chunk tags "
+                    f"(O, B-X, I-X, ...), but the tags are {self.source_tag_names[:6]}...: leave them 'auto' and ''"
+                )
+            return None, None, self.source_tag_names
+        sentences = self._training_tags()
+        if declared == "auto":
+            scheme = tag_schemes.detect_scheme(sentences)
+        else:
+            scheme = tag_schemes.check_scheme(declared, "config.data.tag_scheme")
+            for index, sentence in enumerate(sentences):
+                if (why := tag_schemes.scheme_violation(sentence, scheme)) is not None:
+                    raise ValueError(
+                        f"config.data.tag_scheme={scheme!r}, but training sentence {index + 1} is not {scheme}: "
+                        f"{why}. Set the scheme the files use, or 'auto' (detected: "
+                        f"{tag_schemes.detect_scheme(sentences)})"
+                    )
+        if not target or target == scheme:
+            return scheme, scheme, self.source_tag_names
+        tag_schemes.check_scheme(target, "config.data.convert_tags_to")
+        kinds = {entities.split_tag(name)[1] for name in self.source_tag_names if name != "O"}
+        return scheme, target, tag_schemes.tag_names(kinds, target)
+
+    def _conversion(self) -> TagConversion | None:
+        if self.tag_names == self.source_tag_names:
+            return None
+        return TagConversion(self.source_tag_names, self.tag_scheme, self.tag_names)
+
+    def word_features(self) -> WordFeatures:
+        self._require_setup()
+        return WordFeatures(self.tokenizer, self.char_tokenizer, self.data.get("max_word_len", 0))
+
+    def loader(self, split, batch_size, train, seed):
+        preprocess = EncodeTokens(
+            self.word_features(),
+            self.data.get("text_key", "tokens"),
+            self.data.get("tags_key", "tags"),
+            self._conversion(),
+        )
+        return loader_lib.make_loader(
+            self.source(split),
+            preprocess,
+            batch_size=batch_size,
+            train=train,
+            batching=self._batching(),
+            seed=seed,
+            sequence_keys=("inputs", "targets") + (("chars",) if self.char_tokenizer is not None else ()),
+            worker_count=self.data.get("worker_count", 0),
+        )
+
+    def encode_raw(self, items):
+        """Sentences (token lists, or strings split at whitespace) -> word
+        ids [N, T], lengths [N] (and chars [N, T, W])."""
+        sentences = []
+        for index, item in enumerate(items):
+            tokens = item.split() if isinstance(item, str) else list(item)
+            if not tokens or not all(isinstance(token, str) for token in tokens):
+                raise ValueError(f"input {index} ({item!r}): give a sentence as a string or a list of token strings")
+            sentences.append(tokens)
+        features = self.word_features()
+        encoded = [features(tokens) for tokens in sentences]
+        batch = padded([list(e["inputs"]) for e in encoded])
+        if self.char_tokenizer is not None:
+            chars = np.zeros(batch["inputs"].shape + (features.max_word_len,), np.int32)
+            for row, e in enumerate(encoded):
+                chars[row, : len(e["chars"])] = e["chars"]
+            batch["chars"] = chars
+        return batch
+
+    def predicted_tags(self, predictions, lengths) -> jax.Array:
+        """[B, T] tag ids: the CRF's Viterbi path, or each step's best tag."""
+        if isinstance(predictions, crf.Scores):
+            return predictions.decode(lengths)[0]
+        return predictions.argmax(-1)
+
+    def describe(self, outputs, batch):
+        """{'tags'} per sentence: one tag name per token, in the files' scheme."""
+        predicted = np.asarray(self.predicted_tags(outputs, batch["lengths"]))
+        described = []
+        for row, length in enumerate(batch["lengths"]):
+            tags = [self.tag_names[t] for t in predicted[row, :length]]
+            if self.tag_names != self.source_tag_names:
+                tags = tag_schemes.convert(tags, self.source_scheme)
+            described.append({"tags": tags})
+        return described
+
+    def _token_mask(self, batch):
+        time = batch["inputs"].shape[1]
+        mask = (jnp.arange(time)[None, :] < batch["lengths"][:, None]).astype(jnp.float32)
+        return mask * batch.get("weights", jnp.ones(mask.shape[:1]))[:, None]
+
+    def metric_sums(self, predictions, batch):
+        """predictions [B, T, num_tags] logits or crf.Scores. The loss is per
+        token either way (a CRF's sentence NLL summed over tokens)."""
+        mask = self._token_mask(batch)
+        if isinstance(predictions, crf.Scores):
+            weights = batch.get("weights", jnp.ones(mask.shape[:1]))
+            nll = predictions.negative_log_likelihood(batch["targets"], jnp.maximum(batch["lengths"], 1))
+            loss = (nll * weights).sum()
+        else:
+            loss = (optax.softmax_cross_entropy_with_integer_labels(predictions, batch["targets"]) * mask).sum()
+        hits = (self.predicted_tags(predictions, batch["lengths"]) == batch["targets"]) * mask
+        return {"loss": (loss, mask.sum()), "token_accuracy": (hits.sum(), mask.sum())}
+
+    def collect(self, predictions, batch):
+        """What evaluation keeps per batch for the corpus-level F1."""
+        return {
+            "predicted": self.predicted_tags(predictions, batch["lengths"]),
+            "targets": batch["targets"],
+            "lengths": batch["lengths"],
+            "weights": batch["weights"],
+        }
+
+    def corpus_metrics(self, collected: list[dict]) -> dict[str, float]:
+        """Entity precision / recall / F1 over every real sentence (none when
+        the tags are not chunk tags, e.g. part-of-speech tags)."""
+        if self.tag_scheme is None:
+            return {}
+        gold, predicted = [], []
+        for part in jax.device_get(collected):
+            for row in np.flatnonzero(part["weights"] > 0):
+                length = int(part["lengths"][row])
+                gold.append([self.tag_names[t] for t in part["targets"][row, :length]])
+                predicted.append([self.tag_names[t] for t in part["predicted"][row, :length]])
+        scores = entities.entity_scores(gold, predicted)
+        return {k: float(scores[k]) for k in ("precision", "recall", "f1")}
