@@ -45,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
 VARIANTS = ("full", "softmax", "words", "no_word_dropout", "char_cnn", "pos", "chunk", "testb", "smoke", "tfds")
 SWEEPS = ("ablation",)
+CHUNK_TYPES = ("ADJP", "ADVP", "CONJP", "INTJ", "LST", "NP", "PP", "PRT", "SBAR", "VP")  # CoNLL-2003's
 ABLATION = ("full", "softmax", "words", "no_word_dropout")  # 'full' changes nothing: the default model
 
 
@@ -134,11 +135,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             config.model.char_encoder = "cnn"
             config.model.char_embed_size = 30
             config.model.char_hidden_size = 30
-        elif name in ("pos", "chunk"):
-            config.data.source.tag_column = 1 if name == "pos" else 2
-            if name == "pos":  # part-of-speech tags are not chunk tags: no scheme, scored by token accuracy
-                config.data.convert_tags_to = ""
-                config.train.best_metric = "eval_token_accuracy"
+        elif name == "pos":  # part-of-speech tags are not chunk tags: no scheme, scored by token accuracy
+            config.data.source.tag_column = 1
+            config.data.convert_tags_to = ""
+            config.train.best_metric = "eval_token_accuracy"
+        elif name == "chunk":
+            config.data.source.tag_column = 2
+            # Declared, because eng.testa has a tag eng.train lacks (I-PRT).
+            config.data.source.tag_names = ["O"] + sorted(f"{p}-{kind}" for kind in CHUNK_TYPES for p in "BI")
         elif name == "testb":
             config.data.source.paths.test = os.path.join(DATA, "conll2003", "eng.testb")
             config.data.splits.test = "test"

@@ -172,21 +172,9 @@ def recurrent_model(config: ml_collections.ConfigDict, task: Task) -> RecurrentM
     )
 
 
-TAGGER_KEYS = (
-    "cell",
-    "hidden_size",
-    "num_layers",
-    "bidirectional",
-    "merge",
-    "dropout_rate",
-    "implementation",
-    "unroll",
-    "forget_bias",
-    "embed_size",
-    "pretrained_embeddings",
-    "pretrained_format",
-    "freeze_embedding",
-    "freeze_embedding_steps",
+# The recurrent model's keys that describe the tagger's stack and embedding,
+# plus its own.
+TAGGER_KEYS = tuple(k for k in RECURRENT_KEYS if k not in ("learn_initial_carry", "identity_scale", "head")) + (
     "word_dropout",
     "char_encoder",
     "char_embed_size",

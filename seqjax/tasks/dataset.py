@@ -181,6 +181,22 @@ class DatasetTask(Task):
     def _batching(self) -> loader_lib.Batching:
         return loader_lib.batching_from_config(self.data)
 
+    def _make_loader(
+        self, split: str, preprocess, batch_size: int, train: bool, seed: int, sequence_keys: tuple[str, ...]
+    ) -> loader_lib.Loader:
+        """Batches of `split` made by `preprocess`, with config.data's
+        batching (padding or buckets) and worker count."""
+        return loader_lib.make_loader(
+            self.source(split),
+            preprocess,
+            batch_size=batch_size,
+            train=train,
+            batching=self._batching(),
+            seed=seed,
+            sequence_keys=sequence_keys,
+            worker_count=self.data.get("worker_count", 0),
+        )
+
     def save_assets(self, workdir: str) -> None:
         """The fitted tokenizer, as tokenizer.json (what `setup` reloads)."""
         self._require_setup()

@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from seqjax.data import loader as loader_lib
 from seqjax.data import tokenizers
 from seqjax.nn import crf
 from seqjax.tasks import entities, tag_schemes
@@ -197,16 +196,8 @@ class TaggingTask(DatasetTask):
             self.data.get("tags_key", "tags"),
             self._conversion(),
         )
-        return loader_lib.make_loader(
-            self.source(split),
-            preprocess,
-            batch_size=batch_size,
-            train=train,
-            batching=self._batching(),
-            seed=seed,
-            sequence_keys=("inputs", "targets") + (("chars",) if self.char_tokenizer is not None else ()),
-            worker_count=self.data.get("worker_count", 0),
-        )
+        sequence_keys = ("inputs", "targets") + (("chars",) if self.char_tokenizer is not None else ())
+        return self._make_loader(split, preprocess, batch_size, train, seed, sequence_keys)
 
     def encode_raw(self, items):
         """Sentences (token lists, or strings split at whitespace) -> word

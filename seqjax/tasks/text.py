@@ -92,16 +92,7 @@ class ClassificationTask(DatasetTask):
         preprocess = EncodeText(
             self.tokenizer, self.data.get("text_key", "text"), self.data.get("label_key", "label"), split
         )
-        return loader_lib.make_loader(
-            self.source(split),
-            preprocess,
-            batch_size=batch_size,
-            train=train,
-            batching=self._batching(),
-            seed=seed,
-            sequence_keys=("inputs",),
-            worker_count=self.data.get("worker_count", 0),
-        )
+        return self._make_loader(split, preprocess, batch_size, train, seed, sequence_keys=("inputs",))
 
     def label_names(self) -> list[str]:
         """The class names of the label feature (the class ids as text when it has none)."""
