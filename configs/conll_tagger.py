@@ -8,8 +8,8 @@ not shipped with seqjax). The test split (eng.testb) is read only by the
 variant `testb`; without it the final evaluation re-reads validation. TFDS's
 `conll2003` works too (variant `tfds`, where it is prepared).
 
-Model (seqjax.nn.tagger): word embedding (100, random init) and a character
-BiLSTM (25 per direction) per word, dropout, a BiLSTM (100 per direction),
+Model (seqjax.nn.tagger): word embedding (100, random init, lower-cased
+words) and a character BiLSTM (25 per direction, cased) per word, dropout, a BiLSTM (100 per direction),
 per-token tag scores and a linear-chain CRF whose transitions the tag scheme
 constrains; tags are trained in IOBES (converted on reading; entities, and
 so entity scores, are unchanged); word dropout trains the <unk> embedding.
@@ -22,13 +22,22 @@ Command:
 Variants (combine with commas, e.g. `conll_tagger:pos,softmax`):
   full             the default model unchanged (the ablation's reference arm)
   softmax          per-token softmax instead of the CRF
-  words            no character features
+  words            no character features (and cased words: nothing else would see capitals)
   no_word_dropout  word_dropout 0
   char_cnn         a character CNN (30 filters of width 3, max-pooled) instead of the character BiLSTM
   pos, chunk       part-of-speech tags (token accuracy) or chunks (chunk F1) from the same files
   testb            also read eng.testb as the test split
   smoke            the tiny generated sample in configs/samples (seconds; used by tests)
   tfds             TFDS conll2003 instead of the column files
+
+Result (2 CPU cores, seed 0, 15,000 steps; validation = eng.testa, best
+checkpoint by the validation metric, last step in brackets):
+  NER    entity F1 0.9065 at step 10,500 [0.9025]; 25.6 min wall beside the
+         test suite (the same model on cased words: 0.8951, 15.6 min on
+         idle cores)
+  chunk  chunk F1 0.8955 at step 6,000 [0.8950]; 29.5 min wall beside the pos run
+  pos    token accuracy 0.9524 at step 12,000 [0.9524]; 29.7 min wall beside
+         the chunk run
 
 Sweep `ablation` (the default): {full model, softmax, words, no_word_dropout}
 x 3 seeds, `seqjax-sweep --config=conll_tagger --sweep=ablation`.
