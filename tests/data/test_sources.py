@@ -3,6 +3,7 @@
 import hashlib
 import os
 import re
+import threading
 import time
 
 import numpy as np
@@ -105,6 +106,46 @@ def test_local_kind_by_name_reads_exact_examples(tmp_path):
     assert {k: v.num_examples for k, v in info.splits.items()} == {"train": 2, "validation": 1}
     # TFDS split syntax works on local sources too.
     assert len(load_source("local/classification", "train[:1]", data_dir=data_dir, paths=paths)) == 1
+
+
+def test_builder_made_before_another_process_prepared_reads_the_prepared_files(tmp_path):
+    # A sweep's runs each make their builder, then wait for the preparation lock;
+    # the one that waited finds the files the other wrote and must read their splits.
+    (tmp_path / "a.txt").write_text("one\ntwo\nthree\n")
+    options = {"data_dir": str(tmp_path / "tfds"), "paths": {"train": str(tmp_path / "a.txt")}, "unit": "line"}
+    first = get_builder("local/text", **options)
+    waited = get_builder("local/text", **options)
+    sources.prepare(first)
+    source = sources.prepare(waited).as_data_source("train")
+    assert [source[i]["text"] for i in range(len(source))] == [b"one", b"two", b"three"]
+
+
+def test_runs_preparing_one_dataset_at_once_all_succeed(tmp_path):
+    # Without the lock the second to finish fails renaming its copy into place:
+    # "FileExistsError: Cannot rename .../incomplete.XXXX_1.0.0. Destination .../1.0.0 already exists."
+    lines = "".join(f"sentence {i}\n" for i in range(2000))
+    (tmp_path / "a.txt").write_text(lines)
+    options = {"data_dir": str(tmp_path / "tfds"), "paths": {"train": str(tmp_path / "a.txt")}, "unit": "line"}
+    start = threading.Barrier(4)
+    results, errors = [], []
+
+    def run():
+        builder = get_builder("local/text", **options)
+        start.wait()
+        try:
+            source = sources.prepare(builder).as_data_source("train")
+            results.append(len(source))
+        except Exception as e:  # noqa: BLE001 (collected and asserted below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and results == [2000] * 4
+    # The lock file sits beside the version folder and is not mistaken for a version.
+    assert len(load_source("local/text", "train", **options)) == 2000
 
 
 def test_local_options_from_a_configdict(tmp_path):
