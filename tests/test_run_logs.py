@@ -90,6 +90,7 @@ def test_preparing_a_dataset_prints_nothing_on_stdout(tmp_path, capsys):
     load_source("local/classification", "train", paths=str(tmp_path / "train.tsv"), data_dir=str(tmp_path / "tfds"))
     captured = capsys.readouterr()
     assert captured.out == "" and "Downloading and preparing" in captured.err
+    assert "\r" not in captured.err  # no progress bars in a log file
 
 
 # ---------------------------------------------------------------- Weights & Biases (offline)

@@ -145,6 +145,8 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) ->
         offline. None or '' downloads as TFDS does.
     """
     manual_dir = manual_dir or None  # '' (a config's "unset") means no manual_dir
+    if not sys.stderr.isatty():
+        tfds.disable_progress_bar()  # its carriage-return bars garble a job's log file
     # TFDS prints its preparation messages; stdout is for results (a run's
     # last stdout line is its final metrics).
     with contextlib.redirect_stdout(sys.stderr), _preparation_lock(builder):
