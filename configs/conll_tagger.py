@@ -26,6 +26,7 @@ Variants (combine with commas, e.g. `conll_tagger:pos,softmax`):
   no_word_dropout  word_dropout 0
   char_cnn         a character CNN (30 filters of width 3, max-pooled) instead of the character BiLSTM
   pos, chunk       part-of-speech tags (token accuracy) or chunks (chunk F1) from the same files
+  pos_input        the files' part-of-speech tags as a model input (e.g. `conll_tagger:chunk,pos_input`)
   testb            also read eng.testb as the test split
   smoke            the tiny generated sample in configs/samples (seconds; used by tests)
   tfds             TFDS conll2003 instead of the column files
@@ -52,7 +53,19 @@ from seqjax import paths
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = paths.data_root()  # $SEQJAX_DATA, else ~/seqjax_data
-VARIANTS = ("full", "softmax", "words", "no_word_dropout", "char_cnn", "pos", "chunk", "testb", "smoke", "tfds")
+VARIANTS = (
+    "full",
+    "softmax",
+    "words",
+    "no_word_dropout",
+    "char_cnn",
+    "pos",
+    "chunk",
+    "pos_input",
+    "testb",
+    "smoke",
+    "tfds",
+)
 SWEEPS = ("ablation",)
 CHUNK_TYPES = ("ADJP", "ADVP", "CONJP", "INTJ", "LST", "NP", "PP", "PRT", "SBAR", "VP")  # CoNLL-2003's
 ABLATION = ("full", "softmax", "words", "no_word_dropout")  # 'full' changes nothing: the default model
@@ -129,7 +142,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.train.early_stopping_patience = 0  # stop after this many evaluations without a better best_metric
     config.train.wandb_project = ""  # also log to this Weights & Biases project ('' = off; needs .[wandb])
 
-    for name in (variant or "").split(","):
+    names = (variant or "").split(",")
+    if "pos" in names and "pos_input" in names:
+        raise ValueError("variants 'pos' and 'pos_input' conflict: a POS tagger cannot read the POS tags it predicts")
+    for name in names:
         if name in ("", "full"):
             continue
         if name == "softmax":
@@ -152,6 +168,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
             config.data.source.tag_column = 2
             # Declared, because eng.testa has a tag eng.train lacks (I-PRT).
             config.data.source.tag_names = ["O"] + sorted(f"{p}-{kind}" for kind in CHUNK_TYPES for p in "BI")
+        elif name == "pos_input":  # the files' part-of-speech column as an input (an embedding of 25 per tag)
+            if config.data.source.name == "local/conll":
+                config.data.source.input_columns = ml_collections.ConfigDict(dict(pos=1))
+            config.data.input_tag_keys = ("pos",)
+            config.model.input_tag_embed_size = 25
         elif name == "testb":
             config.data.source.paths.test = os.path.join(DATA, "conll2003", "eng.testb")
             config.data.splits.test = "test"

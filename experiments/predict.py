@@ -6,8 +6,10 @@
 
 Input lines (a file, or stdin with --input=- or no --input): for a text
 classifier, one text per line; for a tagger, one sentence per line, its
-tokens separated by whitespace; for other tasks, one JSON value per line (a
-forecasting window of raw values, a synthetic task's input array). Output
+tokens separated by whitespace (a tagger that also reads input tags, e.g.
+part-of-speech tags, takes JSON objects: {"tokens": [...], "pos": [...]});
+for other tasks, one JSON value per line (a forecasting window of raw values,
+a synthetic task's input array). Output
 lines: {"input": the line, ...the prediction} as `seqjax.runs.Run.predict`
 gives it, e.g. {"input": "...", "label": "1", "label_id": 1, "probabilities": [...]}
 or {"input": "...", "tags": ["B-PER", "O"]}.
@@ -53,7 +55,7 @@ def parse_inputs(lines: list[str], takes_text: bool) -> list:
             parsed.append(json.loads(line))
         except json.JSONDecodeError as error:
             raise app.UsageError(
-                f"input line {number}: not JSON ({error.msg}); this run's task takes arrays"
+                f"input line {number}: not JSON ({error.msg}); this run's task takes one JSON value per line"
             ) from error
     return parsed
 
@@ -73,7 +75,9 @@ def main(argv):
         run = runs.load_run(_RUN_DIR.value, _CHECKPOINT.value)
     except FileNotFoundError as error:
         raise app.UsageError(str(error)) from error
-    inputs = parse_inputs(lines, takes_text=isinstance(run.trainer.task, tasks.DatasetTask))
+    task = run.trainer.task
+    reads_input_tags = isinstance(task, tasks.TaggingTask) and bool(task.input_tag_keys)
+    inputs = parse_inputs(lines, takes_text=isinstance(task, tasks.DatasetTask) and not reads_input_tags)
     try:
         predictions = run.predict(inputs, batch_size=_BATCH.value)
     except (TypeError, ValueError) as error:

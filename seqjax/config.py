@@ -322,6 +322,7 @@ def _validate_model(model: ml_collections.ConfigDict) -> None:
             "char_embed_size",
             "char_hidden_size",
             "char_kernel_size",
+            "input_tag_embed_size",
         ),
     )
     _check_probabilities(

@@ -180,6 +180,7 @@ TAGGER_KEYS = tuple(k for k in RECURRENT_KEYS if k not in ("learn_initial_carry"
     "char_embed_size",
     "char_hidden_size",
     "char_kernel_size",
+    "input_tag_embed_size",
     "crf",
     "crf_constraints",
 )
@@ -236,6 +237,8 @@ def tagger_model(config: ml_collections.ConfigDict, task: Task) -> tagger.Tagger
         word_dropout=config.get("word_dropout", 0.0),
         dropout_rate=config.get("dropout_rate", 0.0),
         char_encoder=encoder,
+        input_tag_sizes=task.input_tag_sizes,
+        input_tag_embed_size=config.get("input_tag_embed_size", 25),
         use_crf=config.get("crf", False),
         crf_constraints=constraints,
     )

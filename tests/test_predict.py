@@ -52,11 +52,11 @@ def test_the_predict_command_reproduces_a_classifiers_test_accuracy(tmp_path, da
 def test_a_taggers_predictions_from_stdin_give_its_test_accuracy_and_entity_f1(tmp_path, data_dir):
     final = trained("conll_tagger", tmp_path / "run", data_dir)
     sentences = read_conll(os.path.join(SAMPLES, "ner_dev.conll"), 0, -1, None)
-    stdin = "".join(" ".join(tokens) + "\n" for tokens, _, _ in sentences)
+    stdin = "".join(" ".join(tokens) + "\n" for tokens, _, _, _ in sentences)
     result = predict_command(f"--run_dir={tmp_path / 'run'}", cwd=tmp_path, stdin=stdin)
     assert result.returncode == 0, result.stderr[-2000:]
     predicted = [json.loads(line)["tags"] for line in result.stdout.splitlines()]
-    gold = [tags for _, tags, _ in sentences]
+    gold = [tags for _, tags, _, _ in sentences]
     assert [len(p) for p in predicted] == [len(g) for g in gold]
     hits = sum(p == g for ps, gs in zip(predicted, gold) for p, g in zip(ps, gs))
     assert hits / sum(len(g) for g in gold) == pytest.approx(final["test_token_accuracy"], abs=1e-6)

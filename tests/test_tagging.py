@@ -44,7 +44,7 @@ def test_tags_are_trained_in_iobes_and_entity_scores_do_not_change(data_dir):
     _, task = ready_task(data_dir)
     assert (task.source_scheme, task.tag_scheme) == ("IOB2", "IOBES")
     assert task.tag_names == tag_schemes.tag_names({"PER", "LOC", "ORG"}, "IOBES")
-    gold_file = [tags for _, tags, _ in read_conll(DEV, 0, -1, None)]
+    gold_file = [tags for _, tags, _, _ in read_conll(DEV, 0, -1, None)]
     batches = eval_batches(task)
     targets = [
         [task.tag_names[t] for t in batch["targets"][row, :length]]

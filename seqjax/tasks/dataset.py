@@ -57,6 +57,7 @@ DATA_KEYS = (
     "tag_scheme",  # the tagging task's (seqjax/tasks/tagging.py)
     "convert_tags_to",
     "max_word_len",
+    "input_tag_keys",
 )
 TOKENIZERS = ("word", "char", "subword")
 DEFAULT_SPLITS = {"train": "train", "eval": "validation", "test": "test"}

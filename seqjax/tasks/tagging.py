@@ -16,6 +16,12 @@ config.data keys the task reads besides the common ones (seqjax/tasks/dataset.py
 - max_word_len: 0, or the characters per token to give the model as
   'chars' [B, T, max_word_len] ids (a longer word keeps its first and last
   max_word_len / 2 characters: prefixes and suffixes both carry meaning).
+- input_tag_keys: () or per-token features of the data to give the model
+  as 'input_tags' [B, T, len(keys)] ids (e.g. ('pos',): part-of-speech tags
+  as an input to chunking). Each key gets its own vocabulary of the
+  training values (0 padding, 1 unknown), saved as input_tags_<key>.json.
+  For CoNLL files, config.data.source.input_columns names the columns
+  (CoNLL-2003: {'pos': 1}); TFDS conll2003 has 'pos' and 'chunks'.
 
 Tags that are not chunk tags (part-of-speech) are scored by token accuracy
 only; chunk tags also by entity precision / recall / F1 the conlleval way
@@ -28,12 +34,13 @@ paths.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tensorflow_datasets as tfds
 
 from seqjax.data import tokenizers
 from seqjax.nn import crf
@@ -42,24 +49,38 @@ from seqjax.tasks.dataset import DatasetTask, as_text
 from seqjax.tasks.text import padded
 
 CHAR_TOKENIZER_FILE = "char_tokenizer.json"
+INPUT_TAGS_FILE = "input_tags_{key}.json"  # one vocabulary per config.data.input_tag_keys entry
 
 
 class WordFeatures:
-    """A sentence's words -> {'inputs' [T] word ids, and with max_word_len
-    > 0 'chars' [T, max_word_len] character ids, 0-padded}."""
+    """A sentence's words -> {'inputs' [T] word ids, with max_word_len > 0
+    'chars' [T, max_word_len] character ids, 0-padded, and with input tag
+    vocabularies 'input_tags' [T, F] ids of the per-token input tags}."""
 
-    def __init__(self, words: tokenizers.Tokenizer, chars: tokenizers.Tokenizer | None, max_word_len: int):
+    def __init__(
+        self,
+        words: tokenizers.Tokenizer,
+        chars: tokenizers.Tokenizer | None,
+        max_word_len: int,
+        input_tags: Mapping[str, tokenizers.Tokenizer] | None = None,
+    ):
         self.words, self.chars, self.max_word_len = words, chars, max_word_len
+        self.input_tags = dict(input_tags or {})
+
+    @staticmethod
+    def token_id(vocabulary: tokenizers.Tokenizer, token: str) -> int:
+        ids = vocabulary.encode([token])
+        return ids[0] if ids else vocabulary.unk_id
 
     def word_id(self, word: str) -> int:
-        ids = self.words.encode([word])
-        return ids[0] if ids else self.words.unk_id
+        return self.token_id(self.words, word)
 
     def char_ids(self, word: str) -> list[int]:
         ids, width = self.chars.encode(word), self.max_word_len
         return ids if len(ids) <= width else ids[: (width + 1) // 2] + ids[len(ids) - width // 2 :]
 
-    def __call__(self, words: Sequence[str]) -> dict[str, np.ndarray]:
+    def __call__(self, words: Sequence[str], columns: Mapping[str, Sequence[str]] | None = None) -> dict:
+        """columns: {input tag key: one value per word}, for every key of `input_tags`."""
         features = {"inputs": np.asarray([self.word_id(w) for w in words], np.int32)}
         if self.chars is not None:
             chars = np.zeros((len(words), self.max_word_len), np.int32)
@@ -67,6 +88,15 @@ class WordFeatures:
                 ids = self.char_ids(word)
                 chars[position, : len(ids)] = ids
             features["chars"] = chars
+        if self.input_tags:
+            tags = np.zeros((len(words), len(self.input_tags)), np.int32)
+            for column, (key, vocabulary) in enumerate(self.input_tags.items()):
+                values = (columns or {}).get(key)
+                if values is None or len(values) != len(words):
+                    got = "none" if values is None else f"{len(values)} values"
+                    raise ValueError(f"input tag {key!r}: need one value per token ({len(words)}), got {got}")
+                tags[:, column] = [self.token_id(vocabulary, value) for value in values]
+            features["input_tags"] = tags
         return features
 
 
@@ -83,14 +113,34 @@ class TagConversion:
         return np.asarray([self.target_ids[t] for t in converted], np.int32)
 
 
-class EncodeTokens:
-    """Preprocess: a sentence's word (and character) ids and its tag ids."""
+class ColumnText:
+    """A per-token feature's values as strings: a text sequence decoded, or
+    a class-label sequence (TFDS conll2003's 'pos') mapped to its names."""
 
-    def __init__(self, features: WordFeatures, tokens_key: str, tags_key: str, conversion: TagConversion | None):
+    def __init__(self, names: Sequence[str] | None):
+        self.names = None if names is None else list(names)
+
+    def __call__(self, values) -> list[str]:
+        return [as_text(v) for v in values] if self.names is None else [self.names[int(v)] for v in values]
+
+
+class EncodeTokens:
+    """Preprocess: a sentence's word (character, input tag) ids and its tag ids."""
+
+    def __init__(
+        self,
+        features: WordFeatures,
+        tokens_key: str,
+        tags_key: str,
+        conversion: TagConversion | None,
+        columns: Mapping[str, ColumnText] | None = None,
+    ):
         self.features, self.tokens_key, self.tags_key, self.conversion = features, tokens_key, tags_key, conversion
+        self.columns = dict(columns or {})
 
     def __call__(self, example):
-        encoded = self.features([as_text(w) for w in example[self.tokens_key]])
+        columns = {key: text(example[key]) for key, text in self.columns.items()}
+        encoded = self.features([as_text(w) for w in example[self.tokens_key]], columns)
         tags = np.asarray(example[self.tags_key], np.int32)
         if len(tags) != len(encoded["inputs"]):
             raise ValueError(f"an example has {len(encoded['inputs'])} tokens but {len(tags)} tags")
@@ -102,7 +152,8 @@ class TaggingTask(DatasetTask):
 
     After `setup`: tag_names (the training scheme's, id order),
     source_tag_names (the files'), tag_scheme (the training scheme; None for
-    tags that are not chunk tags), char_vocab_size (0 without characters).
+    tags that are not chunk tags), char_vocab_size (0 without characters),
+    input_tag_keys and input_tag_sizes (each input tag vocabulary's size).
     """
 
     head = "per_step"
@@ -141,12 +192,48 @@ class TaggingTask(DatasetTask):
             path = None if workdir is None else os.path.join(workdir, CHAR_TOKENIZER_FILE)
             self.char_tokenizer = fit() if path is None else tokenizers.load_or_fit(path, fit)
             self.char_vocab_size = self.char_tokenizer.vocab_size
+        self._setup_input_tags(workdir)
+
+    def _setup_input_tags(self, workdir: str | None) -> None:
+        """A vocabulary per config.data.input_tag_keys entry, fitted on the
+        training values (or reloaded from the run's workdir)."""
+        keys = self.data.get("input_tag_keys", ())
+        keys = (keys,) if isinstance(keys, str) else tuple(keys)
+        features = self.source_info().features
+        taken = (self.data.get("text_key", "tokens"), self.data.get("tags_key", "tags"))
+        per_token = sorted(k for k in features if isinstance(features[k], tfds.features.Sequence) and k not in taken)
+        self.input_tag_keys, self.input_tag_tokenizers, self.input_tag_columns = keys, {}, {}
+        for key in keys:
+            if key not in per_token:
+                raise ValueError(
+                    f"config.data.input_tag_keys: {key!r} is not a per-token feature of the data besides the "
+                    f"tokens and the tags it predicts (it has {per_token}); for CoNLL column files name the "
+                    "column in config.data.source.input_columns (CoNLL-2003: {'pos': 1, 'chunks': 2})"
+                )
+            values = features[key].feature  # a ClassLabel for TFDS conll2003's 'pos', Text for CoNLL files
+            self.input_tag_columns[key] = ColumnText(
+                values.names if isinstance(values, tfds.features.ClassLabel) else None
+            )
+            fit = lambda key=key: tokenizers.WordTokenizer(  # noqa: E731
+                lower=False, filters="", oov_token=tokenizers.UNK
+            ).fit_on_texts(self._training_column(key))
+            path = None if workdir is None else os.path.join(workdir, INPUT_TAGS_FILE.format(key=key))
+            self.input_tag_tokenizers[key] = fit() if path is None else tokenizers.load_or_fit(path, fit)
+        self.input_tag_sizes = tuple(self.input_tag_tokenizers[key].vocab_size for key in keys)
+
+    def _training_column(self, key: str) -> list[list[str]]:
+        source, text = self.source("train"), self.input_tag_columns[key]
+        return [text(source[i][key]) for i in range(len(source))]
 
     def save_assets(self, workdir: str) -> None:
         super().save_assets(workdir)
         path = os.path.join(workdir, CHAR_TOKENIZER_FILE)
         if self.char_tokenizer is not None and not os.path.exists(path):
             self.char_tokenizer.save(path)
+        for key, vocabulary in self.input_tag_tokenizers.items():
+            path = os.path.join(workdir, INPUT_TAGS_FILE.format(key=key))
+            if not os.path.exists(path):
+                vocabulary.save(path)
 
     def _training_tags(self) -> list[list[str]]:
         key, source = self.data.get("tags_key", "tags"), self.source("train")
@@ -187,7 +274,9 @@ class TaggingTask(DatasetTask):
 
     def word_features(self) -> WordFeatures:
         self._require_setup()
-        return WordFeatures(self.tokenizer, self.char_tokenizer, self.data.get("max_word_len", 0))
+        return WordFeatures(
+            self.tokenizer, self.char_tokenizer, self.data.get("max_word_len", 0), self.input_tag_tokenizers
+        )
 
     def loader(self, split, batch_size, train, seed):
         preprocess = EncodeTokens(
@@ -195,28 +284,49 @@ class TaggingTask(DatasetTask):
             self.data.get("text_key", "tokens"),
             self.data.get("tags_key", "tags"),
             self._conversion(),
+            self.input_tag_columns,
         )
         sequence_keys = ("inputs", "targets") + (("chars",) if self.char_tokenizer is not None else ())
+        sequence_keys += ("input_tags",) if self.input_tag_keys else ()
         return self._make_loader(split, preprocess, batch_size, train, seed, sequence_keys)
 
     def encode_raw(self, items):
-        """Sentences (token lists, or strings split at whitespace) -> word
-        ids [N, T], lengths [N] (and chars [N, T, W])."""
-        sentences = []
-        for index, item in enumerate(items):
-            tokens = item.split() if isinstance(item, str) else list(item)
-            if not tokens or not all(isinstance(token, str) for token in tokens):
-                raise ValueError(f"input {index} ({item!r}): give a sentence as a string or a list of token strings")
-            sentences.append(tokens)
+        """Sentences -> word ids [N, T], lengths [N] (and chars [N, T, W],
+        input_tags [N, T, F]). A sentence is a list of token strings or a
+        string split at whitespace; with input_tag_keys, a dict of 'tokens'
+        and a list of one value per token for each key."""
         features = self.word_features()
-        encoded = [features(tokens) for tokens in sentences]
+        encoded = []
+        for index, item in enumerate(items):
+            if self.input_tag_keys:
+                if not isinstance(item, Mapping) or "tokens" not in item:
+                    example = {"tokens": ["EU", "rejects"], **{key: ["NNP", "VBZ"] for key in self.input_tag_keys}}
+                    raise ValueError(
+                        f"input {index} ({item!r}): this tagger also reads {list(self.input_tag_keys)} per token: "
+                        f"give each sentence as a dict like {example}"
+                    )
+                tokens, columns = self._tokens(item["tokens"], index), item
+            else:
+                tokens, columns = self._tokens(item, index), None
+            try:
+                encoded.append(features(tokens, columns))
+            except ValueError as error:
+                raise ValueError(f"input {index}: {error}") from None
         batch = padded([list(e["inputs"]) for e in encoded])
-        if self.char_tokenizer is not None:
-            chars = np.zeros(batch["inputs"].shape + (features.max_word_len,), np.int32)
-            for row, e in enumerate(encoded):
-                chars[row, : len(e["chars"])] = e["chars"]
-            batch["chars"] = chars
+        for key, trailing in (("chars", (features.max_word_len,)), ("input_tags", (len(self.input_tag_keys),))):
+            if key in encoded[0]:
+                values = np.zeros(batch["inputs"].shape + trailing, np.int32)
+                for row, e in enumerate(encoded):
+                    values[row, : len(e[key])] = e[key]
+                batch[key] = values
         return batch
+
+    @staticmethod
+    def _tokens(sentence, index: int) -> list[str]:
+        tokens = sentence.split() if isinstance(sentence, str) else list(sentence)
+        if not tokens or not all(isinstance(token, str) for token in tokens):
+            raise ValueError(f"input {index} ({sentence!r}): give a sentence as a string or a list of token strings")
+        return tokens
 
     def predicted_tags(self, predictions, lengths) -> jax.Array:
         """[B, T] tag ids: the CRF's Viterbi path, or each step's best tag."""

@@ -369,7 +369,7 @@ def test_conll_pos_column_and_errors(tmp_path, data_dir):
     path = write(tmp_path / "pos.conll", CONLL)
     builder = prepare(SeqjaxConll, data_dir, paths=path, tag_column=1)
     assert [np.asarray(e["tags"]).tolist() for e in examples(builder, "train")] == [[1, 2, 0], [1], [1]]  # JJ, NNP, VBZ
-    with pytest.raises(SourceError, match=r"line 3 has 4 columns; token column 0 and tag column 5"):
+    with pytest.raises(SourceError, match=r"line 3 has 4 columns; token column 0, tag column 5 do not all exist"):
         SeqjaxConll.make_config(paths=path, tag_column=5)
     with pytest.raises(SourceError, match=r"starting at line 3 has tag 'B-ORG', which is not one of"):
         prepare(SeqjaxConll, data_dir, paths=path, tag_names=["O", "B-PER"])
