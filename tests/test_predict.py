@@ -12,7 +12,7 @@ import pytest
 
 from seqjax import runs, training
 from seqjax.data.builders.conll import read_conll
-from seqjax.tasks import entities
+from seqjax.tasks import entities, tag_schemes
 from tests.helpers import REPO, load_config
 
 SAMPLES = os.path.join(REPO, "configs", "samples")
@@ -58,9 +58,35 @@ def test_a_taggers_predictions_from_stdin_give_its_test_accuracy_and_entity_f1(t
     predicted = [json.loads(line)["tags"] for line in result.stdout.splitlines()]
     gold = [tags for _, tags, _, _ in sentences]
     assert [len(p) for p in predicted] == [len(g) for g in gold]
-    hits = sum(p == g for ps, gs in zip(predicted, gold) for p, g in zip(ps, gs))
+    # Token accuracy is counted in the training scheme (IOBES); predictions come in the files' (IOB2).
+    trained_scheme = [
+        (tag_schemes.convert(p, "IOBES"), tag_schemes.convert(g, "IOBES")) for p, g in zip(predicted, gold)
+    ]
+    hits = sum(p == g for ps, gs in trained_scheme for p, g in zip(ps, gs))
     assert hits / sum(len(g) for g in gold) == pytest.approx(final["test_token_accuracy"], abs=1e-6)
     assert entities.entity_scores(gold, predicted)["f1"] == pytest.approx(final["test_f1"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_tagger_reading_pos_tags_takes_json_lines_and_reproduces_its_test_accuracy(tmp_path, data_dir):
+    config = load_config("conll_tagger", "smoke,chunk,pos_input")
+    config.data.source.data_dir = str(data_dir)
+    final = training.train_and_evaluate(config, str(tmp_path / "run"))
+    sentences = read_conll(os.path.join(SAMPLES, "ner_dev.conll"), 0, 2, None, [("pos", 1)])
+    stdin = "".join(json.dumps({"tokens": tokens, "pos": columns["pos"]}) + "\n" for tokens, _, _, columns in sentences)
+    result = predict_command(f"--run_dir={tmp_path / 'run'}", cwd=tmp_path, stdin=stdin)
+    assert result.returncode == 0, result.stderr[-2000:]
+    predicted = [json.loads(line)["tags"] for line in result.stdout.splitlines()]
+    gold = [tags for _, tags, _, _ in sentences]
+    # Token accuracy is counted in the training scheme (IOBES); predictions come in the files' (IOB2).
+    trained_scheme = [
+        (tag_schemes.convert(p, "IOBES"), tag_schemes.convert(g, "IOBES")) for p, g in zip(predicted, gold)
+    ]
+    hits = sum(p == g for ps, gs in trained_scheme for p, g in zip(ps, gs))
+    assert hits / sum(len(g) for g in gold) == pytest.approx(final["test_token_accuracy"], abs=1e-6)
+    assert entities.entity_scores(gold, predicted)["f1"] == pytest.approx(final["test_f1"], abs=1e-9)
+    plain = predict_command(f"--run_dir={tmp_path / 'run'}", cwd=tmp_path, stdin="Grace visited Acme\n")
+    assert plain.returncode != 0 and "input line 1: not JSON" in plain.stderr
 
 
 @pytest.mark.slow

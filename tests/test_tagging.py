@@ -203,3 +203,97 @@ def test_bad_tagger_configs_are_refused(data_dir):
     adding_task = tasks.get(adding.task)
     with pytest.raises(ValueError, match=r"^config.model.name='tagger' tags tokens; task AddingTask is not a tagging"):
         models.build(config.model, adding_task)
+
+
+# ---------------------------------------------------------------- input tags (part-of-speech as an input)
+
+
+def test_input_tags_are_the_files_pos_column_through_a_vocabulary_of_the_training_values(tmp_path, data_dir):
+    _, task = ready_task(data_dir, "smoke,chunk,pos_input")
+    vocabulary = task.input_tag_tokenizers["pos"]
+    assert task.input_tag_keys == ("pos",) and task.input_tag_sizes == (vocabulary.vocab_size,)
+    train_file = os.path.join(REPO, "configs", "samples", "ner_train.conll")
+    seen = {p for _, _, _, columns in read_conll(train_file, 0, 2, None, [("pos", 1)]) for p in columns["pos"]}
+    assert set(vocabulary.word_index) == seen | {"<unk>"}
+    expected = sorted(
+        tuple(p if p in seen else "<unk>" for p in columns["pos"])
+        for _, _, _, columns in read_conll(DEV, 0, 2, None, [("pos", 1)])
+    )
+    got = []
+    for batch in eval_batches(task):
+        assert batch["input_tags"].shape == batch["inputs"].shape + (1,)
+        for row in np.flatnonzero(batch["weights"] > 0):
+            ids = batch["input_tags"][row, :, 0]
+            length = batch["lengths"][row]
+            assert np.all(ids[length:] == 0) and np.all(ids[:length] > 0)  # 0 pads, real tokens never
+            got.append(tuple(vocabulary.index_word[int(i)] for i in ids[:length]))
+    assert sorted(got) == expected
+    # A run keeps the vocabulary, and a resumed run reads it back instead of refitting.
+    task.save_assets(str(tmp_path))
+    saved = tmp_path / "input_tags_pos.json"
+    assert saved.exists()
+    _, again = ready_task(data_dir, "smoke,chunk,pos_input")
+    again.setup(str(tmp_path))
+    assert again.input_tag_tokenizers["pos"].word_index == vocabulary.word_index
+
+
+def test_an_input_tag_the_data_lacks_is_refused(data_dir):
+    lacking = (
+        r"^config.data.input_tag_keys: 'pos' is not a per-token feature of the data besides the tokens and the tags "
+        r"it predicts \(it has \[\]\); for CoNLL column files name the column in config.data.source.input_columns"
+    )
+    with pytest.raises(ValueError, match=lacking):
+        ready_task(data_dir, "smoke,chunk", input_tag_keys=("pos",))
+    with pytest.raises(ValueError, match=r"^config.data.input_tag_keys: 'tags' is not a per-token feature"):
+        ready_task(data_dir, "smoke,chunk,pos_input", input_tag_keys=("tags",))
+    with pytest.raises(ValueError, match=r"^variants 'pos' and 'pos_input' conflict"):
+        load_config("conll_tagger", "smoke,pos,pos_input")
+
+
+def test_the_tagger_concatenates_an_embedding_of_each_input_tag_to_the_words(data_dir):
+    # Against a plain-JAX reference: the same stack and output layer applied to
+    # [word vector ; POS vector] looked up by hand.
+    config, task = ready_task(data_dir, "smoke,chunk,pos_input,softmax", max_word_len=0)
+    config.model.update(char_encoder="none", dropout_rate=0.0, word_dropout=0.0)
+    tagger = models.build(config.model, task)
+    batch = eval_batches(task)[0]
+    variables = tagger.init(jax.random.key(0), batch["inputs"], batch["lengths"], input_tags=batch["input_tags"])
+    params = variables["params"]
+    assert params["input_tag_0"]["embedding"].shape == (task.input_tag_sizes[0], 25)
+    logits = tagger.apply(variables, batch["inputs"], batch["lengths"], input_tags=batch["input_tags"])
+    features = jnp.concatenate(
+        [
+            params["embed"]["embedding"][batch["inputs"]],
+            params["input_tag_0"]["embedding"][batch["input_tags"][..., 0]],
+        ],
+        axis=-1,
+    )
+    outputs, _ = tagger.stack.apply({"params": params["stack"]}, features, batch["lengths"])
+    expected = outputs @ params["output"]["kernel"] + params["output"]["bias"]
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(
+        ValueError, match=r"^this tagger reads 1 input tag\(s\) per token: the batch needs 'input_tags'"
+    ):
+        tagger.apply(variables, batch["inputs"], batch["lengths"])
+    with pytest.raises(ValueError, match=r"^input_tags\[\.\.\., 0\] holds token id 99 at position"):
+        tagger.apply(variables, batch["inputs"], batch["lengths"], input_tags=np.full_like(batch["input_tags"], 99))
+
+
+def test_raw_sentences_with_input_tags_are_dicts(data_dir):
+    _, task = ready_task(data_dir, "smoke,chunk,pos_input")
+    vocabulary = task.input_tag_tokenizers["pos"]
+    batch = task.encode_raw(
+        [
+            {"tokens": ["Grace", "visited", "Zurich"], "pos": ["NNP", "VBD", "XYZ"]},
+            {"tokens": "Hi .", "pos": ["NNP", "."]},
+        ]
+    )
+    assert batch["input_tags"][:, :, 0].tolist() == [
+        [vocabulary.word_index["NNP"], vocabulary.word_index["VBD"], vocabulary.unk_id],
+        [vocabulary.word_index["NNP"], vocabulary.word_index["."], 0],
+    ]
+    with pytest.raises(ValueError, match=r"^input 0 \('Grace visited'\): this tagger also reads \['pos'\] per token: "
+                       r"give each sentence as a dict like"):  # fmt: skip
+        task.encode_raw(["Grace visited"])
+    with pytest.raises(ValueError, match=r"^input 0: input tag 'pos': need one value per token \(2\), got 1 values$"):
+        task.encode_raw([{"tokens": ["Grace", "visited"], "pos": ["NNP"]}])

@@ -377,6 +377,29 @@ def test_conll_pos_column_and_errors(tmp_path, data_dir):
         SeqjaxConll.make_config(paths=write(tmp_path / "doc.conll", "-DOCSTART- -X- O\n\n"))
 
 
+def test_conll_input_columns_become_text_features_beside_tokens_and_tags(tmp_path, data_dir):
+    path = write(tmp_path / "inputs.conll", CONLL)
+    builder = prepare(SeqjaxConll, data_dir, paths=path, input_columns={"pos": 1, "chunks": -2})
+    got = examples(builder, "train")
+    assert [list(e["pos"]) for e in got] == [[b"NNP", b"VBZ", b"JJ"], [b"NNP"], [b"NNP"]]
+    assert [list(e["chunks"]) for e in got] == [[b"B-NP", b"B-VP", b"B-NP"], [b"B-NP"], [b"I-NP"]]
+    assert [list(e["tokens"]) for e in got][0] == [b"EU", b"rejects", b"German"]
+    # Without the option a dataset keeps the name it was prepared under before the option existed.
+    assert SeqjaxConll.make_config(paths=path).name == SeqjaxConll.make_config(paths=path, input_columns={}).name
+    assert (
+        SeqjaxConll.make_config(paths=path).name != SeqjaxConll.make_config(paths=path, input_columns={"pos": 1}).name
+    )
+    with pytest.raises(
+        SourceError, match=r"line 3 has 4 columns; token column 0, tag column -1, input column 'pos' 4 "
+    ):
+        SeqjaxConll.make_config(paths=path, input_columns={"pos": 4})
+    for bad in ({"tags": 1}, {"part of speech": 1}):
+        with pytest.raises(SourceError, match=r"is not a usable feature name \(an identifier other than 'tokens'"):
+            SeqjaxConll.make_config(paths=path, input_columns=bad)
+    with pytest.raises(SourceError, match=r"input_columns: column of 'pos' must be an integer index, got '1'"):
+        SeqjaxConll.make_config(paths=path, input_columns={"pos": "1"})
+
+
 # ----------------------------------------------------------------------------
 # Time series.
 
