@@ -26,7 +26,6 @@ does not match raises `ChecksumMismatchError`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import inspect
@@ -149,33 +148,26 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None = None) ->
         tfds.disable_progress_bar()  # its carriage-return bars garble a job's log file
     # TFDS prints its preparation messages; stdout is for results (a run's
     # last stdout line is its final metrics).
-    with contextlib.redirect_stdout(sys.stderr), _preparation_lock(builder):
-        _prepare(builder, manual_dir)
-        if not builder.info.splits:
-            # Another process prepared it while this one waited for the lock:
-            # this builder was made before the files existed, so read them now.
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            _prepare(builder, manual_dir)
+        except OSError:
+            # Runs of a sweep started together prepare one dataset at once; TFDS
+            # then fails to rename all but the first copy into place. The first
+            # copy is the same dataset, so read it.
+            if not _prepared(builder):
+                raise
             builder.info.read_from_directory(builder.data_dir)
+        else:
+            if not builder.info.splits and _prepared(builder):
+                # Another process prepared it after this builder was made (TFDS
+                # then reuses the files without reading them): read them now.
+                builder.info.read_from_directory(builder.data_dir)
     return builder
 
 
-@contextlib.contextmanager
-def _preparation_lock(builder: tfds.core.DatasetBuilder):
-    """Holds an exclusive lock on `<dataset version folder>.lock` while the
-    dataset is prepared, so the runs of a sweep started together prepare it
-    once instead of racing to rename their copies into place (TFDS fails the
-    second with FileExistsError). Remote data_dirs (gs://...) are not locked."""
-    data_dir = os.fspath(builder.data_dir)
-    if "://" in data_dir:
-        yield
-        return
-    lock_path = data_dir.rstrip(os.sep) + ".lock"
-    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-    with open(lock_path, "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
+    return (builder.data_path / "dataset_info.json").exists()
 
 
 def _prepare(builder: tfds.core.DatasetBuilder, manual_dir: str | None) -> None:

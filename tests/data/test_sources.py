@@ -109,8 +109,8 @@ def test_local_kind_by_name_reads_exact_examples(tmp_path):
 
 
 def test_builder_made_before_another_process_prepared_reads_the_prepared_files(tmp_path):
-    # A sweep's runs each make their builder, then wait for the preparation lock;
-    # the one that waited finds the files the other wrote and must read their splits.
+    # A sweep's runs each make their builder; one that prepares after another
+    # finished finds the files the other wrote and must read their splits.
     (tmp_path / "a.txt").write_text("one\ntwo\nthree\n")
     options = {"data_dir": str(tmp_path / "tfds"), "paths": {"train": str(tmp_path / "a.txt")}, "unit": "line"}
     first = get_builder("local/text", **options)
@@ -121,7 +121,7 @@ def test_builder_made_before_another_process_prepared_reads_the_prepared_files(t
 
 
 def test_runs_preparing_one_dataset_at_once_all_succeed(tmp_path):
-    # Without the lock the second to finish fails renaming its copy into place:
+    # TFDS fails all but the first to rename its copy into place:
     # "FileExistsError: Cannot rename .../incomplete.XXXX_1.0.0. Destination .../1.0.0 already exists."
     lines = "".join(f"sentence {i}\n" for i in range(2000))
     (tmp_path / "a.txt").write_text(lines)
@@ -144,7 +144,8 @@ def test_runs_preparing_one_dataset_at_once_all_succeed(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and results == [2000] * 4
-    # The lock file sits beside the version folder and is not mistaken for a version.
+    # No copy is left behind: one version folder, which a later run reuses.
+    assert sorted(os.listdir(os.path.dirname(get_builder("local/text", **options).data_dir))) == ["1.0.0"]
     assert len(load_source("local/text", "train", **options)) == 2000
 
 
