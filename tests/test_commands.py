@@ -102,6 +102,16 @@ def test_the_listing_names_every_shipped_config_task_and_model(tmp_path):
 
 
 @pytest.mark.parametrize("name", [n for n in config_lib.shipped_config_names()])
+def test_every_declared_variant_of_a_shipped_config_gives_a_valid_config(name):
+    module = config_lib.load_config_module(name)
+    variants = vars(module).get("VARIANTS", ())
+    for variant in (None, *variants):
+        config = module.get_config(variant) if variants else module.get_config()
+        if name != "word2vec":  # configures seqjax-word2vec, not a training run
+            config_lib.validate(config)
+
+
+@pytest.mark.parametrize("name", [n for n in config_lib.shipped_config_names()])
 def test_the_declared_sweeps_are_the_ones_get_sweep_accepts(name):
     module = config_lib.load_config_module(name)
     declared = vars(module).get("SWEEPS", ())
