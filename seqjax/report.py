@@ -335,10 +335,11 @@ def tex_escape(text: str) -> str:
 def to_latex(rows: Sequence[GroupRow], swept_keys: Sequence[str], digits: int = 4) -> str:
     """A booktabs tabular: `mean $\\pm$ std` per metric, the best mean of each
     column in bold (direction from seqjax.metrics.metric_direction; needs \\usepackage{booktabs}).
-    Its `failed` column counts every run without a result (failed, unfinished, missing)."""
+    Its `no result` column counts every run without a result (failed,
+    unfinished, missing): calling an unfinished run failed would be wrong."""
     metric_names = list(rows[0].stats) if rows else []
     keys = _key_headers(swept_keys)
-    header = [*keys, "n", "failed", *metric_names]
+    header = [*keys, "n", "no result", *metric_names]
     best = {name: best_row_indices(rows, name) for name in metric_names}
     lines = [
         r"\begin{tabular}{" + "l" * len(keys) + "r" * (len(header) - len(keys)) + "}",
@@ -350,7 +351,7 @@ def to_latex(rows: Sequence[GroupRow], swept_keys: Sequence[str], digits: int = 
         cells = [
             tex_escape(sweeps.format_value(v)) if v is not None else UNDEFINED_TEX for v in row.group.values.values()
         ]
-        # Runs without a result count as failed here: a paper table has no room for both columns.
+        # One column for every run without a result: a paper table has no room for three.
         cells += [str(row.n_finished), str(row.n_failed + row.n_unfinished)]
         for name in metric_names:
             s = row.stats[name]

@@ -174,7 +174,7 @@ def test_latex_uses_booktabs_and_bolds_the_best_group_per_column(sweep_dir):
     tex = report.to_latex(rows, sweep.swept_keys)
     lines = tex.splitlines()
     assert lines[1] == r"\toprule" and r"\midrule" in lines and lines[-2] == r"\bottomrule"
-    assert lines[2] == r"cell & seq\_len & n & failed & test\_mse & test\_copy\_accuracy \\"
+    assert lines[2] == r"cell & seq\_len & n & no result & test\_mse & test\_copy\_accuracy \\"
     body = {line.split(" & ")[0] + line.split(" & ")[1]: line.split(" & ") for line in lines[4:-2]}
     # Columns: cell, seq_len, n, failed, test_mse, test_copy_accuracy.
     assert body["lstm25"][4] == r"\textbf{0.02 $\pm$ 0.014}"  # lowest mse
