@@ -31,17 +31,17 @@ Variants (combine with commas, e.g. `conll_tagger:pos,softmax`):
   smoke            the tiny generated sample in configs/samples (seconds; used by tests)
   tfds             TFDS conll2003 instead of the column files
 
-Result (2 CPU cores, seed 0, 15,000 steps; validation = eng.testa, best
-checkpoint by the validation metric, last step in brackets):
-  NER    entity F1 0.9080 at step 6,000 [0.9044]; 27.2 min wall beside other
-         runs (the ablation's `full` arm, seed 0; the same config on another
-         machine's CPU: 0.9065 at step 10,500; cased words: 0.8951, 15.6 min
-         on idle cores)
-  chunk  `conll_tagger:chunk,pos_input`: chunk F1 0.9387 at step 3,000
+Result (2 CPU cores, 15,000 steps; validation = eng.testa, best checkpoint
+by the validation metric, last step in brackets):
+  NER    entity F1 0.9078 +- 0.0030 over seeds 0, 1, 2 (0.9080, 0.9106,
+         0.9046) [0.9045 +- 0.0032]; 27.3 min wall for seed 0 beside other
+         runs (the ablation's `full` arm; seed 0 on another machine's CPU:
+         0.9065; cased words, seed 0: 0.8951, 15.6 min on idle cores)
+  chunk  (seed 0) `conll_tagger:chunk,pos_input`: chunk F1 0.9387 at step 3,000
          [0.9376]; 34.5 min wall beside a sweep run. Without the POS input
          (`conll_tagger:chunk`): 0.8955 at step 6,000 [0.8950]; 29.5 min
          beside the pos run
-  pos    token accuracy 0.9524 at step 12,000 [0.9524]; 29.7 min wall beside
+  pos    (seed 0) token accuracy 0.9524 at step 12,000 [0.9524]; 29.7 min wall beside
          the chunk run
 
 Sweep `ablation` (the default): {full model, softmax, words, no_word_dropout}
