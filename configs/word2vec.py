@@ -13,9 +13,11 @@ analogies.json, pca.png and metrics.json into the workdir):
 
 Variants: skipgram (the default), cbow, hs (hierarchical softmax instead of
 negative sampling; combine: `cbow,hs`), shakespeare (tinyshakespeare instead
-of Multi30k), smoke (tiny sizes on the bundled configs/samples/corpus.txt, for
-tests). Data files are under $SEQJAX_DATA (default ~/seqjax_data). Any field can be overridden,
-e.g. `--config.data.files=/data/text8 --config.model.dim=300`.
+of Multi30k), conll (the tokens of CoNLL-2003's eng.train, one word per token
+as configs/conll_tagger.py reads them: vectors for its
+`--config.model.pretrained_embeddings`), smoke (tiny sizes on the bundled
+configs/samples/corpus.txt, for tests). Data files are under $SEQJAX_DATA
+(default ~/seqjax_data). Any field can be overridden, e.g. `--config.data.files=/data/text8 --config.model.dim=300`.
 
 The analogy file is the small Multi30k questions-words file the benchmark
 writes (`python -m experiments.benchmark_word2vec --write_analogies=PATH`;
@@ -66,10 +68,11 @@ import ml_collections
 
 from seqjax import paths
 
-VARIANTS = ("skipgram", "cbow", "hs", "shakespeare", "smoke")
+VARIANTS = ("skipgram", "cbow", "hs", "shakespeare", "conll", "smoke")
 HERE = os.path.dirname(os.path.abspath(__file__))
 MULTI30K_EN = paths.data_path("multi30k", "train.en.gz")  # under $SEQJAX_DATA, else ~/seqjax_data
 SHAKESPEARE = paths.data_path("tinyshakespeare", "input.txt")
+CONLL_TRAIN = paths.data_path("conll2003", "eng.train")
 SAMPLE = os.path.join(HERE, "samples", "corpus.txt")  # the bundled sample, for smoke runs
 
 
@@ -139,6 +142,17 @@ def _apply_variant(config: ml_collections.ConfigDict, name: str) -> None:
         config.eval.plot_words = (
             "king,queen,prince,duke,lord,lady,father,mother,son,daughter,brother,sister,"
             "love,hate,death,life,sword,blood,heaven,hell"
+        )
+    elif name == "conll":
+        # The tokens of CoNLL-2003's training file, as configs/conll_tagger.py reads
+        # them (one word per token, lower-cased): vectors for its word embedding.
+        config.data.files = ""
+        config.data.source = ml_collections.ConfigDict(dict(name="local/conll", paths=dict(train=CONLL_TRAIN)))
+        config.data.feature = "tokens"
+        config.eval.probe_words = "germany,monday,police,shares,minister,league,million,said"
+        config.eval.plot_words = (
+            "germany,france,britain,russia,china,japan,monday,tuesday,friday,sunday,"
+            "january,march,june,october,police,army,minister,president,shares,market"
         )
     elif name == "smoke":
         config.data.files = SAMPLE

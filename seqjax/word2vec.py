@@ -71,19 +71,29 @@ class Corpus:
     """A re-iterable stream of tokenised sentences (one pass per epoch).
 
     Args:
-      texts: a callable returning a fresh iterator of raw texts; every line of a
-        text is one sentence.
-      lower, filters: tokenisation, as `WordTokenizer` (Keras `text_to_word_sequence`),
-        so the words match a WordTokenizer fitted with the same settings.
+      texts: a callable returning a fresh iterator of raw texts, where every line
+        of a text is one sentence, or of lists of tokens, each one sentence
+        whose tokens are its words as they are (lower-cased with `lower`, never
+        split or filtered: a tagged corpus's "U.S." stays one word, as its
+        tagger sees it).
+      lower, filters: tokenisation of texts, as `WordTokenizer` (Keras
+        `text_to_word_sequence`), so the words match a WordTokenizer fitted with
+        the same settings.
     """
 
-    def __init__(self, texts: Callable[[], Iterable[str]], lower: bool = True, filters: str = DEFAULT_FILTERS):
+    def __init__(
+        self, texts: Callable[[], Iterable[str | list[str]]], lower: bool = True, filters: str = DEFAULT_FILTERS
+    ):
         self._texts = texts
         self.lower = lower
         self.filters = filters
 
     def __iter__(self) -> Iterator[list[str]]:
         for text in self._texts():
+            if not isinstance(text, str):
+                if len(text):
+                    yield [token.lower() for token in text] if self.lower else list(text)
+                continue
             for line in text.splitlines():
                 words = text_to_word_sequence(line, self.filters, self.lower)
                 if words:
@@ -112,9 +122,15 @@ def text_file_corpus(paths: str | Sequence[str], **kwargs) -> Corpus:
     return Corpus(texts, **kwargs)
 
 
+def _as_text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def source_corpus(source, feature: str = "text", read_size: int = 1024, **kwargs) -> Corpus:
     """Texts of a random-access source of feature dicts (`seqjax.data.sources.load_source`):
-    `source[i][feature]` (UTF-8 bytes or str), read `read_size` examples at a time."""
+    `source[i][feature]`, read `read_size` examples at a time. A text (UTF-8 bytes or
+    str) is tokenised by the corpus; a sequence of tokens (e.g. `local/conll`'s
+    'tokens') is one sentence of exactly those words."""
 
     def texts():
         for start in range(0, len(source), read_size):
@@ -125,7 +141,10 @@ def source_corpus(source, feature: str = "text", read_size: int = 1024, **kwargs
                 if feature not in record:
                     raise KeyError(f"source example has no feature {feature!r}; features: {sorted(record)}")
                 value = record[feature]
-                yield value.decode("utf-8") if isinstance(value, bytes) else str(value)
+                if isinstance(value, (list, tuple, np.ndarray)):
+                    yield [_as_text(token) for token in value]
+                else:
+                    yield _as_text(value)
 
     return Corpus(texts, **kwargs)
 

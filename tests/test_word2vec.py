@@ -3,6 +3,7 @@
 import gzip
 import itertools
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -292,6 +293,26 @@ def test_corpora_from_files_and_sources(tmp_path):
     assert list(w2v.corpus_from_config(data))[0] == ["The", "cat", "sat"]
     with pytest.raises(ValueError, match="config.data.path"):
         w2v.corpus_from_config(ml_collections.ConfigDict({"path": "x"}))
+
+
+def test_token_sequences_are_sentences_of_exactly_those_words(tmp_path):
+    """A tagged corpus's tokens are its words: never split at punctuation nor filtered."""
+    source = [{"tokens": [b"U.S.", b"shares", b","]}, {"tokens": np.array(["Rose", "5.2"])}, {"tokens": []}]
+    assert list(w2v.source_corpus(source, feature="tokens")) == [["u.s.", "shares", ","], ["rose", "5.2"]]
+    assert list(w2v.source_corpus(source, feature="tokens", lower=False))[1] == ["Rose", "5.2"]
+    # configs/word2vec.py:conll reads local/conll's tokens; here on the bundled sample file.
+    from configs import word2vec as config_file
+
+    config = config_file.get_config("conll")
+    config.data.source.paths.train = os.path.join(config_file.HERE, "samples", "ner_train.conll")
+    config.data.source.data_dir = str(tmp_path)
+    sentences = list(w2v.corpus_from_config(config.data))
+    with open(config.data.source.paths.train, encoding="utf-8") as f:
+        blocks = [b.splitlines() for b in f.read().split("\n\n") if b.strip()]
+    expected = [
+        [line.split()[0].lower() for line in block] for block in blocks if not block[0].startswith("-DOCSTART-")
+    ]
+    assert sentences == expected
 
 
 def test_experiment_smoke_run_writes_vectors_and_report(tmp_path):
