@@ -45,7 +45,16 @@ by the validation metric, last step in brackets):
          the chunk run
 
 Sweep `ablation` (the default): {full model, softmax, words, no_word_dropout}
-x 3 seeds, `seqjax-sweep --config=conll_tagger --sweep=ablation`.
+x 3 seeds:
+  seqjax-sweep --config=conll_tagger --sweep=ablation --sweep_dir=runs/conll_ablation --parallel=2
+  seqjax-report --sweep_dir=runs/conll_ablation --metrics=best_test_f1,test_f1
+Result (2 CPU cores, two runs at a time; validation entity F1, best
+checkpoint [last step], mean +- std over seeds 0, 1, 2; docs/results/conll_ablation.md):
+  full             0.9078 +- 0.0030  [0.9045 +- 0.0032]  27.3-28.1 min per run
+  no_word_dropout  0.8966 +- 0.0007  [0.8931 +- 0.0022]  29.0 min
+  softmax          0.8876 +- 0.0062  [0.8806 +- 0.0028]  28.2-28.8 min
+  words            0.8785 +- 0.0029  [0.8760 +- 0.0004]  8.4-8.9 min
+so the default (`full`) is the best arm.
 """
 
 import os
