@@ -9,6 +9,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -112,6 +113,8 @@ def wandb_records(path: str) -> list:
             offset += block - offset % block
             continue
         length, kind = struct.unpack("<HB", data[offset + 4 : offset + 7])
+        if offset + 7 + length > len(data):  # a record still being written
+            break
         pending += data[offset + 7 : offset + 7 + length]
         offset += 7 + length
         if kind in (1, 4):  # a whole record, or its last part
@@ -122,11 +125,26 @@ def wandb_records(path: str) -> list:
     return records
 
 
+def finished_wandb_records(path: str, timeout_s: float = 60.0) -> list:
+    """The records of a finished run's W&B file, once its `exit` record is on
+    disk: `run.finish()` returns before W&B's service has flushed the file
+    (under load the file can still hold only its header)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = wandb_records(path)
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        if time.monotonic() > deadline:
+            kinds = [record.WhichOneof("record_type") for record in records]
+            raise AssertionError(f"{path}: no exit record after {timeout_s} s; records: {kinds}")
+        time.sleep(0.2)
+
+
 def wandb_history(run_dir) -> dict[int, dict]:
     """{step: the values W&B logged at it} over every offline attempt of a run."""
     rows = {}
     for path in sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))):
-        for record in wandb_records(path):
+        for record in finished_wandb_records(path):
             if record.WhichOneof("record_type") == "history":
                 row = {
                     item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item
@@ -156,7 +174,7 @@ def test_wandb_offline_mirrors_every_metrics_line_and_a_resumed_run_continues_it
             continue  # the first start's final line, before the run was extended
         assert {k: v for k, v in record.items() if k != "step"}.items() <= history[record["step"]].items()
     assert history[20]["test_mse"] == final["test_mse"]
-    runs = [r for p in attempts for r in wandb_records(glob.glob(p + "/run-*.wandb")[0]) if r.HasField("run")]
+    runs = [r for p in attempts for r in finished_wandb_records(glob.glob(p + "/run-*.wandb")[0]) if r.HasField("run")]
     config_items = {
         item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in runs[-1].run.config.update
     }
