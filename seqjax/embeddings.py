@@ -6,7 +6,6 @@ evaluate_similarity         tab-separated word pairs: Spearman (and Pearson) cor
 save_vectors / load_vectors word2vec text, word2vec binary, GloVe text; exact round trip
 pca_2d / plot_words         2-D PCA projection, PNG
 init_embedding              fill a model's embedding table from vectors (OOV rows random, counted)
-init_from_config            the same, driven by config.model.pretrained_embeddings, .pretrained_format
 find_embedding              the key path of the embedding table (also what optim's freeze rules
                             of config.model.freeze_embedding / freeze_embedding_steps hold)
 """
@@ -645,15 +644,3 @@ def embedding_labels(params: Any, path: str | Sequence[str] | None = None) -> An
 
 def _key_name(entry) -> str:
     return str(getattr(entry, "key", getattr(entry, "name", entry)))
-
-
-def init_from_config(
-    model_config, params: Any, word_index: Mapping[str, int], seed: int = 0
-) -> tuple[Any, InitReport | None]:
-    """`init_embedding` when `config.model.pretrained_embeddings` names a vector
-    file (`pretrained_format`: 'auto' or one of FORMATS); params unchanged otherwise."""
-    location = model_config.get("pretrained_embeddings", "")
-    if not location:
-        return params, None
-    fmt = model_config.get("pretrained_format", "auto") or "auto"
-    return init_embedding(params, word_index, load_vectors(location, fmt), seed=seed)

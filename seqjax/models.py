@@ -136,6 +136,7 @@ RECURRENT_KEYS = (
     "embed_size",
     "pretrained_embeddings",
     "pretrained_format",
+    "word2vec",
     "freeze_embedding",
     "freeze_embedding_steps",
 )

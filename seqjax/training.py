@@ -46,12 +46,14 @@ from seqjax import (
     steps,
     tasks,
     transfer,
+    word2vec,
 )
 from seqjax import config as config_lib
 from seqjax import workdir as workdir_lib
 from seqjax.steps import TrainState, model_inputs, model_kwargs
 
 Metrics = dict[str, float]
+WORD2VEC_VECTORS = os.path.join("word2vec", "vectors.bin")  # a run's own vectors (pretrained_embeddings='word2vec')
 
 
 class Trainer:
@@ -81,6 +83,7 @@ class Trainer:
         names = [f"replica {r}" for r in range(len(self.configs))] if workdirs == [None] else workdirs
         replicas.check_compatible(self.configs, [os.path.basename(os.path.normpath(n)) for n in names])
         self.names = names
+        self.workdirs = workdirs if workdirs != [None] else [None] * len(self.configs)
         self.config = config = self.configs[0]
         chunk = chunk_size or parallel.default_chunk_size()
         self.layout = parallel.Layout(mesh or parallel.make_mesh(), len(self.configs), chunk)
@@ -93,6 +96,9 @@ class Trainer:
             raise ValueError(
                 "config.model.pretrained_embeddings needs a task with a word tokenizer (config.data.tokenizer='word')"
             )
+        for config_r in self.configs:  # a bad config.model.word2vec fails now, not after compiling
+            if config_r.model.get("pretrained_embeddings", "") == word2vec.FROM_TRAINING_WORDS:
+                word2vec.settings_for_run(config_r.model, config_r.seed)
         self.model = models.build(config.model, self.task)
         self.feeds = feeds.ReplicaFeeds(self.task, self.configs, self.layout, steps.stream_length(config))
         self.example = self.feeds.example()
@@ -145,17 +151,34 @@ class Trainer:
             return self._with_learning_rates(state)
         states = self.layout.unstack(state)
         return self._assemble(
-            [s.replace(params=self._initial_params(c, s.params)) for s, c in zip(states, self.configs)]
+            [
+                s.replace(params=self._initial_params(c, s.params, w))
+                for s, c, w in zip(states, self.configs, self.workdirs)
+            ]
         )
 
-    def _initial_params(self, config: ml_collections.ConfigDict, params: Any) -> Any:
+    def _initial_params(self, config: ml_collections.ConfigDict, params: Any, workdir: str | None) -> Any:
         if config.train.get("init_from", ""):
             pretrained = transfer.latest_params(config.train.init_from)
             params = transfer.transfer(params, pretrained, config.train.get("init_modules", optim.DEFAULT_INIT_MODULES))
         if config.model.get("pretrained_embeddings", ""):
-            params, report = embeddings.init_from_config(config.model, params, self.task.word_index(), seed=config.seed)
+            vectors = self._pretrained_vectors(config, workdir)
+            params, report = embeddings.init_embedding(params, self.task.word_index(), vectors, seed=config.seed)
             logging.info("pretrained embeddings: %s", report.summary())
         return params
+
+    def _pretrained_vectors(self, config: ml_collections.ConfigDict, workdir: str | None) -> embeddings.WordVectors:
+        """The vectors config.model.pretrained_embeddings names: a vector file,
+        or 'word2vec': trained on this run's training words at its first start
+        (kept in W/word2vec/vectors.bin; process 0 trains, the others read)."""
+        location = config.model.pretrained_embeddings
+        if location != word2vec.FROM_TRAINING_WORDS:
+            return embeddings.load_vectors(location, config.model.get("pretrained_format", "auto") or "auto")
+        settings = word2vec.settings_for_run(config.model, config.seed)
+        path = None if workdir is None else os.path.join(workdir, WORD2VEC_VECTORS)
+        return parallel.writer_first(
+            lambda: word2vec.vectors_for_run(self.task.training_words, settings, path), "word2vec"
+        )
 
     def _assemble(self, states: Sequence[TrainState]) -> TrainState:
         """One state per replica (as a checkpoint gives them) -> the run's state."""

@@ -46,6 +46,7 @@ import dataclasses
 import gzip
 import heapq
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -839,3 +840,50 @@ def corpus_from_config(data) -> Corpus:
     return source_corpus(
         load_source(split=data.get("split", "train"), **options), data.get("feature", "text"), **tokenize
     )
+
+
+# --- vectors for a training run ---------------------------------------------------------------
+
+# config.model.pretrained_embeddings of a run whose embedding starts from word2vec
+# vectors trained on its own training words (seqjax.training).
+FROM_TRAINING_WORDS = "word2vec"
+RUN_KEYS = tuple(k for k in MODEL_KEYS + TRAIN_KEYS if k not in ("dim", "progress"))
+
+
+def settings_for_run(model_config, seed: int) -> Settings:
+    """The word2vec settings of a run with pretrained_embeddings='word2vec':
+    `config.model.word2vec` (any key of RUN_KEYS; the rest keep Settings'
+    defaults), dim = config.model.embed_size and the run's seed."""
+    section = model_config.get("word2vec") or {}
+    unknown = sorted(set(section.keys()) - set(RUN_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown config key config.model.word2vec.{unknown[0]}; known keys: {', '.join(RUN_KEYS)} "
+            "(the vector size is config.model.embed_size, the seed config.seed)"
+        )
+    return Settings(dim=model_config.get("embed_size", 64), seed=seed, **dict(section))
+
+
+def vectors_for_run(sentences: Callable[[], Sequence[Sentence]], settings: Settings, path: str | None):
+    """Word vectors trained on `sentences()` (a run's training words), kept
+    in `path` (word2vec binary: float32, exact). A later start of the run
+    that finds `path` reads it instead of training again, so a run killed
+    before its first checkpoint starts from the same vectors. Trains on one
+    local device: the corpus of a tagging or classification run is small,
+    and any batch size fits. Returns `seqjax.embeddings.WordVectors`."""
+    from seqjax.embeddings import load_vectors
+
+    if path is not None and os.path.exists(path):
+        logging.info("word2vec: the vectors an earlier start of this run trained, %s", path)
+        return load_vectors(path, "word2vec_binary")
+    corpus = sentences()
+    model, stats = train(corpus, settings, mesh=parallel.make_mesh(jax.local_devices()[:1]))
+    logging.info("word2vec: %d words, vocabulary %d, trained in %.1f s", stats.words, len(model.vocab), stats.seconds)
+    vectors = model.vectors()
+    if path is None:
+        return vectors
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    partial = path + ".partial"  # renamed when complete: a killed write is never read as vectors
+    vectors.save(partial, "word2vec_binary")
+    os.replace(partial, path)
+    return load_vectors(path, "word2vec_binary")

@@ -313,19 +313,3 @@ def test_embedding_labels_for_multi_transform():
     tx = optax.multi_transform({"embedding": optax.set_to_zero(), "other": optax.sgd(1.0)}, labels)
     history = _run_updates(tx, 1)
     np.testing.assert_array_equal(history[0]["embed"]["embedding"], 1.0)
-
-
-def test_init_from_config(tmp_path):
-    path = tmp_path / "vectors.txt"
-    emb.WordVectors(["cat", "dog"], np.ones((2, 4))).save(str(path))
-    tokenizer = WordTokenizer().fit_on_texts(["cat dog bird"])
-    _, params = _model_params(tokenizer.vocab_size)
-    config = ml_collections.ConfigDict(
-        {
-            "pretrained_embeddings": str(path),
-            "pretrained_format": "auto",
-        }
-    )
-    new, report = emb.init_from_config(config, params, tokenizer.word_index)
-    assert (report.found, report.oov) == (2, 1)
-    assert emb.init_from_config(ml_collections.ConfigDict({"pretrained_embeddings": ""}), params, {}) == (params, None)

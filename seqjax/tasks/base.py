@@ -74,6 +74,13 @@ class Task(abc.ABC):
         are not words (the default)."""
         return None
 
+    def training_words(self) -> list[list[str]] | None:
+        """The training split as lists of the input vocabulary's words, each
+        spelled as `word_index` spells it, for word vectors trained on the
+        run's own data (config.model.pretrained_embeddings='word2vec'); None
+        if the inputs are not words (the default)."""
+        return None
+
     # --- the objective -------------------------------------------------------------
 
     @abc.abstractmethod

@@ -209,3 +209,11 @@ class DatasetTask(Task):
         """The word tokenizer's {word: id}; None for characters or subwords."""
         self._require_setup()
         return self.tokenizer.word_index if isinstance(self.tokenizer, tokenizers.WordTokenizer) else None
+
+    def training_words(self) -> list[list[str]] | None:
+        """The training texts as the word tokenizer splits them (lower-cased
+        and filtered as it is); None for characters or subwords."""
+        self._require_setup()
+        if not isinstance(self.tokenizer, tokenizers.WordTokenizer):
+            return None
+        return self.tokenizer.texts_to_words(self.training_texts())

@@ -130,6 +130,12 @@ class WordTokenizer(Tokenizer):
             for i, text in iter_texts(texts, "texts_to_sequences")
         ]
 
+    def texts_to_words(self, texts) -> list[list[str]]:
+        """The words of each text as `fit_on_texts` counts them (lower-cased,
+        filtered and split as configured): e.g. a corpus for word vectors
+        whose words are exactly this vocabulary's."""
+        return [self._tokens(text, f"texts_to_words: text {i}") for i, text in iter_texts(texts, "texts_to_words")]
+
     def sequences_to_texts(self, sequences) -> list[str]:
         """Space-joined tokens of each id sequence, exactly as Keras does it.
 
