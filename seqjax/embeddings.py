@@ -507,6 +507,10 @@ def plot_words(vectors: WordVectors, words: Sequence[str], path: str, title: str
 # --- pretrained embedding tables -------------------------------------------------------------
 
 Path = tuple[str, ...]
+# Where seqjax's word-level models (RecurrentModel, Tagger) keep the word
+# embedding, the table config.model.pretrained_embeddings fills and
+# freeze_embedding holds (a tagger may have more tables: input tags, characters).
+WORD_EMBEDDING: Path = ("embed", "embedding")
 
 
 def _leaves(tree: Any, prefix: Path = ()) -> Iterable[tuple[Path, Any]]:

@@ -328,8 +328,9 @@ def freeze_rules(config: ml_collections.ConfigDict) -> list[FreezeRule]:
 
     - `train.freeze_steps` = N > 0: the top-level modules `train.init_modules`
       (default ('embed', 'stack')) for the first N updates (transfer learning);
-    - `model.freeze_embedding` = True: the embedding table for good;
-    - `model.freeze_embedding_steps` = N > 0: the embedding table for N updates.
+    - `model.freeze_embedding` = True: the word embedding table
+      (`embeddings.WORD_EMBEDDING`) for good;
+    - `model.freeze_embedding_steps` = N > 0: that table for N updates.
     """
     train = config.get("train") or ml_collections.ConfigDict()
     model = config.get("model") or ml_collections.ConfigDict()
@@ -346,7 +347,11 @@ def freeze_rules(config: ml_collections.ConfigDict) -> list[FreezeRule]:
             f"config.model.freeze_embedding_steps={embedding_steps} (frozen for a while), not both"
         )
     if forever:
-        rules.append(FreezeRule(embedding_table(), None, "config.model.freeze_embedding"))
+        rules.append(FreezeRule(embedding_table(embeddings.WORD_EMBEDDING), None, "config.model.freeze_embedding"))
     elif embedding_steps > 0:
-        rules.append(FreezeRule(embedding_table(), embedding_steps, "config.model.freeze_embedding_steps"))
+        rules.append(
+            FreezeRule(
+                embedding_table(embeddings.WORD_EMBEDDING), embedding_steps, "config.model.freeze_embedding_steps"
+            )
+        )
     return rules

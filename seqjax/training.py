@@ -163,8 +163,10 @@ class Trainer:
             params = transfer.transfer(params, pretrained, config.train.get("init_modules", optim.DEFAULT_INIT_MODULES))
         if config.model.get("pretrained_embeddings", ""):
             vectors = self._pretrained_vectors(config, workdir)
-            params, report = embeddings.init_embedding(params, self.task.word_index(), vectors, seed=config.seed)
-            logging.info("pretrained embeddings: %s", report.summary())
+            params, report = embeddings.init_embedding(
+                params, self.task.word_index(), vectors, path=embeddings.WORD_EMBEDDING, seed=config.seed
+            )
+            _note(f"pretrained embeddings: {report.summary()}")
         return params
 
     def _pretrained_vectors(self, config: ml_collections.ConfigDict, workdir: str | None) -> embeddings.WordVectors:
@@ -176,9 +178,13 @@ class Trainer:
             return embeddings.load_vectors(location, config.model.get("pretrained_format", "auto") or "auto")
         settings = word2vec.settings_for_run(config.model, config.seed)
         path = None if workdir is None else os.path.join(workdir, WORD2VEC_VECTORS)
-        return parallel.writer_first(
+        started = time.monotonic()
+        vectors = parallel.writer_first(
             lambda: word2vec.vectors_for_run(self.task.training_words, settings, path), "word2vec"
         )
+        seconds = time.monotonic() - started
+        _note(f"word2vec: vectors of {len(vectors.words)} words in {seconds:.1f} s ({path or 'not kept'})")
+        return vectors
 
     def _assemble(self, states: Sequence[TrainState]) -> TrainState:
         """One state per replica (as a checkpoint gives them) -> the run's state."""

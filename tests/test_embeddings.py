@@ -301,7 +301,7 @@ def test_embedding_freeze_config_errors():
     with pytest.raises(ValueError, match=r"config.model.freeze_embedding_steps=5 \(frozen for a while\), not both"):
         embedding_optimizer(freeze_embedding=True, freeze_embedding_steps=5)
     tx = embedding_optimizer(freeze_embedding=True)
-    message = "config.model.freeze_embedding: found no 2-D parameter named 'embedding' in the params (['dense/kernel'])"
+    message = "config.model.freeze_embedding: no parameter at embed/embedding; parameters: ['dense/kernel']"
     with pytest.raises(ValueError, match=re.escape(message)):
         tx.init({"dense": {"kernel": jnp.ones((2, 2))}})  # at init, before any step
 

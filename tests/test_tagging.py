@@ -297,3 +297,33 @@ def test_raw_sentences_with_input_tags_are_dicts(data_dir):
         task.encode_raw(["Grace visited"])
     with pytest.raises(ValueError, match=r"^input 0: input tag 'pos': need one value per token \(2\), got 1 values$"):
         task.encode_raw([{"tokens": ["Grace", "visited"], "pos": ["NNP"]}])
+
+
+@pytest.mark.slow
+def test_the_default_tagger_starts_from_word2vec_vectors_of_its_own_training_words(tmp_path, data_dir):
+    from seqjax import embeddings, runs
+
+    config = load_config("conll_tagger", "smoke,pos_input")  # with a second table (the POS tags') beside the words'
+    assert config.model.pretrained_embeddings == "word2vec"  # the default, as in the full config
+    config.data.source.data_dir = str(data_dir)
+    config.model.freeze_embedding = True  # so the trained table still holds the initial rows
+    training.train_and_evaluate(config, str(tmp_path / "run"))
+    vectors = embeddings.load_vectors(str(tmp_path / "run" / training.WORD2VEC_VECTORS))
+    run = runs.load_run(str(tmp_path / "run"))
+    index = run.trainer.task.tokenizer.word_index
+    words = sorted({w for sentence in run.trainer.task.training_words() for w in sentence})
+    assert sorted(vectors.words) == words == sorted(set(index) - {"<unk>"})  # min_count 1: every training word
+    table = np.asarray(run.params["embed"]["embedding"])
+    for word in words:
+        np.testing.assert_array_equal(table[index[word]], vectors[word])
+    np.testing.assert_array_equal(table[0], 0.0)
+
+
+def test_a_bad_word2vec_setting_is_refused_before_anything_compiles(data_dir):
+    config = load_config("conll_tagger", "smoke")
+    config.data.source.data_dir = str(data_dir)
+    config.model.word2vec.window_size = 3
+    with pytest.raises(ValueError, match=r"^unknown config key config\.model\.word2vec\.window_size; known keys:"):
+        training.Trainer(config)
+    random_init = load_config("conll_tagger", "smoke,random_init")
+    assert random_init.model.pretrained_embeddings == "" and "word2vec" not in random_init.model

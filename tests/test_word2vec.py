@@ -356,3 +356,37 @@ def test_initial_vectors_follow_word2vec_c():
     assert not params["output"].any() and params["output"].shape == (50, 20)
     hs = w2v.init_params(50, w2v.Settings(dim=20, objective="hierarchical_softmax", init_range=1.0))
     assert hs["output"].shape == (49, 20) and np.abs(hs["embed"]).max() > 0.9 / 20  # V - 1 inner nodes
+
+
+# --- vectors for a training run (config.model.pretrained_embeddings='word2vec') ----------------
+
+
+def test_a_runs_word2vec_settings_are_its_section_with_the_embedding_size_and_the_runs_seed():
+    model = ml_collections.ConfigDict(dict(embed_size=24, word2vec=dict(min_count=2, epochs=7, architecture="cbow")))
+    settings = w2v.settings_for_run(model, seed=3)
+    assert settings == w2v.Settings(dim=24, seed=3, min_count=2, epochs=7, architecture="cbow")
+    assert w2v.settings_for_run(ml_collections.ConfigDict(dict(embed_size=8)), seed=0) == w2v.Settings(dim=8)
+    model.word2vec.dim = 50
+    with pytest.raises(
+        ValueError, match=r"^unknown config key config\.model\.word2vec\.dim; known keys: architecture, "
+    ):
+        w2v.settings_for_run(model, seed=3)
+
+
+def test_a_runs_vectors_are_trained_once_kept_exactly_and_read_back_by_a_later_start(tmp_path, monkeypatch):
+    corpus = _planted_corpus(sentences=600)
+    settings = w2v.Settings(**dict(PLANTED, epochs=1))
+    path = str(tmp_path / "word2vec" / "vectors.bin")
+    first = w2v.vectors_for_run(lambda: corpus, settings, path)
+    alone, _ = w2v.train(corpus, settings, mesh=parallel.make_mesh(jax.devices()[:1]))
+    assert first.words == list(alone.vocab.words)
+    np.testing.assert_array_equal(first.vectors, np.asarray(alone.params["embed"]))  # float32, no rounding
+    assert os.listdir(tmp_path / "word2vec") == ["vectors.bin"]  # no partial file left
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a start that finds the run's vectors must not train again")
+
+    monkeypatch.setattr(w2v, "train", no_training)
+    again = w2v.vectors_for_run(lambda: pytest.fail("the corpus is not read either"), settings, path)
+    assert again.words == first.words
+    np.testing.assert_array_equal(again.vectors, first.vectors)

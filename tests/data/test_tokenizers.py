@@ -432,3 +432,13 @@ def test_load_or_fit_fits_once_then_reuses_the_saved_file(tmp_path):
     first = load_or_fit(path, fit)
     second = load_or_fit(path, fit)
     assert len(calls) == 1 and second.vocab == first.vocab
+
+
+def test_texts_to_words_are_the_words_fit_on_texts_counts_and_encodes():
+    texts = ["The cat, the HAT!", "a cat"]
+    tokenizer = WordTokenizer(oov_token="<unk>").fit_on_texts(texts)
+    words = tokenizer.texts_to_words(texts)
+    assert words == [["the", "cat", "the", "hat"], ["a", "cat"]]
+    assert [[tokenizer.word_index[w] for w in sentence] for sentence in words] == tokenizer.texts_to_sequences(texts)
+    tagged = WordTokenizer(lower=True, filters="").fit_on_texts([["U.S.", "Shares", ","]])
+    assert tagged.texts_to_words([["U.S.", "Shares", ","]]) == [["u.s.", "shares", ","]]  # tokens as given, lower-cased
