@@ -8,19 +8,22 @@ not shipped with seqjax). The test split (eng.testb) is read only by the
 variant `testb`; without it the final evaluation re-reads validation. TFDS's
 `conll2003` works too (variant `tfds`, where it is prepared).
 
-Model (seqjax.nn.tagger): word embedding (100, random init, lower-cased
-words) and a character BiLSTM (25 per direction, cased) per word, dropout, a BiLSTM (100 per direction),
-per-token tag scores and a linear-chain CRF whose transitions the tag scheme
-constrains; tags are trained in IOBES (converted on reading; entities, and
-so entity scores, are unchanged); word dropout trains the <unk> embedding.
-Entity precision / recall / F1 are computed the conlleval way
-(seqjax.tasks.entities).
+Model (seqjax.nn.tagger): word embedding (100, lower-cased words,
+initialised from skip-gram word2vec vectors that the run first trains on its
+own training words: seqjax.word2vec, min_count 2, 20 epochs, about 20 s, kept
+in W/word2vec/) and a character BiLSTM (25 per direction, cased) per word,
+dropout, a BiLSTM (100 per direction), per-token tag scores and a
+linear-chain CRF whose transitions the tag scheme constrains; tags are
+trained in IOBES (converted on reading; entities, and so entity scores, are
+unchanged); word dropout trains the <unk> embedding. Entity precision /
+recall / F1 are computed the conlleval way (seqjax.tasks.entities).
 
 Command:
   seqjax-train --config=conll_tagger --workdir=runs/ner_bilstm_crf
 
 Variants (combine with commas, e.g. `conll_tagger:pos,softmax`):
   full             the default model unchanged (the ablation's reference arm)
+  random_init      a randomly initialised word embedding (no word2vec step)
   softmax          per-token softmax instead of the CRF
   words            no character features (and cased words: nothing else would see capitals)
   no_word_dropout  word_dropout 0
@@ -33,34 +36,38 @@ Variants (combine with commas, e.g. `conll_tagger:pos,softmax`):
 
 Result (2 CPU cores, 15,000 steps; validation = eng.testa, best checkpoint
 by the validation metric, last step in brackets):
-  NER    entity F1 0.9078 +- 0.0030 over seeds 0, 1, 2 (0.9080, 0.9106,
-         0.9046) [0.9045 +- 0.0032]; 27.3 min wall for seed 0 beside other
-         runs (the ablation's `full` arm; seed 0 on another machine's CPU:
-         0.9065; cased words, seed 0: 0.8951, 15.6 min on idle cores)
-  chunk  (seed 0) `conll_tagger:chunk,pos_input`: chunk F1 0.9387 at step 3,000
-         [0.9376]; 34.5 min wall beside a sweep run. Without the POS input
-         (`conll_tagger:chunk`): 0.8955 at step 6,000 [0.8950]; 29.5 min
-         beside the pos run
-  pos    (seed 0) token accuracy 0.9524 at step 12,000 [0.9524]; 29.7 min wall beside
-         the chunk run
+  NER    (the default; sweep `seeds`) entity F1 0.9160 +- 0.0020 over seeds
+         0, 1, 2 (0.9138, 0.9175, 0.9168) [0.9117 +- 0.0017]; P 0.9214, R 0.9107;
+         33.6 min wall per run for seeds 0 and 1 run together, 19.8 min for
+         seed 2 (docs/results/conll_default.md):
+           seqjax-sweep --config=conll_tagger --sweep=seeds --sweep_dir=runs/conll_seeds --parallel=2
+           seqjax-report --sweep_dir=runs/conll_seeds --metrics=best_test_f1,best_test_precision,best_test_recall,\
+             test_f1
+         With a random word embedding (`conll_tagger:random_init`): 0.9078 +- 0.0030
+         (the ablation's `full` arm below); cased words, seed 0: 0.8951, 15.6 min on idle cores
+  chunk  (seed 0) `conll_tagger:chunk,pos_input,random_init`: chunk F1 0.9387 at
+         step 3,000 [0.9376]; 34.5 min wall beside a sweep run. Without the POS
+         input (`conll_tagger:chunk,random_init`): 0.8955 at step 6,000 [0.8950];
+         29.5 min beside the pos run
+  pos    (seed 0) `conll_tagger:pos,random_init`: token accuracy 0.9524 at step
+         12,000 [0.9524]; 29.7 min wall beside the chunk run
+(the chunk and POS runs predate the word2vec default: their configs are the
+random_init variant's)
 
-Sweep `ablation` (the default): {full model, softmax, words, no_word_dropout}
-x 3 seeds:
-  seqjax-sweep --config=conll_tagger --sweep=ablation --sweep_dir=runs/conll_ablation --parallel=2
+Sweep `ablation` (the default sweep): {full model, softmax, words,
+no_word_dropout} x 3 seeds. Run on the random_init variant (each arm one part
+removed from the randomly initialised model):
+  seqjax-sweep --config=conll_tagger:random_init --sweep=ablation --sweep_dir=runs/conll_ablation --parallel=2
   seqjax-report --sweep_dir=runs/conll_ablation --metrics=best_test_f1,test_f1
 Result (2 CPU cores, two runs at a time; validation entity F1, best
-checkpoint [last step], mean +- std over seeds 0, 1, 2; docs/results/conll_ablation.md):
-  full             0.9078 +- 0.0030  [0.9045 +- 0.0032]  27.3-28.1 min per run
-  no_word_dropout  0.8966 +- 0.0007  [0.8931 +- 0.0022]  29.0 min
-  softmax          0.8876 +- 0.0062  [0.8806 +- 0.0028]  28.2-28.8 min
-  words            0.8785 +- 0.0029  [0.8760 +- 0.0004]  8.4-8.9 min
-so the default (`full`) is the best arm. Initialised from seqjax's own
-word2vec on the same training file's tokens (2 min), the default config
-reaches 0.9152 +- 0.0016 [0.9122 +- 0.0026] over seeds 0, 1, 2 (31 min per run
-beside one other run):
-  seqjax-word2vec --config=word2vec:conll --workdir=runs/w2v_conll --config.model.min_count=2 --config.train.epochs=20
-  seqjax-train --config=conll_tagger --workdir=runs/ner_w2v \
-    --config.model.pretrained_embeddings=runs/w2v_conll/vectors.txt
+checkpoint [last step], mean +- std over seeds 0, 1, 2; docs/results/conll_ablation.md),
+with the default for comparison:
+  default (word2vec)  0.9160 +- 0.0020  [0.9117 +- 0.0017]  33.6 min per run
+  full (random init)  0.9078 +- 0.0030  [0.9045 +- 0.0032]  27.3-28.1 min
+  no_word_dropout     0.8966 +- 0.0007  [0.8931 +- 0.0022]  29.0 min
+  softmax             0.8876 +- 0.0062  [0.8806 +- 0.0028]  28.2-28.8 min
+  words               0.8785 +- 0.0029  [0.8760 +- 0.0004]  8.4-8.9 min
+so the default is the best variant.
 """
 
 import os
@@ -136,7 +143,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.model.pretrained_embeddings = "word2vec"
     config.model.pretrained_format = "auto"  # of a vector file: auto | one of seqjax.embeddings.FORMATS
     # Settings of seqjax.word2vec (the size is embed_size, the seed config.seed):
-    # every word seen twice, 20 passes over eng.train's 204k tokens (about 2 min).
+    # every word seen twice, 20 passes over eng.train's 204k tokens (about 20 s).
     config.model.word2vec = ml_collections.ConfigDict(dict(min_count=2, epochs=20))
     config.model.dropout_rate = 0.5  # on the token representations and the BiLSTM outputs
     config.model.word_dropout = 0.05  # a training token becomes <unk> with this probability
@@ -243,7 +250,8 @@ def get_sweep(name: str | None = None):
 
     ablation (the default): the full model against one part removed at a
       time (softmax instead of the CRF, no characters, no word dropout),
-      3 seeds each (12 runs).
+      3 seeds each (12 runs); the recorded one ran on `conll_tagger:random_init`.
+    seeds: the config as given, seeds 0, 1, 2 (the default's result).
     """
     from seqjax import sweeps
 

@@ -14,8 +14,9 @@ analogies.json, pca.png and metrics.json into the workdir):
 Variants: skipgram (the default), cbow, hs (hierarchical softmax instead of
 negative sampling; combine: `cbow,hs`), shakespeare (tinyshakespeare instead
 of Multi30k), conll (the tokens of CoNLL-2003's eng.train, one word per token
-as configs/conll_tagger.py reads them: vectors for its
-`--config.model.pretrained_embeddings`), smoke (tiny sizes on the bundled
+as configs/conll_tagger.py reads them, to study the vectors on their own;
+the tagger's default trains the same kind for itself, see
+`config.model.pretrained_embeddings='word2vec'`), smoke (tiny sizes on the bundled
 configs/samples/corpus.txt, for tests). Data files are under $SEQJAX_DATA
 (default ~/seqjax_data). Any field can be overridden, e.g. `--config.data.files=/data/text8 --config.model.dim=300`.
 
